@@ -1,0 +1,88 @@
+"""Trace a PyTorch ALBERT into the fp32 reference ONNX graph with the outputs the runtime needs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AlbertModel
+
+INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+BASE_OUTPUTS = ["last_hidden_state", "pooler_output", "sentence_embedding", "word_embeddings", "projected_word_embeddings"]
+HIDDEN_STATES = "hidden_states"
+OPSET = 17
+
+
+class AlbertExportWrapper(torch.nn.Module):
+    """ALBERT plus in-graph masked-mean pooling and the static word-embedding lookups.
+
+    ``word_embeddings`` and ``projected_word_embeddings`` reuse the graph's own embedding and projection
+    initializers, so the runtime reads static word vectors from the ONNX file at almost no cost
+    (one 128-wide gather and one 128xH MatMul per token).
+    """
+
+    def __init__(self, model: AlbertModel, hidden_states: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.hidden_states = hidden_states
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=self.hidden_states,
+        )
+        hidden = out.last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        # clamp: an all-padding row (never produced by the runtime) gives zeros instead of NaN.
+        sentence = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        word = self.model.embeddings.word_embeddings(input_ids)
+        projected = self.model.encoder.embedding_hidden_mapping_in(word)
+        outputs = (hidden, out.pooler_output, sentence, word, projected)
+        if self.hidden_states:
+            outputs = outputs + (torch.stack(out.hidden_states, dim=0),)
+        return outputs
+
+
+def output_names(hidden_states: bool) -> list[str]:
+    """Graph output names, in order."""
+    return BASE_OUTPUTS + ([HIDDEN_STATES] if hidden_states else [])
+
+
+def export_fp32(model: AlbertModel, path: Path, *, hidden_states: bool) -> None:
+    """Export the fp32 reference graph with dynamic batch and sequence axes.
+
+    Uses the TorchScript exporter (``dynamo=False``): the dynamo exporter's graph gets no Attention fusion.
+
+    Args:
+        model: ALBERT in eval mode with eager attention.
+        path: Where to write the .onnx file.
+        hidden_states: Also output all hidden states stacked as (layers + 1, batch, sequence, hidden).
+    """
+    names = output_names(hidden_states)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    for name in names:
+        if name == HIDDEN_STATES:
+            dynamic_axes[name] = {1: "batch", 2: "sequence"}
+        elif name == "pooler_output" or name == "sentence_embedding":
+            dynamic_axes[name] = {0: "batch"}
+        else:
+            dynamic_axes[name] = {0: "batch", 1: "sequence"}
+    ids = torch.tensor([[2, 13, 1632, 25, 21, 2292, 9, 3], [2, 13, 1632, 3, 0, 0, 0, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    types = torch.zeros_like(ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, and needed
+        torch.onnx.export(
+            AlbertExportWrapper(model, hidden_states).eval(),
+            (ids, mask, types),
+            str(path),
+            input_names=INPUT_NAMES,
+            output_names=names,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )

@@ -1,0 +1,90 @@
+"""Build the model folder in a temporary sibling and move it into place only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import onnx
+
+from .errors import ExportError
+
+FORMAT = "albert-onnx-model-folder"
+FORMAT_VERSION = 1
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(folder: Path, name: str) -> dict[str, object]:
+    """Size and sha256 of one file of the folder, as recorded in the manifest."""
+    path = folder / name
+    return {"file": name, "size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def check_external_data(path: Path) -> None:
+    """Refuse a graph whose external-data locations would point outside its folder.
+
+    Raises:
+        ExportError: A tensor's location is absolute or climbs out with "..".
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    folder = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key != "location":
+                continue
+            target = (folder / entry.value).resolve()
+            if Path(entry.value).is_absolute() or folder not in target.parents:
+                raise ExportError(f"{path.name}: initializer {tensor.name!r} points to {entry.value!r}, outside the model folder")
+
+
+@contextlib.contextmanager
+def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; on success it replaces ``target`` in one rename.
+
+    A crash or kill leaves at most a ``.<name>.tmp-*`` folder, never a half-written ``target``.
+
+    Raises:
+        ExportError: ``target`` exists and ``overwrite`` is False, or it is a file.
+    """
+    target = target.resolve()
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
+    if target.exists() and not overwrite:
+        raise ExportError(f"output={str(target)!r} already exists; pass --overwrite to replace it, or choose another folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the finished folder gets normal permissions
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, retired / "folder")
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def write_manifest(folder: Path, manifest: dict[str, object]) -> None:
+    """Write manifest.json (last, so its presence means the folder is complete)."""
+    text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=False)
+    (folder / "manifest.json").write_text(text + "\n", encoding="utf-8")
