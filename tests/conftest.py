@@ -1,0 +1,83 @@
+"""Shared fixtures: one tiny random ALBERT exported once per session (in a subprocess, so runtime tests never
+import torch), and the real albert-base-v2 architecture for the tests marked ``base``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BASE_SOURCE = SHARED / "models" / "albert-base-v2"
+STS_DIR = SHARED / "data" / "stsbenchmark"
+
+TINY_CONFIG = {
+    "model_type": "albert", "architectures": ["AlbertForMaskedLM"], "vocab_size": 30000, "embedding_size": 32,
+    "hidden_size": 64, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 128,
+    "hidden_act": "gelu_new", "hidden_dropout_prob": 0, "attention_probs_dropout_prob": 0,
+    "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+    "num_hidden_groups": 1, "inner_group_num": 1, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,
+}
+
+
+def need_shared() -> None:
+    if not (BASE_SOURCE / "spiece.model").is_file() or not (STS_DIR / "sts-dev.csv").is_file():
+        pytest.skip("../shared (albert-base-v2 vocabulary and STS-B) is not beside the project; CI always has it")
+
+
+def run_cli(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``albert-onnx ...`` in a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", *args], capture_output=True, text=True, input=stdin)
+    if check and result.returncode != 0:
+        raise AssertionError(f"albert-onnx {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_tiny_source(folder: Path) -> Path:
+    """A local HF-layout folder: tiny config, real vocabulary, no weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(TINY_CONFIG))
+    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(BASE_SOURCE / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sts_texts() -> list[str]:
+    need_shared()
+    texts = []
+    for name in ("sts-train.csv", "sts-dev.csv"):
+        for line in (STS_DIR / name).read_text(encoding="utf-8").splitlines():
+            cells = line.split("\t")
+            texts.extend(cells[5:7])
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory) -> Path:
+    need_shared()
+    return make_tiny_source(tmp_path_factory.mktemp("tiny-src") / "albert-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_source, tmp_path_factory) -> Path:
+    """The tiny model exported once, all four variants, with hidden states."""
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    run_cli("export", str(tiny_source), "--random-weights", "--seed", "1", "--hidden-states",
+            "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_folder(tmp_path_factory) -> Path:
+    """albert-base-v2 (real config and vocabulary, seeded random weights), exported once."""
+    need_shared()
+    out = tmp_path_factory.mktemp("base") / "albert-base-v2"
+    result = run_cli("export", str(BASE_SOURCE), "--random-weights", "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out))
+    (out.parent / "export.log").write_text(result.stdout + result.stderr)
+    return out
