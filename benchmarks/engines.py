@@ -1,0 +1,163 @@
+"""The engines under test. Each loads from the same checkpoint and answers two calls:
+``run_ids(feeds)`` (the model on fixed token ids) and ``embed(texts)`` (text -> mean-pooled vectors)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*.onnx")) + sum(p.stat().st_size for p in Path(path).rglob("*.onnx_data"))
+
+
+class Engine:
+    name = "engine"
+    file_size: int | None = None
+    load_seconds: float = 0.0
+
+    def run_ids(self, feeds: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch, the baseline; ``dtype='bf16'`` runs under CPU autocast (fp16 on CUDA)."""
+
+    def __init__(self, checkpoint: Path, dtype: str, threads: int, device: str = "cpu") -> None:
+        import torch
+        from transformers import AlbertModel, AlbertTokenizerFast
+
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        self.torch, self.device, self.dtype = torch, device, dtype
+        self.model = AlbertModel.from_pretrained(checkpoint, attn_implementation="eager").eval().to(device)
+        self.tokenizer = AlbertTokenizerFast.from_pretrained(checkpoint)
+        self.load_seconds = time.perf_counter() - started
+        self.name = f"pytorch-{dtype}"
+        self.file_size = sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors"))
+
+    def _forward(self, feeds):
+        torch = self.torch
+        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
+        with torch.inference_mode():
+            if self.dtype == "fp32":
+                out = self.model(**tensors).last_hidden_state
+            else:
+                kind = torch.bfloat16 if self.device == "cpu" else torch.float16
+                with torch.autocast(self.device, dtype=kind):
+                    out = self.model(**tensors).last_hidden_state
+            mask = tensors["attention_mask"].unsqueeze(-1).to(out.dtype)
+            pooled = ((out * mask).sum(1) / mask.sum(1)).float()
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            return pooled.cpu().numpy()
+
+    def run_ids(self, feeds):
+        self._forward(feeds)
+
+    def embed(self, texts, batch_size=32):
+        parts = []
+        for start in range(0, len(texts), batch_size):  # the usual padded batches, input order
+            enc = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=512, return_tensors="np")
+            parts.append(self._forward({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
+        return np.concatenate(parts)
+
+
+class AlbertOnnxEngine(Engine):
+    """This project: AlbertEmbedder on one variant of the exported folder."""
+
+    def __init__(self, folder: Path, variant: str, threads: int, device: str = "cpu") -> None:
+        from albert_onnx import AlbertEmbedder
+
+        started = time.perf_counter()
+        self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads)
+        self.load_seconds = time.perf_counter() - started
+        self.name = f"albert-onnx-{variant}"
+        self.file_size = self.embedder.folder.variants[variant]["size"]
+
+    def run_ids(self, feeds):
+        self.embedder._runner.run(feeds, ["sentence_embedding"])
+
+    def embed(self, texts, batch_size=32):
+        return self.embedder.encode(texts, batch_size=batch_size, normalize=False)
+
+
+class OptimumEngine(Engine):
+    """Optimum's ORTModelForFeatureExtraction, with its own O2 optimization and avx512_vnni dynamic quantization."""
+
+    def __init__(self, checkpoint: Path, workdir: Path, mode: str, threads: int) -> None:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
+        from transformers import AlbertTokenizerFast
+
+        self.name = f"optimum-{mode}"
+        exported = workdir / "optimum-fp32"
+        if not exported.exists():
+            ORTModelForFeatureExtraction.from_pretrained(checkpoint, export=True).save_pretrained(exported)
+        target = exported
+        if mode in ("o2", "int8"):
+            target = workdir / "optimum-o2"
+            if not target.exists():
+                ORTOptimizer.from_pretrained(exported).optimize(OptimizationConfig(optimization_level=2), save_dir=target)
+        if mode == "int8":
+            # Optimum's documented path: quantize its fp32 export (its quantizer cannot read its own O2 graph).
+            source, target = exported, workdir / "optimum-int8"
+            if not target.exists():
+                quantizer = ORTQuantizer.from_pretrained(source, file_name=next(p.name for p in source.glob("*.onnx")))
+                quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False), save_dir=target)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        started = time.perf_counter()
+        onnx_file = next(target.glob("*.onnx")).name
+        self.model = ORTModelForFeatureExtraction.from_pretrained(target, file_name=onnx_file, session_options=options, provider="CPUExecutionProvider")
+        self.tokenizer = AlbertTokenizerFast.from_pretrained(checkpoint)
+        self.load_seconds = time.perf_counter() - started
+        self.file_size = (target / onnx_file).stat().st_size
+
+    def _forward(self, feeds):
+        out = self.model(**feeds).last_hidden_state
+        out = np.asarray(out)
+        mask = feeds["attention_mask"][..., None].astype(out.dtype)
+        return (out * mask).sum(1) / mask.sum(1)
+
+    def run_ids(self, feeds):
+        self._forward(feeds)
+
+    def embed(self, texts, batch_size=32):
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=512, return_tensors="np")
+            parts.append(self._forward({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
+        return np.concatenate(parts)
+
+
+class SentenceTransformersEngine(Engine):
+    """sentence-transformers with backend='onnx' (mean pooling module added for a plain HF checkpoint)."""
+
+    def __init__(self, checkpoint: Path, workdir: Path, threads: int) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        from sentence_transformers import SentenceTransformer
+
+        self.name = "sentence-transformers-onnx"
+        started = time.perf_counter()
+        self.model = SentenceTransformer(str(checkpoint), backend="onnx", device="cpu",
+                                         model_kwargs={"provider": "CPUExecutionProvider"})
+        self.load_seconds = time.perf_counter() - started
+        files = list(Path(checkpoint).rglob("*.onnx"))
+        self.file_size = sum(p.stat().st_size for p in files) or None
+
+    def run_ids(self, feeds):
+        import torch
+
+        features = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        self.model.forward(features)
+
+    def embed(self, texts, batch_size=32):
+        return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False)
