@@ -112,7 +112,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     device = resolve_device(options.device)
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     actors, threads = plan_actors(device, options.actors, options.threads_per_actor, cpus)
-    dataset = _read(ray, options)
+    dataset = _read(ray, options).materialize()  # read the input once: count, shard and embed from memory
     columns = dataset.columns()
     for column in (options.id_field, options.text_field):
         if column not in columns:
@@ -125,8 +125,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     counts = {"shards": len(shards), "skipped": len(shards) - len(todo), "written": 0, "rows": total, "bad_rows": 0}
     if not todo:
         return counts
-    materialized = dataset.materialize()
-    splits = materialized.split_at_indices(list(shards)[1:]) if len(shards) > 1 else [materialized]
+    splits = dataset.split_at_indices(list(shards)[1:]) if len(shards) > 1 else [dataset]
     resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads}
     fn_kwargs = dict(folder=str(options.folder), variant=options.variant, device=device, threads=threads, pooling=options.pooling,
                      batch_size=options.batch_size, text_field=options.text_field, id_field=options.id_field, strict=options.strict)

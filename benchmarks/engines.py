@@ -26,7 +26,26 @@ class Engine:
         raise NotImplementedError
 
 
-class TorchEngine(Engine):
+class PaddedBatchEngine(Engine):
+    """An engine fed the usual way: HF tokenizer, padded batches in input order, ``_forward(feeds)`` -> vectors."""
+
+    tokenizer = None
+
+    def _forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def run_ids(self, feeds):
+        self._forward(feeds)
+
+    def embed(self, texts, batch_size=32):
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=512, return_tensors="np")
+            parts.append(self._forward({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
+        return np.concatenate(parts)
+
+
+class TorchEngine(PaddedBatchEngine):
     """Eager PyTorch, the baseline; ``dtype='bf16'`` runs under CPU autocast (fp16 on CUDA)."""
 
     def __init__(self, checkpoint: Path, dtype: str, threads: int, device: str = "cpu") -> None:
@@ -58,15 +77,6 @@ class TorchEngine(Engine):
                 torch.cuda.synchronize()
             return pooled.cpu().numpy()
 
-    def run_ids(self, feeds):
-        self._forward(feeds)
-
-    def embed(self, texts, batch_size=32):
-        parts = []
-        for start in range(0, len(texts), batch_size):  # the usual padded batches, input order
-            enc = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=512, return_tensors="np")
-            parts.append(self._forward({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
-        return np.concatenate(parts)
 
 
 class AlbertOnnxEngine(Engine):
@@ -88,7 +98,7 @@ class AlbertOnnxEngine(Engine):
         return self.embedder.encode(texts, batch_size=batch_size, normalize=False)
 
 
-class OptimumEngine(Engine):
+class OptimumEngine(PaddedBatchEngine):
     """Optimum's ORTModelForFeatureExtraction, with its own O2 optimization and avx512_vnni dynamic quantization."""
 
     def __init__(self, checkpoint: Path, workdir: Path, mode: str, threads: int) -> None:
@@ -127,15 +137,6 @@ class OptimumEngine(Engine):
         mask = feeds["attention_mask"][..., None].astype(out.dtype)
         return (out * mask).sum(1) / mask.sum(1)
 
-    def run_ids(self, feeds):
-        self._forward(feeds)
-
-    def embed(self, texts, batch_size=32):
-        parts = []
-        for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=512, return_tensors="np")
-            parts.append(self._forward({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
-        return np.concatenate(parts)
 
 
 class SentenceTransformersEngine(Engine):
