@@ -52,9 +52,12 @@ def _embed(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .ray_job import RayJobOptions, run_ray_job
 
-        run_ray_job(RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output), text_field=args.text_field,
-                                  id_field=args.id_field, pooling=args.pooling, batch_size=args.batch_size, device=args.device,
-                                  variant=args.variant, actors=args.actors, address=args.address, strict=args.strict))
+        counts = run_ray_job(RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output), text_field=args.text_field,
+                                           id_field=args.id_field, pooling=args.pooling, batch_size=args.batch_size, device=args.device,
+                                           variant=args.variant, actors=args.actors, threads_per_actor=args.threads,
+                                           address=args.address, strict=args.strict))
+        print(f"{counts['rows']} rows in {counts['shards']} shards: {counts['written']} written, {counts['skipped']} already done, "
+              f"{counts['bad_rows']} bad rows -> {args.output}", file=sys.stderr)
         return 0
     texts = read_texts(args.input, args.text_field)
     embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads)
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     embed.add_argument("--variant", default="auto", help="fp32, fused, int8, fp16 or auto")
     embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    embed.add_argument("--threads", type=int, help="ONNX Runtime threads (ray: per actor; default: one per core / fit the CPUs)")
     embed.add_argument("--long-text", choices=("truncate", "window"), default="truncate")
     embed.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) vectors")
     embed.add_argument("--text-field", default="text", help="jsonl/parquet/csv column with the text")

@@ -62,6 +62,7 @@ class AlbertEmbedder:
         threads: int | None = None,
         verify: bool = True,
         io_binding: bool | None = None,
+        spin_wait: bool = True,
     ) -> "AlbertEmbedder":
         """Load a model folder written by ``albert-onnx export``.
 
@@ -72,6 +73,8 @@ class AlbertEmbedder:
             threads: ONNX Runtime intra-op threads (None: one per physical core).
             verify: Check the graph's and tokenizer's size and sha256 against the manifest.
             io_binding: Force IOBinding on or off (default: on for CUDA).
+            spin_wait: Idle ORT threads busy-wait for work (default, fastest alone); pass False when other
+                sessions or PyTorch share the cores in this process.
 
         Returns:
             The embedder; ``.device`` and ``.variant`` say what was chosen.
@@ -93,7 +96,7 @@ class AlbertEmbedder:
             )
         if verify:
             model.verify(variant)
-        session = create_session(path, resolved, threads)
+        session = create_session(path, resolved, threads, spin_wait)
         return cls(model, variant, resolved, GraphRunner(session, resolved, io_binding))
 
     @property
@@ -224,6 +227,51 @@ class AlbertEmbedder:
             for index in range(len(items)):
                 rows = np.flatnonzero(owners_array == index)
                 vectors[index] = pool.combine_windows(window_vectors[rows], counts[rows], pooling)
+        return pool.l2_normalize(vectors) if normalize else vectors
+
+    def tokenize(self, texts: str | Sequence[str], *, max_length: int = 512) -> dict[str, np.ndarray]:
+        """The graph's feeds for texts: ``[CLS] pieces [SEP]``, truncated to ``max_length``, padded to the longest.
+
+        Args:
+            texts: A list of str; a single str is treated as one text.
+            max_length: Tokens per sequence, [CLS]/[SEP] included (at most the model's 512).
+
+        Returns:
+            ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (len(texts), longest), input order.
+
+        Raises:
+            TypeError: Non-str input (the message names the index).
+            ValueError: No texts, or ``max_length`` out of range.
+        """
+        items = _as_texts(texts)
+        self._check(1, max_length, "truncate", None)
+        if not items:
+            raise ValueError("texts is empty: pass at least one text to tokenize")
+        _, sequences, _, _ = self._sequences(items, max_length, "truncate")
+        return self._tokenizer.pad(sequences)
+
+    def encode_ids(self, feeds: dict[str, np.ndarray], *, normalize: bool = False) -> np.ndarray:
+        """Mean-pooled sentence vectors straight from token ids (e.g. the output of :meth:`tokenize`).
+
+        Args:
+            feeds: ``input_ids`` and ``attention_mask`` (int64, same 2-D shape); ``token_type_ids`` optional.
+            normalize: L2-normalize each vector.
+
+        Returns:
+            float32 (batch, dim), row for row.
+
+        Raises:
+            ValueError: Missing or misshapen arrays.
+        """
+        ids, mask = feeds.get("input_ids"), feeds.get("attention_mask")
+        if ids is None or mask is None:
+            raise ValueError(f"feeds has {sorted(feeds)}; pass input_ids and attention_mask (see tokenize())")
+        ids, mask = np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape != mask.shape or not 1 <= ids.shape[1] <= self.max_length:
+            raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must share one (batch, 1..{self.max_length}) shape")
+        types = np.asarray(feeds.get("token_type_ids", np.zeros_like(ids)), dtype=np.int64)
+        (vectors,) = self._runner.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, ["sentence_embedding"])
+        vectors = vectors.astype(np.float32, copy=False)
         return pool.l2_normalize(vectors) if normalize else vectors
 
     def encode_tokens(

@@ -3,6 +3,8 @@
 Resuming: the input is cut into fixed, ordered shards of ``shard_rows`` rows; shard k is written to
 ``part-{k:06d}.parquet`` through a temporary name and a rename, so a finished file is a finished shard.
 A rerun skips every shard whose file exists. Every id lands in exactly one shard, hence once.
+The unfinished shards go through one ``map_batches`` over one actor pool (each actor loads the model once);
+the driver writes a shard as soon as its last row is back, so a kill loses at most the shards in flight.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class RayJobOptions:
 
 
 class _EmbedBatch:
-    """The actor: one AlbertEmbedder (one ORT session) per actor, loaded once."""
+    """The actor: one AlbertEmbedder (one ORT session) per actor, loaded once for the whole job."""
 
     def __init__(self, folder: str, variant: str, device: str, threads: int, pooling: str, batch_size: int,
                  text_field: str, id_field: str, strict: bool) -> None:
@@ -52,18 +54,18 @@ class _EmbedBatch:
     def __call__(self, batch: dict) -> dict:
         ids = [str(i) for i in batch[self.id_field]]
         texts = list(batch[self.text_field])
-        good = [i for i, text in enumerate(texts) if isinstance(text, str)]
-        bad = [i for i in range(len(texts)) if not isinstance(texts[i], str)]
+        problems = [_problem(text) for text in texts]
+        good = [i for i, problem in enumerate(problems) if problem is None]
+        bad = [i for i, problem in enumerate(problems) if problem is not None]
         if bad and self.strict:
-            raise ValueError(f"row id={ids[bad[0]]!r}: {self.text_field!r} is {type(texts[bad[0]]).__name__}, not str (--strict)")
-        vectors = self.embedder.encode([texts[i] for i in good], batch_size=self.batch_size, pooling=self.pooling)
-        out_vectors = [None] * len(texts)
-        for row, i in enumerate(good):
-            out_vectors[i] = vectors[row].tolist()
-        errors = [None] * len(texts)
+            raise ValueError(f"row id={ids[bad[0]]!r}: {self.text_field!r} {problems[bad[0]]} (--strict)")
+        vectors = np.full((len(texts), self.embedder.dim), np.nan, dtype=np.float32)  # NaN rows: bad rows
+        vectors[good] = self.embedder.encode([texts[i] for i in good], batch_size=self.batch_size, pooling=self.pooling)
+        errors = [""] * len(texts)  # an all-str column: all-None would come back from Arrow as NaN floats
         for i in bad:
-            errors[i] = f"{self.text_field!r} is {type(texts[i]).__name__}, not str"
-        return {"id": ids, "vector": out_vectors, "error": errors}
+            errors[i] = f"{self.text_field!r} {problems[i]}"
+        return {"id": np.asarray(ids, dtype=object), "vector": vectors, "error": np.asarray(errors, dtype=object),
+                _SHARD: batch[_SHARD]}
 
 
 def _read(ray, options: RayJobOptions):
@@ -76,9 +78,47 @@ def _read(ray, options: RayJobOptions):
     if suffix == ".csv":
         return ray.data.read_csv(path)
     if suffix == ".txt":
+        import pyarrow as pa
+
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return ray.data.from_items([{options.id_field: str(n), options.text_field: t} for n, t in enumerate(lines)])
+        # one Arrow table, not from_items (many tiny blocks): measured 300 lines in 170 s via from_items, 5.5 s so
+        return ray.data.from_arrow(pa.table({options.id_field: [str(n) for n in range(len(lines))], options.text_field: lines}))
     raise ValueError(f"input={path!r}: use a .jsonl, .parquet, .csv or .txt file")
+
+
+_SHARD = "__albert_onnx_shard"
+
+
+def _tag_shard(table, shard: int):
+    import pyarrow as pa
+
+    return table.append_column(_SHARD, pa.array(np.full(table.num_rows, shard, dtype=np.int64)))
+
+
+def _problem(text: object) -> str | None:
+    """Why a text cell cannot be embedded (None for a str). Nulls reach numpy batches as None or NaN."""
+    if isinstance(text, str):
+        return None
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return "is missing"
+    return f"is {type(text).__name__}, not str"
+
+
+def _write_shard(output: Path, k: int, parts: list[dict], pa, pq) -> int:
+    """Write shard k atomically (temporary name, then rename); report and count its bad rows."""
+    ids = np.concatenate([p["id"] for p in parts]).tolist()
+    vectors = np.concatenate([p["vector"] for p in parts])
+    errors = [e or None for e in np.concatenate([p["error"] for p in parts]).tolist()]  # "" marks a good row
+    for row_id, error in zip(ids, errors):
+        if error is not None:
+            print(f"bad row id={row_id}: {error}")
+    bad = pa.array([e is not None for e in errors])
+    vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1], mask=bad)  # null: bad row
+    table = pa.table({"id": pa.array(ids, pa.string()), "vector": vector, "error": pa.array(errors, pa.string())})
+    tmp = output / f".part-{k:06d}.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, output / f"part-{k:06d}.parquet")
+    return sum(e is not None for e in errors)
 
 
 def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int) -> tuple[int, int]:
@@ -98,11 +138,15 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     """Embed a corpus with Ray Data into ``options.output``/part-*.parquet (id, vector, error).
 
     Returns:
-        Counts: shards total/skipped/written, rows, bad rows.
+        Counts: shards total/skipped/written, rows, bad rows (reported by id on stdout, vector null).
 
     Raises:
         ValueError: Bad options, a missing id/text column, or a bad row with ``strict``.
     """
+    for name in ("shard_rows", "batch_size"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: pass a positive int")
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -120,31 +164,36 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     total = dataset.count()
     output = Path(options.output)
     output.mkdir(parents=True, exist_ok=True)
-    shards = range(0, total, options.shard_rows)
-    todo = [k for k, _ in enumerate(shards) if not (output / f"part-{k:06d}.parquet").exists()]
-    counts = {"shards": len(shards), "skipped": len(shards) - len(todo), "written": 0, "rows": total, "bad_rows": 0}
+    starts = list(range(0, total, options.shard_rows))
+    todo = [k for k in range(len(starts)) if not (output / f"part-{k:06d}.parquet").exists()]
+    counts = {"shards": len(starts), "skipped": len(starts) - len(todo), "written": 0, "rows": total, "bad_rows": 0}
     if not todo:
         return counts
-    splits = dataset.split_at_indices(list(shards)[1:]) if len(shards) > 1 else [dataset]
+    splits = dataset.split_at_indices(starts[1:]) if len(starts) > 1 else [dataset]
+    # Tagging is trivial work; num_cpus=0 keeps it from waiting behind actors that hold every CPU.
+    pending = [splits[k].map_batches(_tag_shard, fn_kwargs={"shard": k}, batch_format="pyarrow", num_cpus=0) for k in todo]
+    remaining = pending[0].union(*pending[1:]) if len(pending) > 1 else pending[0]
     resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads}
     fn_kwargs = dict(folder=str(options.folder), variant=options.variant, device=device, threads=threads, pooling=options.pooling,
                      batch_size=options.batch_size, text_field=options.text_field, id_field=options.id_field, strict=options.strict)
+    # One actor pool for the whole job (each actor loads the model once); finished shards are written by the
+    # driver as soon as their last row comes back, in whatever order the actors finish them.
+    embedded = remaining.map_batches(_EmbedBatch, fn_constructor_kwargs=fn_kwargs, batch_size=options.batch_size * 8,
+                                     compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", **resources)
+    expected = {k: min(options.shard_rows, total - starts[k]) for k in todo}
+    collected: dict[int, list[dict]] = {k: [] for k in todo}
     from tqdm import tqdm
 
-    for k in tqdm(todo, desc="shards", unit="shard"):
-        result = splits[k].map_batches(_EmbedBatch, fn_constructor_kwargs=fn_kwargs, batch_size=options.batch_size * 8,
-                                       compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", **resources)
-        rows = result.take_all()
-        bad = [r for r in rows if r["error"] is not None]
-        for r in bad:
-            print(f"bad row id={r['id']}: {r['error']}")
-        counts["bad_rows"] += len(bad)
-        table = pa.table({"id": [r["id"] for r in rows],
-                          "vector": [None if r["vector"] is None else np.asarray(r["vector"], np.float32) for r in rows],
-                          "error": [r["error"] for r in rows]})
-        tmp = output / f".part-{k:06d}.parquet.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, output / f"part-{k:06d}.parquet")
-        counts["written"] += 1
+    with tqdm(total=sum(expected.values()), desc="embedded", unit="row") as progress:
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            for k in np.unique(batch[_SHARD]):
+                rows = batch[_SHARD] == k
+                collected[k].append({name: batch[name][rows] for name in ("id", "vector", "error")})
+                if sum(len(part["id"]) for part in collected[k]) == expected[k]:
+                    counts["bad_rows"] += _write_shard(output, int(k), collected.pop(k), pa, pq)
+                    counts["written"] += 1
+            progress.update(len(batch[_SHARD]))
+    if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap
+        raise RuntimeError(f"shards {sorted(collected)} came back incomplete; nothing of them was written, rerun to retry")
     (output / "_job.json").write_text(json.dumps({"folder": str(options.folder), "input": options.input, **counts}))
     return counts

@@ -37,16 +37,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, spin_wait: bool = True) -> ort.SessionOptions:
     """SessionOptions for one embedding model.
 
     Args:
         threads: Intra-op threads (None: ONNX Runtime's default, one per physical core).
+        spin_wait: Let idle intra-op threads busy-wait for the next op (ONNX Runtime's default, fastest when
+            this session has the cores to itself). False when other thread pools share the cores (several
+            sessions in one process, PyTorch beside it): spinning threads then steal them from the busy one.
 
     Raises:
-        ValueError: ``threads`` is not a positive int.
+        ValueError: ``threads`` is not a positive int, or ``spin_wait`` is not a bool.
     """
+    if not isinstance(spin_wait, bool):
+        raise ValueError(f"spin_wait={spin_wait!r}: pass True or False")
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r}: pass a positive int, or None for one per physical core")
@@ -59,7 +65,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-def create_session(path: Path, device: str, threads: int | None) -> ort.InferenceSession:
+def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True) -> ort.InferenceSession:
     """Create the session on exactly the provider asked for, and confirm it.
 
     Raises:
@@ -67,7 +73,7 @@ def create_session(path: Path, device: str, threads: int | None) -> ort.Inferenc
     """
     wanted = _PROVIDER[device]
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]  # CPU hosts the shape ops
-    session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    session = ort.InferenceSession(str(path), session_options(threads, spin_wait), providers=providers)
     if session.get_providers()[0] != wanted:
         raise RuntimeError(
             f"asked for {wanted} but the session runs on {session.get_providers()}; "

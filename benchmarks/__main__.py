@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engines as eng
+from .profile import host_share, profile_by_op
 from .report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +84,10 @@ def random_feeds(batch: int, seq: int, rng) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -94,30 +100,42 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def skip_emulated_bf16(names: list[str], results: dict) -> list[str]:
+    """--quick on a CPU without bf16 instructions leaves pytorch-bf16 out and records why in the table.
+
+    Autocast then emulates bf16: measured 1.7 s at b1*s128 (7x fp32) on AVX2, which alone would take --quick past
+    10 minutes. The full benchmark runs it anyway.
+    """
+    flags = results["machine"]["cpu_flags"]
+    if "pytorch-bf16" not in names or flags.get("avx512_bf16") or flags.get("amx_bf16"):
+        return names
+    results["engines"]["pytorch-bf16"] = {"skipped": "--quick on a CPU without avx512_bf16/amx_bf16 (emulated bf16 is ~7x slower than fp32); run without --quick"}
+    return [n for n in names if n != "pytorch-bf16"]
+
+
 def build_engines(names: list[str], checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str, results: dict) -> list:
     built = []
     for name in names:
-        before = rss_mb()
         print(f"loading {name} ...", flush=True)
         try:
-            if name.startswith("pytorch-"):
-                engine = eng.TorchEngine(checkpoint, name.split("-", 1)[1], threads, device)
-            elif name.startswith("albert-onnx-"):
-                engine = eng.AlbertOnnxEngine(folder, name.rsplit("-", 1)[1], threads, device)
-            elif name.startswith("optimum-"):
-                engine = eng.OptimumEngine(checkpoint, workdir, name.split("-", 1)[1], threads)
-            elif name == "sentence-transformers-onnx":
-                engine = eng.SentenceTransformersEngine(checkpoint, workdir, threads)
-            else:
-                raise ValueError(f"unknown engine {name!r}")
+            engine = eng.make_engine(name, checkpoint, folder, workdir, threads, device)
         except Exception as error:  # a peer that cannot run here is reported, never dropped silently
             results["engines"][name] = {"error": f"{type(error).__name__}: {error}"[:500]}
             print(f"  {name} FAILED: {error}", file=sys.stderr)
             continue
-        results["engines"][name] = {"file_size": engine.file_size, "load_seconds": round(engine.load_seconds, 3),
-                                    "rss_after_load_mb": round(rss_mb() - before, 1)}
+        results["engines"][name] = {"file_size": engine.file_size, "load_seconds": round(engine.load_seconds, 3)}
         built.append(engine)
     return built
+
+
+def footprint(name: str, checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str, batch: int, seq: int) -> dict:
+    """Cold start and peak RSS of one engine in a fresh process (in this process all engines share one heap)."""
+    command = [sys.executable, "-m", "benchmarks.footprint", name, str(checkpoint), str(folder), str(workdir),
+               str(threads), device, str(batch), str(seq)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -142,14 +160,17 @@ def main(argv=None) -> int:
     workdir.mkdir(exist_ok=True)
     checkpoint, folder, random = prepare(args.model, args.tokenizer, workdir, variants)
     results: dict = {"machine": machine_facts(args.threads), "model": args.model, "random_weights": random,
-                     "quick": args.quick, "engines": {}, "shapes": [], "latency": {}, "corpus": {}, "accuracy": {}}
+                     "quick": args.quick, "engines": {}, "shapes": [], "latency": {}, "corpus": {}, "accuracy": {}, "tokenizer_differs": None}
+    if args.quick and args.device == "cpu" and not args.engines:
+        names = skip_emulated_bf16(names, results)
     engines = build_engines(names, checkpoint, folder, workdir, args.threads, args.device, results)
     if not engines or engines[0].name != names[0]:
         raise SystemExit(f"the baseline {names[0]} did not load; see {results['engines'].get(names[0])}")
     rng = np.random.default_rng(0)
 
     # 1. fixed shapes, engines interleaved round by round
-    for batch, seq in SHAPES_GPU if args.device == "cuda" else SHAPES_CPU:
+    shapes = SHAPES_GPU if args.device == "cuda" else SHAPES_CPU
+    for batch, seq in [shape for shape in shapes if not (args.quick and shape == (8, 128))]:  # --quick: fewer shapes
         rounds = (3 if batch * seq >= 2048 else 8) if args.quick else (7 if batch * seq >= 2048 else 25)
         feeds = random_feeds(batch, seq, rng)
         times = {e.name: [] for e in engines}
@@ -166,6 +187,20 @@ def main(argv=None) -> int:
         print(f"b{batch}·s{seq}: " + ", ".join(f"{n} {np.median(t) * 1000:.1f} ms" for n, t in times.items()), flush=True)
 
     texts = read_sts()
+    # 1b. where the time goes: ORT's profiler by op type on our fastest CPU graph, and the host share of a request
+    ours = [e for e in engines if isinstance(e, eng.AlbertOnnxEngine)]
+    if ours and args.device == "cpu":
+        mine = next((e for e in ours if e.name.endswith("int8")), ours[0])
+        graph = mine.embedder.folder.variant_path(mine.embedder.variant)
+        results["profile"] = {"engine": mine.name, "shapes": {}}
+        for batch, seq in [(1, 128), (32, 128)]:
+            runs = (2 if batch > 1 else 5) if args.quick else (5 if batch > 1 else 20)
+            results["profile"]["shapes"][f"b{batch}s{seq}"] = profile_by_op(graph, random_feeds(batch, seq, rng), args.threads, runs, workdir)
+        short = [t for t in texts if len(t.split()) <= 12][:30]
+        results["profile"]["single_request"] = host_share(mine.embedder, short)
+        print(f"profile {mine.name}: " + ", ".join(f"{k} {v['ms_per_call']:.1f} ms ({v['ops'][0]['op']} {v['ops'][0]['share']:.0%})"
+                                                    for k, v in results["profile"]["shapes"].items()), flush=True)
+
     # 2. single-request latency over real sentence lengths (end to end, tokenization included)
     sample = [texts[i] for i in rng.choice(len(texts), size=40 if args.quick else 200, replace=False)]
     lat = {e.name: [] for e in engines}
@@ -177,19 +212,41 @@ def main(argv=None) -> int:
     for name, ms in lat.items():
         results["latency"][name] = {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)}
 
-    # 3. corpus throughput, end to end, and accuracy against eager fp32 on the same vectors
-    corpus = texts[: args.corpus or (1500 if args.quick else len(texts))]
+    # 3. accuracy of the model alone: every engine on the same token ids (the baseline's tokenizer), cosine vs baseline
+    sample = texts[: 128 if args.quick else 512]
+    same_ids = {}
+    for engine in engines:
+        parts = []
+        for start in range(0, len(sample), 32):
+            enc = engines[0].tokenizer(sample[start : start + 32], padding=True, truncation=True, max_length=512, return_tensors="np")
+            parts.append(engine.run_ids({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
+        same_ids[engine.name] = np.concatenate(parts)
+        results["accuracy"][engine.name] = {"same_ids_min_cosine": _min_cosine(same_ids[engine.name], same_ids[engines[0].name]),
+                                            "same_ids_texts": len(sample)}
+
+    # 4. corpus throughput, end to end (each engine's own tokenizer), and the end-to-end cosine vs baseline
+    corpus = texts[: args.corpus or (1000 if args.quick else len(texts))]
     reference = None
     for engine in engines:
         started = time.perf_counter()
         vectors = engine.embed(corpus, batch_size=32)
         seconds = time.perf_counter() - started
         results["corpus"][engine.name] = {"texts": len(corpus), "seconds": round(seconds, 2), "texts_per_s": round(len(corpus) / seconds, 1)}
-        if reference is None:
-            reference = vectors
-        cos = (vectors * reference).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
-        results["accuracy"][engine.name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
-        print(f"corpus {engine.name}: {len(corpus) / seconds:.1f} texts/s, min cos {cos.min():.5f}", flush=True)
+        reference = vectors if reference is None else reference
+        results["accuracy"][engine.name]["end_to_end_min_cosine"] = _min_cosine(vectors, reference)
+        print(f"corpus {engine.name}: {len(corpus) / seconds:.1f} texts/s, min cos {results['accuracy'][engine.name]}", flush=True)
+    if ours:
+        # our tokenizer.json reproduces ALBERT's SentencePiece tokenizer; HF's fast tokenizer differs on some texts
+        theirs = engines[0].tokenizer(corpus, add_special_tokens=False)["input_ids"]
+        mine = ours[0].embedder.tokenize(corpus)
+        lengths = mine["attention_mask"].sum(1)
+        results["tokenizer_differs"] = {"texts": len(corpus), "differ_from_hf_fast": int(sum(
+            list(row[1 : n - 1]) != list(t[:510]) for row, n, t in zip(mine["input_ids"], lengths, theirs)))}
+    # 5. each engine alone in a fresh process: cold start (process start -> first vector) and peak RSS
+    batch, seq = (8, 128) if args.quick else (32, 128)
+    for engine in engines:
+        results["engines"][engine.name]["own_process"] = footprint(engine.name, checkpoint, folder, workdir, args.threads, args.device, batch, seq)
+        print(f"footprint {engine.name}: {results['engines'][engine.name]['own_process']}", flush=True)
     results["peak_rss_mb"] = round(rss_mb(), 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, args.out)

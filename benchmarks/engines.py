@@ -1,5 +1,5 @@
 """The engines under test. Each loads from the same checkpoint and answers two calls:
-``run_ids(feeds)`` (the model on fixed token ids) and ``embed(texts)`` (text -> mean-pooled vectors)."""
+``run_ids(feeds)`` (token ids -> mean-pooled vectors) and ``embed(texts)`` (text -> mean-pooled vectors)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,41 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*.onnx")) + sum(p.stat().st_size for p in Path(path).rglob("*.onnx_data"))
 
 
+def ort_options(threads: int):
+    """The SessionOptions every ONNX Runtime engine here gets: fixed threads, no spin-waiting.
+
+    Several sessions live in this one process; with ORT's default spin-wait, the idle sessions' threads keep
+    spinning after their turn and take the 2 cores from the engine being timed (measured: int8 b1*s128 156 ms
+    interleaved with two other sessions vs 112 ms alone; 110-119 ms with spinning off, interleaved or not).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def make_engine(name: str, checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str) -> "Engine":
+    """Build the engine called ``name`` (pytorch-fp32|bf16|fp16, albert-onnx-VARIANT, optimum-o2|int8,
+    sentence-transformers-onnx)."""
+    if name.startswith("pytorch-"):
+        return TorchEngine(checkpoint, name.split("-", 1)[1], threads, device)
+    if name.startswith("albert-onnx-"):
+        return AlbertOnnxEngine(folder, name.rsplit("-", 1)[1], threads, device)
+    if name.startswith("optimum-"):
+        return OptimumEngine(checkpoint, workdir, name.split("-", 1)[1], threads)
+    if name == "sentence-transformers-onnx":
+        return SentenceTransformersEngine(checkpoint, workdir, threads)
+    raise ValueError(f"unknown engine {name!r}")
+
+
 class Engine:
     name = "engine"
     file_size: int | None = None
     load_seconds: float = 0.0
 
-    def run_ids(self, feeds: dict[str, np.ndarray]) -> None:
+    def run_ids(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
@@ -35,7 +64,7 @@ class PaddedBatchEngine(Engine):
         raise NotImplementedError
 
     def run_ids(self, feeds):
-        self._forward(feeds)
+        return self._forward(feeds)
 
     def embed(self, texts, batch_size=32):
         parts = []
@@ -86,13 +115,13 @@ class AlbertOnnxEngine(Engine):
         from albert_onnx import AlbertEmbedder
 
         started = time.perf_counter()
-        self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads)
+        self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads, spin_wait=False)
         self.load_seconds = time.perf_counter() - started
         self.name = f"albert-onnx-{variant}"
         self.file_size = self.embedder.folder.variants[variant]["size"]
 
     def run_ids(self, feeds):
-        self.embedder._runner.run(feeds, ["sentence_embedding"])
+        return self.embedder.encode_ids(feeds)
 
     def embed(self, texts, batch_size=32):
         return self.embedder.encode(texts, batch_size=batch_size, normalize=False)
@@ -102,7 +131,6 @@ class OptimumEngine(PaddedBatchEngine):
     """Optimum's ORTModelForFeatureExtraction, with its own O2 optimization and avx512_vnni dynamic quantization."""
 
     def __init__(self, checkpoint: Path, workdir: Path, mode: str, threads: int) -> None:
-        import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
         from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
         from transformers import AlbertTokenizerFast
@@ -122,8 +150,7 @@ class OptimumEngine(PaddedBatchEngine):
             if not target.exists():
                 quantizer = ORTQuantizer.from_pretrained(source, file_name=next(p.name for p in source.glob("*.onnx")))
                 quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False), save_dir=target)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options = ort_options(threads)
         started = time.perf_counter()
         onnx_file = next(target.glob("*.onnx")).name
         self.model = ORTModelForFeatureExtraction.from_pretrained(target, file_name=onnx_file, session_options=options, provider="CPUExecutionProvider")
@@ -147,18 +174,20 @@ class SentenceTransformersEngine(Engine):
         from sentence_transformers import SentenceTransformer
 
         self.name = "sentence-transformers-onnx"
+        saved = workdir / "sentence-transformers-onnx"
+        kwargs = {"provider": "CPUExecutionProvider", "session_options": ort_options(threads)}
+        if not saved.exists():  # its documented path: export on first load, then save beside the checkpoint
+            SentenceTransformer(str(checkpoint), backend="onnx", device="cpu", model_kwargs=kwargs).save_pretrained(str(saved))
         started = time.perf_counter()
-        self.model = SentenceTransformer(str(checkpoint), backend="onnx", device="cpu",
-                                         model_kwargs={"provider": "CPUExecutionProvider"})
+        self.model = SentenceTransformer(str(saved), backend="onnx", device="cpu", model_kwargs=kwargs)
         self.load_seconds = time.perf_counter() - started
-        files = list(Path(checkpoint).rglob("*.onnx"))
-        self.file_size = sum(p.stat().st_size for p in files) or None
+        self.file_size = sum(p.stat().st_size for p in saved.rglob("*.onnx"))
 
     def run_ids(self, feeds):
         import torch
 
         features = {k: torch.from_numpy(v) for k, v in feeds.items()}
-        self.model.forward(features)
+        return self.model.forward(features)["sentence_embedding"].numpy()
 
     def embed(self, texts, batch_size=32):
         return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False)

@@ -11,7 +11,7 @@ def _ratio(value: float, base: float) -> str:
 
 def write_report(results: dict, out: Path) -> None:
     m = results["machine"]
-    base = next(iter(results["engines"]))
+    base = results["shapes"][0]["engine"]  # the baseline: first engine that ran
     shapes = sorted({(r["batch"], r["seq"]) for r in results["shapes"]})
     by = {(r["engine"], r["batch"], r["seq"]): r for r in results["shapes"]}
     flags = ", ".join(k for k, v in m["cpu_flags"].items() if v) or "none"
@@ -27,8 +27,9 @@ def write_report(results: dict, out: Path) -> None:
         "|---|" + "---|" * (len(shapes) + 2),
     ]
     for name, info in results["engines"].items():
-        if "error" in info:
-            lines.append(f"| {name} | failed: {info['error'][:120]} |" + " |" * (len(shapes) + 1))
+        if "error" in info or "skipped" in info:
+            why = f"failed: {info['error'][:120]}" if "error" in info else f"skipped: {info['skipped']}"
+            lines.append(f"| {name} | {why} |" + " |" * (len(shapes) + 1))
             continue
         cells = []
         for b, s in shapes:
@@ -38,18 +39,54 @@ def write_report(results: dict, out: Path) -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {size} | {info['load_seconds']:.2f} |")
     lines += ["", "Single request over real STS-B sentences (end to end, tokenization included), and corpus throughput "
               "(STS-B sentences, batch 32; eager PyTorch with the usual padded batches):", "",
-              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base | RSS after load MB |", "|---|---|---|---|---|---|---|---|"]
+              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | min cos vs base, end to end | cold start s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     c0 = results["corpus"].get(base, {}).get("texts_per_s")
     for name, info in results["engines"].items():
-        if "error" in info or name not in results["latency"]:
+        if name not in results["latency"]:
             continue
         l, c, a = results["latency"][name], results["corpus"][name], results["accuracy"][name]
         lines.append(f"| {name} | {l['p50_ms']:.1f} | {l['p90_ms']:.1f} | {l['p99_ms']:.1f} | {c['texts_per_s']:.1f} | "
-                     f"{_ratio(c['texts_per_s'], c0)} | {a['min_cosine']:.5f} | {info['rss_after_load_mb']:.0f} |")
+                     f"{_ratio(c['texts_per_s'], c0)} | {a['same_ids_min_cosine']:.5f} | {a['end_to_end_min_cosine']:.5f} | {_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |")
     corpus_n = next(iter(results["corpus"].values()))["texts"] if results["corpus"] else 0
-    lines += ["", f"Corpus: {corpus_n} texts. Peak process RSS {results['peak_rss_mb']:.0f} MB (all engines in one process)."]
+    shape = next((i["own_process"].get("peak_rss_shape") for i in results["engines"].values() if "peak_rss_shape" in i.get("own_process", {})), "?")
+    lines += ["", f"Cold start: a fresh process, from its start to the first vector of one short text (imports, load, first run). "
+              f"Peak RSS: that process after one {shape} call."]
+    same_n = next(iter(results["accuracy"].values()))["same_ids_texts"] if results["accuracy"] else 0
+    lines += [f"Corpus: {corpus_n} texts. Same-ids cosine: {same_n} STS-B texts tokenized once by the baseline's tokenizer and fed "
+              f"to every engine (the model alone)."]
+    differs = results.get("tokenizer_differs")
+    if differs:
+        lines.append(f"End-to-end cosine includes tokenization: albert-onnx's tokenizer.json reproduces ALBERT's SentencePiece "
+                     f"tokenizer; Hugging Face's fast tokenizer (used by the PyTorch, Optimum and sentence-transformers engines) "
+                     f"splits {differs['differ_from_hf_fast']} of {differs['texts']} corpus texts differently (e.g. \"key-board\").")
+    lines += _profile_lines(results.get("profile"))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plots(results, out)
+
+
+def _own(info: dict, key: str, spec: str) -> str:
+    own = info.get("own_process", {})
+    return format(own[key], spec) if key in own else f"failed: {own.get('error', 'not run')[:60]}"
+
+
+def _profile_lines(profile: dict | None) -> list[str]:
+    if not profile:
+        return []
+    shapes = list(profile["shapes"])
+    lines = ["", f"Where the time goes — {profile['engine']}, ONNX Runtime profiler, kernel ms per call (share):", "",
+             "| op type | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+    top = {}
+    for shape in shapes:
+        for op in profile["shapes"][shape]["ops"]:
+            top.setdefault(op["op"], {})[shape] = op
+    for op, cells in sorted(top.items(), key=lambda kv: -max(c["share"] for c in kv[1].values()))[:8]:
+        lines.append(f"| {op} | " + " | ".join(f"{cells[s]['ms_per_call']:.2f} ({cells[s]['share']:.0%})" if s in cells else "-" for s in shapes) + " |")
+    lines.append("| all kernels | " + " | ".join(f"{profile['shapes'][s]['ms_per_call']:.1f}" for s in shapes) + " |")
+    single = profile.get("single_request")
+    if single:
+        lines += ["", f"Single short request (≤ 12 words): {single['end_to_end_ms']:.2f} ms end to end, of which the graph call "
+                  f"{single['graph_ms']:.2f} ms and tokenize/pad/numpy {single['host_ms']:.2f} ms ({single['host_share']:.1%})."]
+    return lines
 
 
 def _plots(results: dict, out: Path) -> None:
@@ -58,7 +95,7 @@ def _plots(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n, i in results["engines"].items() if "error" not in i]
+    names = [n for n, i in results["engines"].items() if n in results["latency"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name in names:
         rows = sorted((r["seq"], r["median_ms"]) for r in results["shapes"] if r["engine"] == name and r["batch"] == 1)
@@ -67,9 +104,21 @@ def _plots(results: dict, out: Path) -> None:
         right.plot(*zip(*rows), marker="o", label=name)
     m = results["machine"]
     left.set(xlabel="sequence length (batch 1)", ylabel="median latency, ms", xscale="log", yscale="log", title="Latency vs sequence length")
-    right.set(xlabel="batch size (seq 128)", ylabel="sequences / s", xscale="log", yscale="log", title="Throughput vs batch size")
+    right.set(xlabel="batch size (seq 128)", ylabel="sequences / s", xscale="log", title="Throughput vs batch size")
+    right.set_ylim(bottom=0)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for axis, ticks in ((left, sorted({r["seq"] for r in results["shapes"] if r["batch"] == 1})),
+                        (right, sorted({r["batch"] for r in results["shapes"] if r["seq"] == 128}))):
+        axis.set_xticks(ticks)
+        for ax in (axis.xaxis, axis.yaxis):
+            ax.set_major_formatter(ScalarFormatter())
+            ax.set_minor_formatter(NullFormatter())
+        axis.grid(True, which="major", alpha=0.3)
     left.legend(fontsize=7)
-    fig.suptitle(f"{results['model']}{' (random weights)' if results['random_weights'] else ''} · {m['cpu']} · {m['threads']} threads · {m['date']}", fontsize=9)
+    flags = ", ".join(k for k, v in m["cpu_flags"].items() if v) or "none"
+    fig.suptitle(f"{results['model']}{' (random weights)' if results['random_weights'] else ''} · {m['cpu']} ({flags}) · "
+                 f"{m['threads']} threads · onnxruntime {m['versions'].get('onnxruntime') or m['versions'].get('onnxruntime-gpu')} · {m['date']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "latency_throughput.png", dpi=110)
     plt.close(fig)

@@ -16,7 +16,28 @@ def test_harness_writes_table_and_plots(tiny_source, tmp_path):
     assert results["random_weights"] is True
     assert results["engines"]["no-such-engine"]["error"].startswith("ValueError")  # reported, not dropped
     assert {r["engine"] for r in results["shapes"]} == {"pytorch-fp32", "albert-onnx-fp32", "albert-onnx-int8"}
-    assert results["accuracy"]["albert-onnx-fp32"]["min_cosine"] > 0.9999
+    assert results["accuracy"]["albert-onnx-fp32"]["same_ids_min_cosine"] > 0.9999
+    assert results["accuracy"]["albert-onnx-int8"]["end_to_end_min_cosine"] > 0.9
+    assert 0 <= results["tokenizer_differs"]["differ_from_hf_fast"] < 64
     table = (out / "results.md").read_text()
+    assert "Same-ids cosine" in table and "splits" in table and "Cold start" in table
+    own = results["engines"]["albert-onnx-int8"]["own_process"]
+    assert own["peak_rss_mb"] > 50 and 0 < own["cold_start_s"] < 60 and own["peak_rss_shape"] == "b8·s128"
     assert "SEEDED RANDOM WEIGHTS" in table and "b32·s128" in table and "failed: ValueError" in table
     assert (out / "latency_throughput.png").stat().st_size > 10_000
+    ops = results["profile"]["shapes"]["b1s128"]["ops"]
+    assert results["profile"]["engine"] == "albert-onnx-int8" and ops[0]["ms_per_call"] > 0
+    assert abs(sum(op["share"] for op in ops) - 1) < 1e-6 and "Where the time goes" in table
+    single = results["profile"]["single_request"]  # no ordering assert: medians of a noisy machine
+    assert single["graph_ms"] > 0 and single["end_to_end_ms"] > 0
+
+
+def test_quick_skips_emulated_bf16_and_says_so():
+    from benchmarks.__main__ import skip_emulated_bf16
+
+    names = ["pytorch-fp32", "pytorch-bf16", "albert-onnx-int8"]
+    results = {"machine": {"cpu_flags": {"avx2": True, "avx512_bf16": False, "amx_bf16": False}}, "engines": {}}
+    assert skip_emulated_bf16(names, results) == ["pytorch-fp32", "albert-onnx-int8"]
+    assert "without avx512_bf16" in results["engines"]["pytorch-bf16"]["skipped"]
+    native = {"machine": {"cpu_flags": {"avx512_bf16": True}}, "engines": {}}
+    assert skip_emulated_bf16(names, native) == names and native["engines"] == {}

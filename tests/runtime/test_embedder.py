@@ -166,3 +166,26 @@ def test_variants_agree(tiny_folder, fp32, sts_texts):
 def test_io_binding_matches_plain_run(tiny_folder, fp32, sts_texts):
     bound = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu", io_binding=True)
     np.testing.assert_allclose(bound.encode(sts_texts[:12]), fp32.encode(sts_texts[:12]), atol=1e-6)
+
+
+def test_tokenize_then_encode_ids_equals_encode(fp32, sts_texts):
+    texts = sts_texts[:20] + ["word " * 700]  # one text longer than 512 tokens: truncated like encode()
+    with pytest.warns(UserWarning, match="1 of 21 texts exceeded"):
+        feeds = fp32.tokenize(texts)
+    assert feeds["input_ids"].shape == (21, 512) and feeds["input_ids"].dtype == np.int64
+    assert feeds["attention_mask"][:, 0].all() and (feeds["input_ids"][:, 0] == 2).all()
+    with pytest.warns(UserWarning):
+        expected = fp32.encode(texts, normalize=False)
+    assert np.abs(fp32.encode_ids(feeds) - expected).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(fp32.encode_ids(feeds, normalize=True), axis=1), 1, atol=1e-5)
+
+
+def test_tokenize_and_encode_ids_reject_bad_input(fp32):
+    with pytest.raises(ValueError, match="texts is empty"):
+        fp32.tokenize([])
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        fp32.tokenize(["ok", 3])
+    with pytest.raises(ValueError, match="pass input_ids and attention_mask"):
+        fp32.encode_ids({"input_ids": np.ones((1, 4), np.int64)})
+    with pytest.raises(ValueError, match="must share one"):
+        fp32.encode_ids({"input_ids": np.ones((1, 4), np.int64), "attention_mask": np.ones((1, 5), np.int64)})

@@ -70,6 +70,17 @@ def test_unknown_variant_and_wrong_device(tiny_folder):
         AlbertEmbedder.from_pretrained(tiny_folder, device="tpu")
     with pytest.raises(ValueError, match="threads=0"):
         AlbertEmbedder.from_pretrained(tiny_folder, threads=0)
+    with pytest.raises(ValueError, match="spin_wait='no'"):
+        AlbertEmbedder.from_pretrained(tiny_folder, spin_wait="no")
+
+
+@pytest.mark.parametrize("spin_wait, entry", [(True, "1"), (False, "0")])
+def test_spin_wait_reaches_the_session(tiny_folder, spin_wait, entry):
+    embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", threads=2, spin_wait=spin_wait)
+    options = embedder._runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert options.intra_op_num_threads == 2
+    assert embedder.encode(["a b c"]).shape == (1, embedder.dim)
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this machine has CUDA")
