@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--engines", help="comma-separated subset")
-    parser.add_argument("--corpus", type=int, help="how many STS-B sentences for the corpus run (default: all; quick: 1500)")
+    parser.add_argument("--corpus", type=int, help="how many STS-B sentences for the corpus run (default: all; quick: 1000)")
     args = parser.parse_args(argv)
 
     cpu_engines = ["pytorch-fp32", "pytorch-bf16", "albert-onnx-fp32", "albert-onnx-fused", "albert-onnx-int8",
@@ -238,10 +238,11 @@ def main(argv=None) -> int:
     if ours:
         # our tokenizer.json reproduces ALBERT's SentencePiece tokenizer; HF's fast tokenizer differs on some texts
         theirs = engines[0].tokenizer(corpus, add_special_tokens=False)["input_ids"]
-        mine = ours[0].embedder.tokenize(corpus)
-        lengths = mine["attention_mask"].sum(1)
+        our_feeds = ours[0].embedder.tokenize(corpus)
+        lengths = our_feeds["attention_mask"].sum(1)
         results["tokenizer_differs"] = {"texts": len(corpus), "differ_from_hf_fast": int(sum(
-            list(row[1 : n - 1]) != list(t[:510]) for row, n, t in zip(mine["input_ids"], lengths, theirs)))}
+            list(row[1 : n - 1]) != list(t[:510]) for row, n, t in zip(our_feeds["input_ids"], lengths, theirs)))}
+
     # 5. each engine alone in a fresh process: cold start (process start -> first vector) and peak RSS
     batch, seq = (8, 128) if args.quick else (32, 128)
     for engine in engines:
