@@ -176,7 +176,7 @@ class SentenceTransformersEngine(Engine):
         self.name = "sentence-transformers-onnx"
         saved = workdir / "sentence-transformers-onnx"
         kwargs = {"provider": "CPUExecutionProvider", "session_options": ort_options(threads)}
-        if not saved.exists():  # its documented path: export on first load, then save beside the checkpoint
+        if not saved.exists():  # its documented path: export on first load, then save_pretrained and reload
             SentenceTransformer(str(checkpoint), backend="onnx", device="cpu", model_kwargs=kwargs).save_pretrained(str(saved))
         started = time.perf_counter()
         self.model = SentenceTransformer(str(saved), backend="onnx", device="cpu", model_kwargs=kwargs)
