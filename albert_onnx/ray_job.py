@@ -104,8 +104,11 @@ def _problem(text: object) -> str | None:
     return f"is {type(text).__name__}, not str"
 
 
-def _write_shard(output: Path, k: int, parts: list[dict], pa, pq) -> int:
+def _write_shard(output: Path, k: int, parts: list[dict]) -> int:
     """Write shard k atomically (temporary name, then rename); report and count its bad rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     ids = np.concatenate([p["id"] for p in parts]).tolist()
     vectors = np.concatenate([p["vector"] for p in parts])
     errors = [e or None for e in np.concatenate([p["error"] for p in parts]).tolist()]  # "" marks a good row
@@ -147,8 +150,6 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: pass a positive int")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import ray
 
     if not ray.is_initialized():
@@ -190,7 +191,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
                 rows = batch[_SHARD] == k
                 collected[k].append({name: batch[name][rows] for name in ("id", "vector", "error")})
                 if sum(len(part["id"]) for part in collected[k]) == expected[k]:
-                    counts["bad_rows"] += _write_shard(output, int(k), collected.pop(k), pa, pq)
+                    counts["bad_rows"] += _write_shard(output, int(k), collected.pop(k))
                     counts["written"] += 1
             progress.update(len(batch[_SHARD]))
     if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap

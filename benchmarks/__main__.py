@@ -30,10 +30,10 @@ SHAPES_GPU = SHAPES_CPU + [(128, 128)]
 
 
 def read_sts(limit: int | None = None) -> list[str]:
-    texts = []
-    for name in ("sts-train.csv", "sts-dev.csv"):
-        for line in (SHARED / "data" / "stsbenchmark" / name).read_text(encoding="utf-8").splitlines():
-            texts.extend(line.split("\t")[5:7])
+    """STS-B train then dev sentences, read by the export step's reader."""
+    from albert_onnx_export.validate import read_texts
+
+    texts = [t for name in ("sts-train.csv", "sts-dev.csv") for t in read_texts(SHARED / "data" / "stsbenchmark" / name)]
     return texts[:limit] if limit else texts
 
 
@@ -214,13 +214,13 @@ def main(argv=None) -> int:
 
     # 3. accuracy of the model alone: every engine on the same token ids (the baseline's tokenizer), cosine vs baseline
     sample = texts[: 128 if args.quick else 512]
+    batches = []
+    for start in range(0, len(sample), 32):  # tokenized once, fed to every engine
+        enc = engines[0].tokenizer(sample[start : start + 32], padding=True, truncation=True, max_length=512, return_tensors="np")
+        batches.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
     same_ids = {}
     for engine in engines:
-        parts = []
-        for start in range(0, len(sample), 32):
-            enc = engines[0].tokenizer(sample[start : start + 32], padding=True, truncation=True, max_length=512, return_tensors="np")
-            parts.append(engine.run_ids({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}))
-        same_ids[engine.name] = np.concatenate(parts)
+        same_ids[engine.name] = np.concatenate([engine.run_ids(feeds) for feeds in batches])
         results["accuracy"][engine.name] = {"same_ids_min_cosine": _min_cosine(same_ids[engine.name], same_ids[engines[0].name]),
                                             "same_ids_texts": len(sample)}
 

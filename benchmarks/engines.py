@@ -15,18 +15,15 @@ def _folder_size(path: Path) -> int:
 
 
 def ort_options(threads: int):
-    """The SessionOptions every ONNX Runtime engine here gets: fixed threads, no spin-waiting.
+    """The runtime's own SessionOptions, without spin-waiting, for every ONNX Runtime engine here.
 
     Several sessions live in this one process; with ORT's default spin-wait, the idle sessions' threads keep
     spinning after their turn and take the 2 cores from the engine being timed (measured: int8 b1*s128 156 ms
     interleaved with two other sessions vs 112 ms alone; 110-119 ms with spinning off, interleaved or not).
     """
-    import onnxruntime as ort
+    from albert_onnx.session import session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+    return session_options(threads, spin_wait=False)
 
 
 def make_engine(name: str, checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str) -> "Engine":
@@ -159,10 +156,9 @@ class OptimumEngine(PaddedBatchEngine):
         self.file_size = (target / onnx_file).stat().st_size
 
     def _forward(self, feeds):
-        out = self.model(**feeds).last_hidden_state
-        out = np.asarray(out)
-        mask = feeds["attention_mask"][..., None].astype(out.dtype)
-        return (out * mask).sum(1) / mask.sum(1)
+        from albert_onnx.pooling import masked_mean
+
+        return masked_mean(np.asarray(self.model(**feeds).last_hidden_state), feeds["attention_mask"])
 
 
 

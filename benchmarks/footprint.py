@@ -23,8 +23,9 @@ def main(argv: list[str]) -> int:
     cold = time.time() - psutil.Process().create_time()
     import numpy as np
 
-    ids = np.random.default_rng(0).integers(5, 30000, size=(int(batch), int(seq)), dtype=np.int64)
-    engine.run_ids({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    from .__main__ import random_feeds
+
+    engine.run_ids(random_feeds(int(batch), int(seq), np.random.default_rng(0)))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
     peak = next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")) / 1024
     print(json.dumps({"cold_start_s": round(cold, 2), "peak_rss_mb": round(peak, 1), "peak_rss_shape": f"b{batch}·s{seq}"}))
