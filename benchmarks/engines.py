@@ -19,7 +19,7 @@ def ort_options(threads: int):
 
     Several sessions live in this one process; with ORT's default spin-wait, the idle sessions' threads keep
     spinning after their turn and take the 2 cores from the engine being timed (measured: int8 b1*s128 156 ms
-    interleaved with two other sessions vs 112 ms alone; 110-119 ms with spinning off, interleaved or not).
+    interleaved with two spinning sessions, 109-119 ms interleaved with spinning off, 86-120 ms alone).
     """
     from albert_onnx.session import session_options
 
