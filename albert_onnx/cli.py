@@ -79,22 +79,24 @@ def _info(args: argparse.Namespace) -> int:
 
     folder = ModelFolder.load(args.folder)
     manifest = folder.manifest
-    source = manifest["source"]
-    print(f"model folder  {folder.path} (format v{manifest['format_version']}, created {manifest['created']})")
-    print(f"source        {source['model']}" + ("  [RANDOM WEIGHTS, seed %s]" % source["seed"] if source["random_weights"] else ""))
-    model = manifest["model"]
-    print(f"architecture  hidden {model['hidden_size']}, embedding {model['embedding_size']}, {model['num_hidden_layers']} layers, vocab {model['vocab_size']}")
-    print(f"outputs       {', '.join(manifest['outputs'])}")
+    source = manifest.source
+    print(f"model folder  {folder.path} (format v2, created {manifest.created})")
+    print(f"source        {source.model}" + (f"  [RANDOM WEIGHTS, seed {source.seed}]" if source.random_weights else ""))
+    model = manifest.model
+    print(f"architecture  hidden {model.hidden_size}, embedding {model.embedding_size}, {model.num_hidden_layers} layers, vocab {model.vocab_size}")
+    print(f"outputs       {', '.join(manifest.outputs)}")
+    print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
     print(f"providers     {', '.join(available_providers())}")
     for name, entry in folder.variants.items():
-        check = entry["validation"]
-        if check.get("validated"):
-            (metric, limit), = check["gate"].items()
-            verdict = f"{metric}={check[metric]:.6g} (gate {limit}) {'PASS' if check['passed'] else 'FAIL (forced)'} on {check['provider']}"
+        check = entry.validation
+        if check.status == "not-validated":
+            verdict = f"NOT VALIDATED: {check.reason}"
         else:
-            verdict = "not validated: " + check.get("reason", "")
-        ops = ", ".join(f"{k} {v}" for k, v in entry["fused_ops"].items() if v)
-        print(f"  {name:6s} {entry['size'] / 1e6:7.1f} MB  [{'/'.join(entry['devices'])}]  {verdict}")
+            gates = ", ".join(f"{metric}={check.metrics[metric]:.6g} ({'>=' if 'at_least' in bound else '<='} {next(iter(bound.values()))})"
+                              for metric, bound in check.gates.items() if metric in check.metrics)
+            verdict = f"{check.status.upper()}{' (forced)' if check.forced else ''} on {check.provider}: {gates}"
+        ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
+        print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {verdict}")
         print(f"         ops: {ops}")
     return 0
 
@@ -143,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``albert-onnx`` command."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("albert_onnx", "albert_onnx_export"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     if getattr(args, "missing", None) is not None:
         print(f"albert-onnx export needs the export extra: pip install 'albert-onnx[export]' ({args.missing})", file=sys.stderr)

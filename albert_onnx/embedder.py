@@ -50,7 +50,7 @@ class AlbertEmbedder:
         self.variant = variant
         self.device = device
         self._runner = runner
-        self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer["file"]), folder.tokenizer["special_ids"])
+        self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer.special_ids)
 
     @classmethod
     def from_pretrained(
@@ -89,9 +89,9 @@ class AlbertEmbedder:
         if variant == "auto":
             variant = _DEFAULT_VARIANT[resolved] if _DEFAULT_VARIANT[resolved] in model.variants else "fused"
         path = model.variant_path(variant)
-        if resolved not in model.variants[variant]["devices"]:
+        if resolved not in model.variants[variant].devices:
             raise ValueError(
-                f"variant={variant!r} runs on {model.variants[variant]['devices']}, not device={resolved!r}; "
+                f"variant={variant!r} runs on {list(model.variants[variant].devices)}, not device={resolved!r}; "
                 f"pick another variant (the folder has {', '.join(model.variants)})"
             )
         if verify:
@@ -102,12 +102,12 @@ class AlbertEmbedder:
     @property
     def dim(self) -> int:
         """Size of a sentence or token vector (hidden size)."""
-        return self.folder.hidden_size
+        return self.folder.model.hidden_size
 
     @property
     def max_length(self) -> int:
         """Most tokens per sequence the model takes, [CLS] and [SEP] included."""
-        return int(self.folder.tokenizer["max_length"])
+        return self.folder.tokenizer.max_length
 
     @property
     def providers(self) -> list[str]:
@@ -124,9 +124,9 @@ class AlbertEmbedder:
         if long_text not in LONG_TEXT:
             raise ValueError(f"long_text={long_text!r}: choose 'truncate' or 'window'")
         if layer is not None:
-            if "hidden_states" not in self.folder.outputs:
+            if "hidden_states" not in self.folder.manifest.outputs:
                 raise ValueError(f"layer={layer!r} needs hidden states; re-export the folder with --hidden-states")
-            count = self.folder.num_hidden_layers + 1
+            count = self.folder.model.num_hidden_layers + 1
             if isinstance(layer, bool) or not isinstance(layer, int) or not -count <= layer < count:
                 raise ValueError(f"layer={layer!r}: pass an int from {-count} to {count - 1} (0 is the embedding output)")
 
@@ -352,7 +352,7 @@ class AlbertEmbedder:
             ValueError: A word with no pieces (empty or whitespace), or longer than max_length pieces.
         """
         items = _as_texts(words, "words")
-        width = self.dim if projected else self.folder.embedding_size
+        width = self.dim if projected else self.folder.model.embedding_size
         if not items:
             return np.zeros((0, width), dtype=np.float32)
         encodings = self._tokenizer.encode(items)

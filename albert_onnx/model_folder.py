@@ -1,22 +1,46 @@
-"""Read and verify a model folder written by ``albert-onnx export`` (the contract: manifest.json, format v1)."""
+"""The model folder: the contract between ``albert-onnx export`` and the runtime (``manifest.json``, format v2).
+
+This is the one module that reads and writes ``manifest.json``: the export step builds a :class:`Manifest` and
+calls :meth:`Manifest.to_json`; the runtime calls :meth:`ModelFolder.load`, which checks every field once and
+names the field and the fix when one is wrong. Files are plain names inside the folder, regular files, never
+symbolic links.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+import os
+import stat
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FORMAT = "albert-onnx-model-folder"
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~5 KB; refuse to parse anything huge
+
+Variant = Literal["fp32", "fused", "int8", "fp16"]
+VARIANTS: tuple[str, ...] = ("fp32", "fused", "int8", "fp16")
+VARIANT_FILES = {name: f"model_{name}.onnx" for name in VARIANTS}
+VARIANT_DEVICES = {"fp32": ("cpu", "cuda"), "fused": ("cpu", "cuda"), "int8": ("cpu",), "fp16": ("cuda",)}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# The fused, int8 and fp16 graphs take the attention mask as one length per row (ReduceSum of the mask), so
+# every row must be [CLS] ... [SEP] followed only by padding: 1s then 0s. The runtime re-pads left padding.
+PADDING = "right"
+SPECIAL_TOKENS = ("pad", "unk", "cls", "sep", "mask")
+VALIDATION_STATUSES = ("passed", "failed", "not-validated")
 
 
 class ModelFolderError(ValueError):
     """The folder is missing, malformed, of another format version, or a file fails its size/hash check."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -24,98 +48,390 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Fields:
+    """Typed reads from one JSON object of the manifest; every error names the field's dotted path."""
+
+    def __init__(self, raw: object, path: str, origin: str) -> None:
+        self.path, self.origin = path, origin
+        if not isinstance(raw, dict):
+            raise self.error(path, "a JSON object", raw)
+        self.raw: dict[str, Any] = raw
+
+    def error(self, path: str, expected: str, value: object) -> ModelFolderError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return ModelFolderError(f"{self.origin}: {path or 'the manifest'} must be {expected}, got {shown} "
+                                f"({type(value).__name__}); the folder is damaged or not from this albert-onnx: re-export it")
+
+    def _value(self, key: str, optional: bool) -> tuple[str, object]:
+        path = f"{self.path}.{key}" if self.path else key
+        if key not in self.raw:
+            if optional:
+                return path, None
+            raise ModelFolderError(f"{self.origin}: field {path!r} is missing; the folder is incomplete or from another "
+                                   "albert-onnx version: re-export it")
+        return path, self.raw[key]
+
+    def str(self, key: str, optional: bool = False) -> str | None:
+        path, value = self._value(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self.error(path, "a string", value)
+        return value
+
+    def int(self, key: str, minimum: int = 0, optional: bool = False) -> int | None:
+        path, value = self._value(key, optional)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(path, f"an integer >= {minimum}", value)
+        return value
+
+    def bool(self, key: str) -> bool:
+        path, value = self._value(key, False)
+        if not isinstance(value, bool):
+            raise self.error(path, "true or false", value)
+        return value
+
+    def number(self, key: str) -> float:
+        path, value = self._value(key, False)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(path, "a finite number", value)
+        return float(value)
+
+    def obj(self, key: str) -> "_Fields":
+        path, value = self._value(key, False)
+        return _Fields(value, path, self.origin)
+
+    def strings(self, key: str) -> list[str]:
+        path, value = self._value(key, False)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.error(path, "a list of strings", value)
+        return list(value)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.str(key)
+        if value not in choices:
+            raise self.error(f"{self.path}.{key}" if self.path else key, f"one of {', '.join(choices)}", value)
+        return value
+
+    def file_name(self, key: str = "file") -> str:
+        name = self.str(key)
+        if Path(name).name != name or name in ("", ".", "..") or "\\" in name or "\x00" in name:
+            raise self.error(f"{self.path}.{key}", "a plain file name inside the folder", name)
+        return name
+
+    def sha256(self, key: str = "sha256") -> str:
+        value = self.str(key)
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise self.error(f"{self.path}.{key}", "64 lowercase hex digits", value)
+        return value
+
+    def mapping(self, key: str, kind: type) -> dict[str, Any]:
+        fields = self.obj(key)
+        reader = {int: fields.int, str: fields.str, float: fields.number}[kind]
+        return {name: reader(name) for name in fields.raw}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the folder with its size and sha256, as checked by :meth:`ModelFolder.verify`."""
+
+    file: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, folder: Path, name: str) -> "FileEntry":
+        path = folder / name
+        return cls(name, path.stat().st_size, sha256_of(path))
+
+    @classmethod
+    def read(cls, fields: _Fields) -> "FileEntry":
+        return cls(fields.file_name(), fields.int("size"), fields.sha256())
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights and the vocabulary came from."""
+
+    model: str
+    revision: str | None
+    random_weights: bool
+    seed: int | None
+    weights_file: str | None
+    tokenizer: str
+
+    @classmethod
+    def read(cls, f: _Fields) -> "Source":
+        return cls(f.str("model"), f.str("revision", optional=True), f.bool("random_weights"), f.int("seed", optional=True),
+                   f.str("weights_file", optional=True), f.str("tokenizer"))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The ALBERT config values the runtime and the benchmarks need."""
+
+    model_type: str
+    hidden_size: int
+    embedding_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    vocab_size: int
+    type_vocab_size: int
+    max_position_embeddings: int
+    hidden_act: str
+
+    @classmethod
+    def read(cls, f: _Fields) -> "Architecture":
+        sizes = {name: f.int(name, minimum=1) for name in ("hidden_size", "embedding_size", "num_hidden_layers",
+                                                            "num_attention_heads", "intermediate_size", "vocab_size",
+                                                            "type_vocab_size", "max_position_embeddings")}
+        return cls(model_type=f.choice("model_type", ("albert",)), hidden_act=f.str("hidden_act"), **sizes)
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """tokenizer.json and how the runtime frames and pads its ids."""
+
+    file: str
+    size: int
+    sha256: str
+    max_length: int
+    do_lower_case: bool
+    keep_accents: bool
+    remove_space: bool
+    special_ids: dict[str, int]
+    special_tokens: dict[str, str]
+
+    @property
+    def entry(self) -> FileEntry:
+        return FileEntry(self.file, self.size, self.sha256)
+
+    @classmethod
+    def read(cls, f: _Fields, vocab_size: int) -> "TokenizerSettings":
+        entry = FileEntry.read(f)
+        ids, tokens = f.mapping("special_ids", int), f.mapping("special_tokens", str)
+        for name in SPECIAL_TOKENS:
+            if name not in ids or not 0 <= ids[name] < vocab_size:
+                raise f.error(f"{f.path}.special_ids.{name}", f"an id from 0 to {vocab_size - 1}", ids.get(name))
+        return cls(entry.file, entry.size, entry.sha256, f.int("max_length", minimum=3), f.bool("do_lower_case"),
+                   f.bool("keep_accents"), f.bool("remove_space"), ids, tokens)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How a variant compared with the PyTorch reference when it was exported.
+
+    ``gates`` maps a metric to ``{"at_least": x}`` or ``{"at_most": x}``; ``metrics`` holds every number measured.
+    """
+
+    status: str
+    forced: bool = False
+    reason: str | None = None
+    provider: str | None = None
+    device: str | None = None
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, f: _Fields) -> "Validation":
+        gates = {}
+        for metric in f.obj("gates").raw:
+            bound = f.obj("gates").obj(metric)
+            if set(bound.raw) not in ({"at_least"}, {"at_most"}):
+                raise bound.error(bound.path, 'an object {"at_least": x} or {"at_most": x}', bound.raw)
+            (kind,) = bound.raw
+            gates[metric] = {kind: bound.number(kind)}
+        return cls(f.choice("status", VALIDATION_STATUSES), f.bool("forced"), f.str("reason", optional=True),
+                   f.str("provider", optional=True), f.str("device", optional=True), gates, f.mapping("metrics", float))
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    """One ONNX graph of the folder."""
+
+    file: str
+    size: int
+    sha256: str
+    devices: tuple[str, ...]
+    fused_ops: dict[str, int]
+    validation: Validation
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def entry(self) -> FileEntry:
+        return FileEntry(self.file, self.size, self.sha256)
+
+    @classmethod
+    def read(cls, f: _Fields) -> "VariantEntry":
+        entry = FileEntry.read(f)
+        devices = f.strings("devices")
+        if not devices or any(device not in ("cpu", "cuda") for device in devices):
+            raise f.error(f"{f.path}.devices", 'a non-empty list of "cpu"/"cuda"', devices)
+        quantization = f.obj("quantization").raw if f.raw.get("quantization") is not None else None
+        return cls(entry.file, entry.size, entry.sha256, tuple(devices), f.mapping("fused_ops", int),
+                   Validation.read(f.obj("validation")), quantization)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything ``manifest.json`` records. Build it in the export step; read it with :meth:`from_json`."""
+
+    created: str
+    source: Source
+    versions: dict[str, str]
+    opset: int
+    model: Architecture
+    outputs: list[str]
+    tokenizer: TokenizerSettings
+    variants: dict[str, VariantEntry]
+    validation_texts: dict[str, Any]
+    export: dict[str, Any]
+    inputs: list[str] = field(default_factory=lambda: list(INPUTS))
+    padding: str = PADDING
+
+    def to_json(self) -> str:
+        """The manifest.json text (format and version first)."""
+        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, origin: str) -> "Manifest":
+        """Parse and check manifest.json text.
+
+        Args:
+            text: The file's text.
+            origin: The file's path, for messages.
+
+        Raises:
+            ModelFolderError: Not JSON, another format or version, or a field of the wrong type, naming it.
+        """
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelFolderError(f"{origin}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                                   "the file is damaged: re-export the folder") from None
+        f = _Fields(raw, "", origin)
+        if raw.get("format") != FORMAT:
+            raise ModelFolderError(f"{origin}: format={raw.get('format')!r}, expected {FORMAT!r}; pass a folder written by `albert-onnx export`")
+        if raw.get("format_version") not in SUPPORTED_VERSIONS:
+            raise ModelFolderError(f"{origin}: format_version={raw.get('format_version')!r} is not supported by this albert-onnx "
+                                   f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}); re-export the model with this version")
+        model = Architecture.read(f.obj("model"))
+        variants_raw = f.obj("variants")
+        variants = {}
+        for name in variants_raw.raw:
+            if name not in VARIANTS:
+                raise ModelFolderError(f"{origin}: variants.{name} is not a variant this albert-onnx knows ({', '.join(VARIANTS)}); re-export the folder")
+            variants[name] = VariantEntry.read(variants_raw.obj(name))
+        if not variants:
+            raise ModelFolderError(f"{origin}: variants is empty; re-export the folder")
+        inputs, outputs = f.strings("inputs"), f.strings("outputs")
+        if tuple(inputs) != INPUTS or "sentence_embedding" not in outputs:
+            raise ModelFolderError(f"{origin}: inputs {inputs} / outputs {outputs} are not those of an albert-onnx graph; re-export the folder")
+        padding = f.choice("padding", (PADDING,))
+        return cls(f.str("created"), Source.read(f.obj("source")), f.mapping("versions", str), f.int("opset", minimum=1), model,
+                   outputs, TokenizerSettings.read(f.obj("tokenizer"), model.vocab_size), variants,
+                   f.obj("validation_texts").raw, f.obj("export").raw, inputs, padding)
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file and not a symbolic link.
+
+    Raises:
+        ModelFolderError: Missing, a link, a directory, a FIFO or another special file.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it") from None
+    if stat.S_ISLNK(mode):
+        raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)")
+    if not stat.S_ISREG(mode):
+        raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
+    return path
+
+
 @dataclass(frozen=True)
 class ModelFolder:
-    """A parsed model folder. Use :meth:`load`."""
+    """A checked model folder. Use :meth:`load`."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelFolder":
-        """Parse ``path/manifest.json``.
+        """Read and check ``path/manifest.json``.
 
         Raises:
-            ModelFolderError: No such folder or manifest, another format, or an unsupported format version.
+            ModelFolderError: No such folder or manifest, or a manifest that fails its checks (naming the field).
         """
         folder = Path(path)
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
-            raise ModelFolderError(
-                f"folder={str(folder)!r} has no manifest.json; pass a folder written by `albert-onnx export`"
-            )
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ModelFolderError(f"{manifest_path}: format={manifest.get('format')!r}, expected {FORMAT!r}")
-        if manifest.get("format_version") not in SUPPORTED_VERSIONS:
-            raise ModelFolderError(
-                f"{manifest_path}: format_version={manifest.get('format_version')!r} is not supported by this "
-                f"albert-onnx (supports {SUPPORTED_VERSIONS}); upgrade albert-onnx or re-export the model"
-            )
-        return cls(folder, manifest)
+        if not folder.is_dir():
+            what = "does not exist" if not folder.exists() else "is not a folder"
+            raise ModelFolderError(f"folder={str(folder)!r} {what}; pass a folder written by `albert-onnx export`")
+        manifest_path = folder / MANIFEST
+        if not os.path.lexists(manifest_path):
+            raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`")
+        regular_file(manifest_path, MANIFEST)
+        with manifest_path.open("rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ModelFolderError(f"{manifest_path} is over {MAX_MANIFEST_BYTES} bytes; not a manifest written by albert-onnx")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ModelFolderError(f"{manifest_path}: not UTF-8 text (byte {error.start}); the file is damaged: re-export the folder") from None
+        return cls(folder, Manifest.from_json(text, str(manifest_path)))
 
     @property
-    def variants(self) -> dict[str, dict[str, Any]]:
-        """Variant name -> its manifest entry (file, size, sha256, devices, fused_ops, validation)."""
-        return self.manifest["variants"]
+    def variants(self) -> dict[str, VariantEntry]:
+        return self.manifest.variants
 
     @property
-    def hidden_size(self) -> int:
-        return int(self.manifest["model"]["hidden_size"])
+    def model(self) -> Architecture:
+        return self.manifest.model
 
     @property
-    def embedding_size(self) -> int:
-        return int(self.manifest["model"]["embedding_size"])
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return int(self.manifest["model"]["num_hidden_layers"])
-
-    @property
-    def tokenizer(self) -> dict[str, Any]:
-        return self.manifest["tokenizer"]
-
-    @property
-    def outputs(self) -> list[str]:
-        return list(self.manifest["outputs"])
-
-    @property
-    def random_weights(self) -> bool:
-        return bool(self.manifest["source"]["random_weights"])
+    def tokenizer(self) -> TokenizerSettings:
+        return self.manifest.tokenizer
 
     def file(self, name: str) -> Path:
-        """Path of a file named by the manifest; plain names only, so nothing resolves outside the folder."""
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise ModelFolderError(f"{self.path}/manifest.json names file {name!r}; only plain file names are allowed")
-        return self.path / name
+        """Path of a file of the folder, which must be a regular file (not a link, FIFO or directory).
+
+        Raises:
+            ModelFolderError: The file is missing or not a regular file.
+        """
+        return regular_file(self.path / name, name)
 
     def variant_path(self, variant: str) -> Path:
         """The .onnx file of ``variant``.
 
         Raises:
-            ModelFolderError: The folder has no such variant.
+            ModelFolderError: The folder has no such variant, or its file is not a regular file.
         """
         if variant not in self.variants:
             raise ModelFolderError(
                 f"variant={variant!r} is not in {self.path} (it has {', '.join(self.variants)}); "
                 "choose one of those or re-export with --variants"
             )
-        return self.file(self.variants[variant]["file"])
+        return self.file(self.variants[variant].file)
 
     def verify(self, variant: str) -> None:
         """Check the size and sha256 of the variant's graph and of tokenizer.json against the manifest.
 
         Raises:
-            ModelFolderError: A file is missing or does not match, naming which.
+            ModelFolderError: A file is missing, not a regular file, or does not match, naming which.
         """
-        self.variant_path(variant)  # raises for an unknown variant
-        for entry in (self.variants[variant], self.tokenizer):
-            path = self.file(entry["file"])
-            if not path.is_file():
-                raise ModelFolderError(f"{path} is missing; the model folder is incomplete, re-export it")
+        for entry in (self.variants[variant].entry if variant in self.variants else None, self.tokenizer.entry):
+            if entry is None:
+                self.variant_path(variant)  # raises, naming the variants the folder has
+                continue
+            path = self.file(entry.file)
             size = path.stat().st_size
-            if size != entry["size"]:
-                raise ModelFolderError(f"{path}: size {size} != {entry['size']} in manifest.json; the file was changed or truncated, re-export")
-            digest = _sha256(path)
-            if digest != entry["sha256"]:
-                raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry['sha256'][:12]}... in manifest.json; the file was changed, re-export")
+            if size != entry.size:
+                raise ModelFolderError(f"{path}: size {size} bytes, manifest.json says {entry.size}; the file was changed or truncated: re-export")
+            digest = sha256_of(path)
+            if digest != entry.sha256:
+                raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")

@@ -18,9 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="folder or hub id with spiece.model, when the source has none")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--hidden-states", action="store_true", help="also output every layer's hidden states (for layer=...)")
-    parser.add_argument("--per-channel", action="store_true", help="per-channel int8 weight scales")
     parser.add_argument("--validation-texts", type=Path, help="real text for validation: STS-B .csv, .jsonl or .txt")
-    parser.add_argument("--validation-samples", type=int, default=48, help="how many texts to validate on (default 48)")
+    parser.add_argument("--validation-samples", type=int, default=96, help="how many texts to validate on (default 96)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--force", action="store_true", help="write variants that fail their accuracy gate")
 
@@ -37,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
             hidden_states=args.hidden_states,
-            per_channel=args.per_channel,
             validation_texts=args.validation_texts,
             validation_samples=args.validation_samples,
             overwrite=args.overwrite,

@@ -57,7 +57,6 @@ def tokenizer_settings(slow: AlbertTokenizer, max_position_embeddings: int) -> d
     """The settings the runtime needs, for the manifest."""
     max_length = min(int(slow.model_max_length), max_position_embeddings) if slow.model_max_length < 10**9 else max_position_embeddings
     return {
-        "file": "tokenizer.json",
         "max_length": max_length,
         "do_lower_case": bool(slow.do_lower_case),
         "keep_accents": bool(slow.keep_accents),

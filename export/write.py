@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -13,25 +11,9 @@ from typing import Iterator
 
 import onnx
 
+from albert_onnx.model_folder import MANIFEST, Manifest
+
 from .errors import ExportError
-
-FORMAT = "albert-onnx-model-folder"
-FORMAT_VERSION = 1
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_entry(folder: Path, name: str) -> dict[str, object]:
-    """Size and sha256 of one file of the folder, as recorded in the manifest."""
-    path = folder / name
-    return {"file": name, "size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def check_external_data(path: Path) -> None:
@@ -84,7 +66,8 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         os.replace(staging, target)
 
 
-def write_manifest(folder: Path, manifest: dict[str, object]) -> None:
-    """Write manifest.json (last, so its presence means the folder is complete)."""
-    text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}, indent=2, sort_keys=False)
-    (folder / "manifest.json").write_text(text + "\n", encoding="utf-8")
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write manifest.json (last, so its presence means the folder is complete), checked by the runtime's own reader."""
+    text = manifest.to_json()
+    Manifest.from_json(text, f"{folder / MANIFEST} (as written)")  # the writer never emits what the reader refuses
+    (folder / MANIFEST).write_text(text, encoding="utf-8")

@@ -18,7 +18,7 @@ STS_DIR = SHARED / "data" / "stsbenchmark"
 
 TINY_CONFIG = {
     "model_type": "albert", "architectures": ["AlbertForMaskedLM"], "vocab_size": 30000, "embedding_size": 32,
-    "hidden_size": 64, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 128,
+    "hidden_size": 128, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 256,
     "hidden_act": "gelu_new", "hidden_dropout_prob": 0, "attention_probs_dropout_prob": 0,
     "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
     "num_hidden_groups": 1, "inner_group_num": 1, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3,

@@ -18,12 +18,12 @@ def test_embed_txt_jsonl_and_stdin(tiny_folder, tmp_path, sts_texts):
     for source in ("in.txt", "in.jsonl"):
         result = run_cli("embed", str(tiny_folder), "--input", str(tmp_path / source), "--output", str(tmp_path / "v.npy"), "--batch-size", "16", "--variant", "fp32")
         vectors = np.load(tmp_path / "v.npy")
-        assert vectors.shape == (300, 64)
+        assert vectors.shape == (300, 128)
         np.testing.assert_allclose(vectors, expected, atol=1e-5)
-        assert "300 vectors of dim 64" in result.stderr
+        assert "300 vectors of dim 128" in result.stderr
         assert "text/s" in result.stderr or "it/s" in result.stderr  # tqdm bar for long inputs
     run_cli("embed", str(tiny_folder), "--input", "-", "--output", str(tmp_path / "s.npy"), "--variant", "fp32", "--pooling", "cls", stdin="one\ntwo\n")
-    assert np.load(tmp_path / "s.npy").shape == (2, 64)
+    assert np.load(tmp_path / "s.npy").shape == (2, 128)
 
 
 def test_embed_errors_are_clear(tiny_folder, tmp_path):

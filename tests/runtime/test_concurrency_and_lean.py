@@ -32,4 +32,4 @@ def test_import_and_encode_without_torch(tiny_folder):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"shape": [1, 64], "heavy": []}
+    assert report == {"shape": [1, 128], "heavy": []}

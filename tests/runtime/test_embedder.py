@@ -23,12 +23,12 @@ def int8(tiny_folder) -> AlbertEmbedder:
 def test_auto_picks_int8_on_cpu(int8):
     assert (int8.variant, int8.device) == ("int8", "cpu")
     assert int8.providers == ["CPUExecutionProvider"]
-    assert int8.dim == 64 and int8.max_length == 512
+    assert int8.dim == 128 and int8.max_length == 512
 
 
 def test_encode_shapes_and_normalization(fp32, sts_texts):
     vectors = fp32.encode(sts_texts[:10])
-    assert vectors.shape == (10, 64) and vectors.dtype == np.float32
+    assert vectors.shape == (10, 128) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     raw = fp32.encode(sts_texts[:10], normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
@@ -51,7 +51,7 @@ def test_input_order_is_restored(fp32, sts_texts):
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler", "max"])
 def test_poolings_differ_and_are_finite(fp32, pooling):
     vectors = fp32.encode(["A man is playing a guitar.", "Stocks fell."], pooling=pooling)
-    assert vectors.shape == (2, 64) and np.isfinite(vectors).all()
+    assert vectors.shape == (2, 128) and np.isfinite(vectors).all()
 
 
 def test_mean_pooling_in_graph_matches_numpy_from_tokens(fp32):
@@ -74,10 +74,10 @@ def test_layer_choice(fp32):
 
 
 def test_empty_inputs(fp32):
-    assert fp32.encode([]).shape == (0, 64)
+    assert fp32.encode([]).shape == (0, 128)
     empty = fp32.encode([""])
-    assert empty.shape == (1, 64) and np.isfinite(empty).all()
-    assert fp32.encode_tokens([""])[0].vectors.shape == (0, 64)
+    assert empty.shape == (1, 128) and np.isfinite(empty).all()
+    assert fp32.encode_tokens([""])[0].vectors.shape == (0, 128)
 
 
 def test_single_string_is_one_text(fp32):
@@ -110,7 +110,7 @@ def test_long_text_truncation_warns_with_count(fp32):
     long = "word " * 700
     with pytest.warns(UserWarning, match="2 of 3 texts exceeded max_length=512"):
         vectors = fp32.encode([long, "short", long + "more"])
-    assert vectors.shape == (3, 64)
+    assert vectors.shape == (3, 128)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fp32.encode(["short"])
@@ -141,7 +141,7 @@ def test_word_vectors(fp32, int8, tiny_folder):
     static = fp32.word_vectors(["guitar", "keyboard", "guitar"])
     assert static.shape == (3, 32)
     np.testing.assert_array_equal(static[0], static[2])
-    assert fp32.word_vectors("guitar", projected=True).shape == (1, 64)
+    assert fp32.word_vectors("guitar", projected=True).shape == (1, 128)
     # same rows from every variant's initializers (int8 to 8 bits)
     np.testing.assert_allclose(int8.word_vectors(["guitar", "keyboard"]), static[:2], atol=2e-3)
     with pytest.raises(ValueError, match=r"words\[1\]"):
