@@ -39,21 +39,28 @@ def write_report(results: dict, out: Path) -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {size} | {info['load_seconds']:.2f} |")
     lines += ["", "Single request over real STS-B sentences (end to end, tokenization included), and corpus throughput "
               "(STS-B sentences, batch 32; eager PyTorch with the usual padded batches):", "",
-              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | min cos vs base, end to end | cold start s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | centred cos mean / min | rank agreement | batch invariance | min cos vs base, end to end | cold start s | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     c0 = results["corpus"].get(base, {}).get("texts_per_s")
     for name, info in results["engines"].items():
         if name not in results["latency"]:
             continue
         l, c, a = results["latency"][name], results["corpus"][name], results["accuracy"][name]
         lines.append(f"| {name} | {l['p50_ms']:.1f} | {l['p90_ms']:.1f} | {l['p99_ms']:.1f} | {c['texts_per_s']:.1f} | "
-                     f"{_ratio(c['texts_per_s'], c0)} | {a['same_ids_min_cosine']:.5f} | {a['end_to_end_min_cosine']:.5f} | {_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |")
+                     f"{_ratio(c['texts_per_s'], c0)} | {a['same_ids_min_cosine']:.5f} | {a['centred_cosine_mean']:.4f} / {a['centred_cosine_min']:.4f} | "
+                     f"{a['rank_agreement']:.5f} | {a['batch_invariance_max_abs_diff']:.1e} | {a['end_to_end_min_cosine']:.5f} | "
+                     f"{_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |")
     corpus_n = next(iter(results["corpus"].values()))["texts"] if results["corpus"] else 0
     shape = next((i["own_process"].get("peak_rss_shape") for i in results["engines"].values() if "peak_rss_shape" in i.get("own_process", {})), "?")
     lines += ["", f"Cold start: a fresh process, from its start to the first vector of one short text (imports, load, first run). "
               f"Peak RSS: that process after one {shape} call."]
     same_n = next(iter(results["accuracy"].values()))["same_ids_texts"] if results["accuracy"] else 0
+    first = next(iter(results["accuracy"].values()), {})
     lines += [f"Corpus: {corpus_n} texts. Same-ids cosine: {same_n} STS-B texts tokenized once by the baseline's tokenizer and fed "
-              f"to every engine (the model alone)."]
+              f"to every engine (the model alone). Centred cosine: the baseline's mean vector subtracted from both (with random "
+              f"weights every sentence vector is nearly parallel, so raw cosines cannot fail). Rank agreement: Spearman of the "
+              f"{same_n // 2} STS-B pair similarities against the baseline's. Batch invariance: max |delta| of unit vectors, "
+              f"{first.get('batch_invariance_texts', 0)} texts alone vs inside their padded batch of 32."]
     differs = results.get("tokenizer_differs")
     if differs:
         lines.append(f"End-to-end cosine includes tokenization: albert-onnx's tokenizer.json reproduces ALBERT's SentencePiece "

@@ -13,7 +13,8 @@ from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.onnx_model import OnnxModel
 from transformers import AlbertConfig
 
-FUSED_OP_TYPES = ("Attention", "QAttention", "SkipLayerNormalization", "FastGelu", "BiasGelu", "Gelu", "LayerNormalization")
+FUSED_OP_TYPES = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "FastGelu", "BiasGelu", "Gelu", "LayerNormalization",
+                  "MatMulIntegerToFloat")
 
 
 def put_attention_output_first(model: onnx.ModelProto) -> int:

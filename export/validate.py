@@ -5,7 +5,8 @@ lengths, and pooled by this module's own numpy code, so a pooling or layer bug i
 Measured per variant: max |delta| of last_hidden_state (real tokens), pooler output, sentence vector and word
 rows; raw and centred cosine of sentence vectors (centred: the reference mean vector subtracted, because with
 random weights every sentence vector is nearly parallel and raw cosines cannot fail); the Spearman rank
-agreement of pair similarities (what a search user feels); and batch invariance (texts alone vs in batches).
+agreement of pair similarities (what a search user feels); and batch invariance (a text alone vs in a batch of
+same-length rows, as the runtime batches; and vs its padded batch).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from .errors import ExportError
 
 log = logging.getLogger(__name__)
 
-# metric -> ("at_least" | "at_most", limit). fp32/fused must be PyTorch to float rounding; int8 limits were chosen
-# from measurement (README, "int8 scheme"): per-token int8 on albert-base-v2 gives centred cosine min 0.98x.
+# metric -> ("at_least" | "at_most", limit). fp32/fused must be PyTorch up to float rounding. int8 limits come from
+# measurement (README, "int8 scheme"): per-token int8 on albert-base-v2 (random weights, STS-B dev) gives centred
+# cosine mean 0.997 and rank agreement 0.9987, per-tensor int8 0.985 and 0.998. The centred minimum is recorded but
+# not gated: it is set by the few texts whose vector is within 0.2% of the mean, where any rounding dominates.
 GATES: dict[str, dict[str, tuple[str, float]]] = {
     "fp32": {"hidden_max_abs_diff": ("at_most", 1e-4), "sentence_max_abs_diff": ("at_most", 1e-4),
              "pooler_max_abs_diff": ("at_most", 1e-4), "word_max_abs_diff": ("at_most", 1e-6)},
     "fused": {"hidden_max_abs_diff": ("at_most", 1e-4), "sentence_max_abs_diff": ("at_most", 1e-4),
               "pooler_max_abs_diff": ("at_most", 1e-4), "word_max_abs_diff": ("at_most", 1e-6)},
-    "int8": {"centred_cosine_mean": ("at_least", 0.95), "rank_agreement": ("at_least", 0.995),
+    "int8": {"centred_cosine_mean": ("at_least", 0.99), "rank_agreement": ("at_least", 0.995),
              "batch_invariance_max_abs_diff": ("at_most", 1e-6)},
     "fp16": {"centred_cosine_mean": ("at_least", 0.99), "rank_agreement": ("at_least", 0.999)},
 }
@@ -138,7 +141,8 @@ class Reference:
     pooler: np.ndarray
     sentence: np.ndarray
     word: list[np.ndarray]
-    singles: list[dict[str, np.ndarray]]  # the first texts alone, unpadded, for the batch-invariance check
+    singles: list[dict[str, np.ndarray]]  # the first texts alone, unpadded, for the batch-invariance checks
+    crowds: list[dict[str, np.ndarray]]  # each single as row 0 of a batch of same-length rows cut from other texts
     pairs: list[tuple[int, int]]
 
 
@@ -171,11 +175,20 @@ def reference(model: AlbertModel, tokenizer, vset: ValidationSet, batch_size: in
         pooler.append(out.pooler_output.numpy())
         sentence.append(masked_mean(hidden[-1], batch["attention_mask"]))
         word.append(table[batch["input_ids"]])
-    solo = []
+    solo, crowds = [], []
+    pool = np.concatenate([batch["input_ids"][batch["attention_mask"] == 1] for batch in feeds])  # real token ids
+    rng = np.random.default_rng(0)
     for text in vset.texts[:singles]:
         enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np")
-        solo.append({name: enc[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")})
-    return Reference(feeds, hidden, np.concatenate(pooler), np.concatenate(sentence), word, solo, vset.pairs)
+        single = {name: enc[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        solo.append(single)
+        # batchmates of the same length (no padding): the row-wise math must give row 0 the same vector
+        length = single["input_ids"].shape[1]
+        mates = [pool[start : start + length] for start in rng.integers(0, len(pool) - length, size=3)]
+        ids = np.concatenate([single["input_ids"], np.stack(mates)])
+        ids[1:, 0], ids[1:, -1] = single["input_ids"][0, 0], single["input_ids"][0, -1]  # [CLS] ... [SEP]
+        crowds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    return Reference(feeds, hidden, np.concatenate(pooler), np.concatenate(sentence), word, solo, crowds, vset.pairs)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,6 +219,7 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     centre = ref.sentence.mean(axis=0)
     centred = _cosines(sentence - centre, ref.sentence - centre)
     alone = np.concatenate([session.run(["sentence_embedding"], feeds)[0] for feeds in ref.singles])
+    crowded = np.concatenate([session.run(["sentence_embedding"], feeds)[0][:1] for feeds in ref.crowds])
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
     metrics = {
         "hidden_max_abs_diff": hidden_diff,
@@ -216,7 +230,9 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
         "raw_cosine_min": float(_cosines(sentence, ref.sentence).min()),
         "centred_cosine_mean": float(centred.mean()),
         "centred_cosine_min": float(centred.min()),
-        "batch_invariance_max_abs_diff": float(np.abs(unit(alone) - unit(sentence[: len(alone)])).max()),
+        # the runtime only batches rows of one length; padded batches are measured too, for direct ORT users
+        "batch_invariance_max_abs_diff": float(np.abs(unit(alone) - unit(crowded)).max()),
+        "padded_batch_invariance_max_abs_diff": float(np.abs(unit(alone) - unit(sentence[: len(alone)])).max()),
     }
     if ref.pairs:
         metrics["rank_agreement"] = float(spearmanr(_pair_similarities(sentence, ref.pairs), _pair_similarities(ref.sentence, ref.pairs)).statistic)

@@ -1,0 +1,96 @@
+"""The validation gates can fail: a graph with a dropped layer or a wrong pooling is caught, for fp32 and int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import helper
+
+from albert_onnx_export import quantize, validate
+from albert_onnx_export.load import load_albert
+from albert_onnx_export.tokenizer import load_slow_tokenizer
+from tests.conftest import STS_DIR
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_source):
+    loaded = load_albert(str(tiny_source), random_weights=True, seed=1)  # the weights of tiny_folder
+    vset = validate.validation_set(STS_DIR / "sts-dev.csv", 64)
+    return validate.reference(loaded.model, load_slow_tokenizer(str(tiny_source)), vset, batch_size=16, max_length=512)
+
+
+def _drop_last_layer(fused: Path, out: Path) -> None:
+    """last_hidden_state := the input of the last layer (its 11 predecessors' output)."""
+    model = onnx.load(str(fused))
+    last_attention = [node for node in model.graph.node if node.op_type == "Attention"][-1]
+    final = next(node for node in model.graph.node if "last_hidden_state" in node.output)
+    final.output[list(final.output).index("last_hidden_state")] = "dropped_layer_output"
+    model.graph.node.append(helper.make_node("Identity", [last_attention.input[0]], ["last_hidden_state"]))
+    onnx.save(model, str(out))
+
+
+def _cls_pooling(fused: Path, out: Path) -> None:
+    """sentence_embedding := the [CLS] vector instead of the masked mean."""
+    model = onnx.load(str(fused))
+    producer = next(node for node in model.graph.node if "sentence_embedding" in node.output)
+    producer.output[list(producer.output).index("sentence_embedding")] = "mean_pooled"
+    zero = helper.make_tensor("cls_index", onnx.TensorProto.INT64, [], [0])
+    model.graph.initializer.append(zero)
+    model.graph.node.append(helper.make_node("Gather", ["last_hidden_state", "cls_index"], ["sentence_embedding"], axis=1))
+    onnx.save(model, str(out))
+
+
+def test_shipped_variants_pass(tiny_folder, reference):
+    for name in ("fp32", "fused", "int8"):
+        result, failed = validate.validate_variant(name, tiny_folder / f"model_{name}.onnx", reference, PROVIDERS)
+        assert (result.status, failed) == ("passed", []), (name, failed)
+        assert set(result.gates) == set(validate.GATES[name])
+
+
+@pytest.mark.parametrize("breakage, failing", [(_drop_last_layer, "hidden_max_abs_diff"), (_cls_pooling, "sentence_max_abs_diff")])
+def test_broken_fused_graph_fails(tiny_folder, reference, tmp_path, breakage, failing):
+    broken = tmp_path / "broken.onnx"
+    breakage(tiny_folder / "model_fused.onnx", broken)
+    result, failed = validate.validate_variant("fused", broken, reference, PROVIDERS)
+    assert result.status == "failed"
+    assert any(phrase.startswith(failing + "=") for phrase in failed), failed
+
+
+@pytest.mark.parametrize("breakage", [_drop_last_layer, _cls_pooling])
+def test_broken_int8_graph_fails(tiny_folder, reference, tmp_path, breakage):
+    broken_fused, broken_int8 = tmp_path / "broken_fused.onnx", tmp_path / "broken_int8.onnx"
+    breakage(tiny_folder / "model_fused.onnx", broken_fused)
+    quantize.quantize_int8(broken_fused, broken_int8)
+    result, failed = validate.validate_variant("int8", broken_int8, reference, PROVIDERS)
+    assert result.status == "failed"
+    assert {phrase.split("=")[0] for phrase in failed} >= {"centred_cosine_mean", "rank_agreement"}, failed
+
+
+def test_fp16_without_cuda_is_not_called_validated(tiny_folder, reference):
+    result, failed = validate.validate_variant("fp16", tiny_folder / "model_fp16.onnx", reference, PROVIDERS)
+    assert (result.status, failed, result.metrics) == ("not-validated", [], {})
+    assert "CUDAExecutionProvider" in result.reason and "fp32" in result.reason
+
+
+def test_reference_pooling_is_independent_of_the_graph(reference):
+    """The reference's sentence vectors are the masked mean of the plain model's tokens, computed here."""
+    first = reference.feeds[0]["attention_mask"][0].astype(bool)
+    expected = reference.hidden[0][0][first].astype("float64").mean(axis=0)
+    assert abs(reference.sentence[0] - expected).max() < 1e-6
+    assert len(reference.pairs) == 32 and reference.pairs[0] == (0, 1)
+
+
+def test_per_tensor_int8_fails_the_batch_invariance_gate(tiny_folder, reference, tmp_path):
+    """albert-onnx 0.1's int8 (one activation scale per tensor) made a text's vector depend on its batchmates."""
+    from benchmarks.int8_schemes import build_dynamic_per_tensor
+
+    path = tmp_path / "per_tensor.onnx"
+    build_dynamic_per_tensor(tiny_folder / "model_fused.onnx", path)
+    result, failed = validate.validate_variant("int8", path, reference, PROVIDERS)
+    assert result.status == "failed"
+    assert [phrase.split("=")[0] for phrase in failed] == ["batch_invariance_max_abs_diff"], failed
+    assert result.metrics["batch_invariance_max_abs_diff"] > 1e-4

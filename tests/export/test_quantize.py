@@ -1,0 +1,78 @@
+"""The per-token int8 graph: row-wise math (a row's result ignores the other rows), the ops it is made of."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from albert_onnx_export import quantize
+
+
+@pytest.fixture(scope="module")
+def int8_session(tiny_folder):
+    return ort.InferenceSession(str(tiny_folder / "model_int8.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _feeds(ids: np.ndarray) -> dict[str, np.ndarray]:
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def test_rows_do_not_depend_on_batchmates(int8_session):
+    """Same-length rows, alone vs in a batch: every token output bit-identical; the in-graph mean pooling
+    (ReduceSum over the sequence) sums in another order for other batch sizes, within float rounding."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 30000, size=(6, 20))
+    ids[:, 0], ids[:, -1] = 2, 3
+    names = ["last_hidden_state", "pooler_output", "projected_word_embeddings", "sentence_embedding"]
+    together = int8_session.run(names, _feeds(ids))
+    for row in range(len(ids)):
+        alone = int8_session.run(names, _feeds(ids[row : row + 1]))
+        for name, batch_value, alone_value in zip(names[:3], together, alone):
+            np.testing.assert_array_equal(batch_value[row : row + 1], alone_value, err_msg=name)
+        assert np.abs(together[3][row] - alone[3][0]).max() <= 1e-7
+
+
+def test_per_tensor_int8_would_fail_that(tiny_folder, tmp_path):
+    """The check above can fail: ORT's per-tensor dynamic int8 changes a row's vector with its batchmates."""
+    from benchmarks.int8_schemes import build_dynamic_per_tensor
+
+    path = tmp_path / "per_tensor.onnx"
+    build_dynamic_per_tensor(tiny_folder / "model_fused.onnx", path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 30000, size=(6, 20))
+    ids[:, 0], ids[:, -1] = 2, 3
+    together = session.run(["sentence_embedding"], _feeds(ids))[0]
+    alone = np.concatenate([session.run(["sentence_embedding"], _feeds(ids[row : row + 1]))[0] for row in range(len(ids))])
+    assert np.abs(together - alone).max() > 1e-4
+
+
+def test_graph_is_per_token_int8(tiny_folder):
+    model = onnx.load(str(tiny_folder / "model_int8.onnx"))
+    ops = collections.Counter(node.op_type for node in model.graph.node)
+    layers = json.loads((tiny_folder / "manifest.json").read_text())["model"]["num_hidden_layers"]
+    # per layer Q, K, V, attention output, FFN in and out; plus embedding projection, projected word rows, pooler
+    assert ops["MatMulIntegerToFloat"] == 6 * layers + 3
+    assert ops["MultiHeadAttention"] == layers
+    assert not {"QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "MatMul", "Attention", "Gemm"} & set(ops)
+    blocked = [node for node in model.graph.node if node.op_type == "QuantizeLinear"]
+    assert blocked and all(any(a.name == "block_size" for a in node.attribute) for node in blocked)
+    scheme = json.loads((tiny_folder / "manifest.json").read_text())["variants"]["int8"]["quantization"]
+    assert scheme["name"] == "per-token" and scheme["batch_invariant"] is True
+    # int8: Q, K, V, attention output, FFN in, FFN out, embedding projection, pooler, word table; float: the
+    # position table (512 x 32 here, under MIN_GATHER_ELEMENTS) and the 2-row token-type table
+    assert scheme["weight_dtypes"] == {"int8": 9, "float": 2}
+
+
+def test_gelu_rows_use_the_small_zero_point(tiny_folder):
+    """The FFN output projection's input comes from FastGelu, so its rows are quantized above zero point 32."""
+    model = onnx.load(str(tiny_folder / "model_int8.onnx"))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    gelu_inputs = [node for node in model.graph.node if node.op_type == "QuantizeLinear" and producers[node.input[0]].op_type == "FastGelu"]
+    assert gelu_inputs and all(node.input[2].endswith(f"zero_point_{quantize.GELU_ZERO_POINT}") for node in gelu_inputs)
+    assert quantize.GELU_FLOOR > 0.17004  # the tanh GELU's minimum is -0.170041
