@@ -1,80 +1,226 @@
-"""The ``albert-onnx`` command: export, embed, info."""
+"""The ``albert-onnx`` command: export, embed, info.
+
+Building the parser imports nothing heavy: the export flags are defined here and the export step (torch,
+transformers, onnx) is imported only when ``export`` runs. A user error is reported as one line,
+``albert-onnx <command>: error: <message>``, with exit status 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import importlib
 import json
+import logging
+import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, NoReturn, Sequence, TextIO
 
 import numpy as np
 
-from .model_folder import ModelFolder
+from . import __version__, arguments
+from .embedder import LONG_TEXT
+from .model_folder import VARIANTS, ModelFolder
 from .pooling import POOLINGS
+from .session import DEVICES
+
+USAGE_ERROR = 2
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader went away (`| head -1`)
+OWN_LOGGERS = ("albert_onnx", "albert_onnx_export")
+# Loggers kept at WARNING while a command runs, so third-party INFO chatter never shows even when something
+# configured the root logger at INFO: the root covers ORT's fusion modules, which log as top-level "fusion_utils",
+# "onnx_model", ... ("Removed 67 Identity nodes"); torch and transformers set levels on their own loggers.
+QUIET_LOGGERS = ("", "onnxruntime", "onnx", "onnxscript", "torch", "transformers")
+RAY_ONLY_FLAGS = {"actors": "--actors", "address": "--address", "strict": "--strict", "overwrite": "--overwrite",
+                  "id_field": "--id-field"}
+RAY_ONLY_SUFFIXES = (".parquet", ".csv", ".json")
 
 
-def read_texts(source: str, field: str = "text") -> list[str]:
-    """Texts from a .txt file (one per line), a .jsonl file (``field`` of each object) or ``-`` (stdin lines).
+class CommandError(Exception):
+    """A user error the CLI itself found (a path, a flag combination); :func:`main` prints it as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- the parser ----------------------------------------------------------------------------------------
+
+
+def _variant_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(name in VARIANTS for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose each at most once from {','.join(VARIANTS)}, comma-separated")
+    return names
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="checkpoint -> validated ONNX model folder (needs the export extra)",
+                                 description="Export an ALBERT checkpoint to a validated ONNX model folder. "
+                                             "Needs: pip install 'albert-onnx[export]'.")
+    export.add_argument("source", help="hub id (albert/albert-base-v2), local HF folder, or a size name with --random-weights")
+    export.add_argument("-o", "--output", required=True, type=Path, help="model folder to create")
+    export.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    export.add_argument("--random-weights", action="store_true", help="seeded random weights from the config (no checkpoint needed)")
+    export.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    export.add_argument("--tokenizer", help="folder or hub id with spiece.model, when the source has none")
+    export.add_argument("--variants", type=_variant_list, default=VARIANTS, help=f"comma-separated subset of {','.join(VARIANTS)} (default all)")
+    export.add_argument("--hidden-states", action="store_true", help="also output every layer's hidden states (for embed --layer)")
+    export.add_argument("--validation-texts", type=Path, help="real text for validation: STS-B .csv, .jsonl or .txt")
+    export.add_argument("--validation-samples", type=int, default=96, help="how many texts to validate on (default 96)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.add_argument("--force", action="store_true", help="write variants that fail their accuracy gate (flagged in the manifest)")
+    export.set_defaults(run=_export)
+
+
+def _add_embed(commands: argparse._SubParsersAction) -> None:
+    embed = commands.add_parser("embed", help="embed texts into a .npy file (or parquet with --engine ray)")
+    embed.add_argument("folder", help="model folder written by albert-onnx export")
+    embed.add_argument("--input", required=True, help="texts.txt (one text per line), texts.jsonl, or - for stdin; UTF-8 (ray: also parquet/csv)")
+    embed.add_argument("--output", required=True, help="file to write the (texts, dim) float32 array to in .npy format, "
+                                                       "replaced atomically; - for stdout (ray: folder of parquet files)")
+    embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="how token vectors become one vector (default mean)")
+    embed.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when onnxruntime-gpu sees a GPU, else cpu")
+    embed.add_argument("--variant", choices=("auto", *VARIANTS), default="auto", help="graph to run (auto: int8 on cpu, fp16 on cuda)")
+    embed.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call (default 32)")
+    embed.add_argument("--threads", type=int, help="ONNX Runtime threads (ray: per actor; default: one per core / fit the CPUs)")
+    embed.add_argument("--max-length", type=int, help="tokens per sequence, [CLS] and [SEP] included (default: the model's limit)")
+    embed.add_argument("--layer", type=int, help="hidden layer to pool, -2 for the second to last; needs a folder exported with --hidden-states")
+    embed.add_argument("--long-text", choices=LONG_TEXT, default="truncate", help="texts over --max-length: truncate, or pool over windows")
+    embed.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) vectors")
+    embed.add_argument("--text-field", default="text", help="jsonl/parquet/csv column with the text (default text)")
+    embed.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job over parquet shards")
+    embed.add_argument("--id-field", help="ray: column with the row id (default id)")
+    embed.add_argument("--actors", type=int, help="ray: embedder actors (default: fit the CPUs, threads x actors <= cores)")
+    embed.add_argument("--address", help="ray: cluster address (default: start Ray in-process)")
+    embed.add_argument("--strict", action="store_true", help="ray: fail the job on a bad row instead of reporting it")
+    embed.add_argument("--overwrite", action="store_true", help="ray: replace what the output folder holds instead of resuming from its finished parts")
+    embed.set_defaults(run=_embed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command; imports nothing of the export step."""
+    parser = _Parser(prog="albert-onnx", description="Fast ALBERT embeddings on ONNX Runtime")
+    parser.add_argument("--version", action="version", version=f"albert-onnx {__version__}", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{export,embed,info}",
+                                     help="what to do; albert-onnx COMMAND --help lists its options")
+    _add_export(commands)
+    _add_embed(commands)
+    info = commands.add_parser("info", help="summarize a model folder's manifest")
+    info.add_argument("folder", help="model folder written by albert-onnx export")
+    info.set_defaults(run=_info)
+    return parser
+
+
+# -- the commands --------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``albert-onnx export``: import the export step now (torch, transformers, onnx) and run it.
 
     Raises:
-        FileNotFoundError: The input file does not exist.
-        ValueError: A jsonl line is not an object with a str ``field`` (names the line).
+        CommandError: The export extra is not installed.
     """
-    if source == "-":
-        lines: Iterator[str] | list[str] = sys.stdin.read().splitlines()
-        name = "<stdin>"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"--input {source!r} does not exist; pass a .txt or .jsonl file, or - for stdin")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        name = source
-        if path.suffix == ".jsonl":
-            texts = []
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                    raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; pass --text-field to name another")
-                texts.append(record[field])
-            return texts
-    return list(lines)
+    try:
+        export_cli = importlib.import_module("albert_onnx_export.cli")
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] in ("albert_onnx", "albert_onnx_export"):
+            raise  # one of our own modules is missing: a broken install or a bug, not a missing extra
+        raise CommandError(f"needs the export extra: pip install 'albert-onnx[export]' ({error})") from error
+    return export_cli.run(args)
 
 
 def _embed(args: argparse.Namespace) -> int:
+    """``albert-onnx embed``: check the flags that need no model, then run the chosen engine."""
+    arguments.count("--batch-size", args.batch_size)
+    if args.threads is not None:  # ray: per actor, on the cluster's machines, so only this machine's limit is local
+        arguments.count("--threads", args.threads, 1, arguments.max_threads() if args.engine == "local" else None)
+    if args.max_length is not None:
+        arguments.count("--max-length", args.max_length, 3)
+    _check_device(args.device)
+    return _embed_ray(args) if args.engine == "ray" else _embed_local(args)
+
+
+def _embed_local(args: argparse.Namespace) -> int:
+    """Embed in this process into one .npy file (or stdout), in input order.
+
+    Raises:
+        CommandError: A Ray-only flag, a bad --input or --output, or CUDA asked for and missing.
+        ValueError: A flag out of range for this model (--max-length, --layer), or a bad model folder.
+    """
     from tqdm import tqdm
 
     from .embedder import AlbertEmbedder
 
-    if args.engine == "ray":
-        from .ray_job import RayJobOptions, run_ray_job
-
-        counts = run_ray_job(RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output), text_field=args.text_field,
-                                           id_field=args.id_field, pooling=args.pooling, batch_size=args.batch_size, device=args.device,
-                                           variant=args.variant, actors=args.actors, threads_per_actor=args.threads,
-                                           address=args.address, strict=args.strict))
-        print(f"{counts['rows']} rows in {counts['shards']} shards: {counts['written']} written, {counts['skipped']} already done, "
-              f"{counts['bad_rows']} bad rows -> {args.output}", file=sys.stderr)
-        return 0
+    given = [flag for name, flag in RAY_ONLY_FLAGS.items() if getattr(args, name) is not None and getattr(args, name) is not False]
+    if given:
+        why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
+        raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
+    output = _output_file(args.output)  # checked before the work, written after it
     texts = read_texts(args.input, args.text_field)
-    embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads)
-    chunk = args.batch_size * 8
-    parts = []
+    try:
+        embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads)
+    except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
+        raise CommandError(str(error)) from error
+    max_length = embedder.max_length if args.max_length is None else arguments.count("--max-length", args.max_length, 3, embedder.max_length)
+    chunk = args.batch_size * 8  # progress granularity: a few batches per bar update
+    parts = [np.zeros((0, embedder.dim), np.float32)]
     with tqdm(total=len(texts), unit="text", file=sys.stderr, disable=len(texts) <= chunk) as bar:
         for start in range(0, len(texts), chunk):
-            parts.append(embedder.encode(texts[start : start + chunk], batch_size=args.batch_size, pooling=args.pooling,
-                                         long_text=args.long_text, normalize=not args.no_normalize))
+            parts.append(embedder.encode(texts[start : start + chunk], batch_size=args.batch_size, pooling=args.pooling, layer=args.layer,
+                                         max_length=max_length, long_text=args.long_text, normalize=not args.no_normalize))
             bar.update(len(parts[-1]))
-    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
-    np.save(args.output, vectors)
-    print(f"{len(vectors)} vectors of dim {embedder.dim} -> {args.output} ({embedder.variant} on {embedder.device})", file=sys.stderr)
+    vectors = np.concatenate(parts)
+    if output is None:
+        np.save(_WriteAll(sys.stdout.buffer), vectors)
+    else:
+        write_npy(output, vectors)
+    print(f"{len(vectors)} vectors of dim {embedder.dim} -> {output or 'stdout'} ({embedder.variant} on {embedder.device})", file=sys.stderr)
+    return 0
+
+
+def _embed_ray(args: argparse.Namespace) -> int:
+    """Embed with a Ray Data job into a folder of parquet parts (``albert_onnx.ray_job``).
+
+    Raises:
+        CommandError: --layer, or an option this ray_job's RayJobOptions does not have yet.
+        ValueError: Bad job options (from the job).
+    """
+    from . import ray_job
+
+    if args.layer is not None:
+        raise CommandError("--layer: only with --engine local")
+    if args.actors is not None:
+        arguments.count("--actors", args.actors)
+    # Options that RayJobOptions may or may not have yet: pass each one it has, refuse a non-default one it lacks.
+    fields = {field.name for field in dataclasses.fields(ray_job.RayJobOptions)}
+    optional = {"overwrite": ("--overwrite", args.overwrite, False), "max_length": ("--max-length", args.max_length, None),
+                "normalize": ("--no-normalize", not args.no_normalize, True), "long_text": ("--long-text", args.long_text, "truncate")}
+    extra = {}
+    for name, (flag, value, default) in optional.items():
+        if name in fields and value is not None:  # max_length None: keep the job's own default
+            extra[name] = value
+        elif name not in fields and value != default:
+            raise CommandError(f"{flag}: not supported by this albert_onnx.ray_job (RayJobOptions has no {name!r})")
+    options = ray_job.RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output), text_field=args.text_field,
+                                    id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
+                                    variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
+                                    strict=args.strict, **extra)
+    counts = ray_job.run_ray_job(options)
+    print(f"{counts['rows']} rows in {counts['shards']} shards: {counts['written']} written, {counts['skipped']} already done, "
+          f"{counts['bad_rows']} bad rows -> {args.output}", file=sys.stderr)
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
+    """``albert-onnx info``: the manifest of a model folder, one line per fact and two per variant."""
     from .session import available_providers
 
     folder = ModelFolder.load(args.folder)
@@ -101,66 +247,254 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    return importlib.import_module("albert_onnx_export.cli").run(args)
+# -- devices, input and output -------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (export flags load only when the export extra is installed)."""
-    parser = argparse.ArgumentParser(prog="albert-onnx", description="Fast ALBERT embeddings on ONNX Runtime")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _check_device(device: str) -> None:
+    """Fail early, in one line, when CUDA is asked for and onnxruntime has none (the library raises RuntimeError)."""
+    from .session import resolve_device
 
-    export = commands.add_parser("export", help="checkpoint -> validated ONNX model folder (needs the export extra)")
     try:
-        importlib.import_module("albert_onnx_export.cli").add_arguments(export)
-    except ImportError as error:
-        export.add_argument("rest", nargs=argparse.REMAINDER)
-        export.set_defaults(missing=error)
-    export.set_defaults(func=_export)
+        resolve_device(device)
+    except RuntimeError as error:
+        raise CommandError(str(error)) from error
 
-    embed = commands.add_parser("embed", help="embed texts into a .npy file (or parquet with --engine ray)")
-    embed.add_argument("folder", help="model folder")
-    embed.add_argument("--input", required=True, help="texts.txt (a line each), texts.jsonl, or - for stdin (ray: also parquet/csv)")
-    embed.add_argument("--output", required=True, help="vectors.npy (ray: output folder of parquet files)")
-    embed.add_argument("--pooling", choices=POOLINGS, default="mean")
-    embed.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    embed.add_argument("--variant", default="auto", help="fp32, fused, int8, fp16 or auto")
-    embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--threads", type=int, help="ONNX Runtime threads (ray: per actor; default: one per core / fit the CPUs)")
-    embed.add_argument("--long-text", choices=("truncate", "window"), default="truncate")
-    embed.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) vectors")
-    embed.add_argument("--text-field", default="text", help="jsonl/parquet/csv column with the text")
-    embed.add_argument("--id-field", default="id", help="ray: column with the row id")
-    embed.add_argument("--engine", choices=("local", "ray"), default="local")
-    embed.add_argument("--actors", type=int, help="ray: embedder actors (default: fit the CPUs, threads x actors <= cores)")
-    embed.add_argument("--address", help="ray: cluster address (default: start Ray in-process)")
-    embed.add_argument("--strict", action="store_true", help="ray: fail the job on a bad row instead of reporting it")
-    embed.set_defaults(func=_embed)
 
-    info = commands.add_parser("info", help="summarize a model folder's manifest")
-    info.add_argument("folder")
-    info.set_defaults(func=_info)
-    return parser
+def read_texts(source: str, field: str = "text") -> list[str]:
+    """Texts from a .txt file (one per line, empty lines included), a .jsonl file (``field`` of each object) or ``-`` (stdin).
+
+    Input is strict UTF-8 (a leading BOM is dropped). Lines end at ``\\n`` (or ``\\r\\n``) only, so a form feed
+    or U+2028 inside a line stays inside its text and row i of the output is line i + 1 of a .txt file.
+
+    Raises:
+        CommandError: The input is missing, a directory, a parquet/csv file, not UTF-8 (naming the byte and
+            line), or a jsonl line is not JSON, not an object with a str ``field``, or has a lone surrogate
+            (naming the line).
+        OSError: The file cannot be read (the error names it).
+    """
+    if source == "-":
+        name, data = "<stdin>", sys.stdin.buffer.read()  # bytes: decoded below the same way as a file
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raise CommandError(f"--input {source!r} is a directory; pass a .txt or .jsonl file, or - for stdin")
+        if not path.exists():
+            raise CommandError(f"--input {source!r} does not exist; pass a .txt or .jsonl file, or - for stdin")
+        if path.suffix in RAY_ONLY_SUFFIXES:
+            raise CommandError(f"--input {source!r}: {path.suffix} is read by --engine ray; locally pass a .txt or .jsonl file")
+        name, data = source, path.read_bytes()
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = bom + error.start
+        line = data.count(b"\n", 0, at) + 1
+        raise CommandError(f"{name}: not UTF-8 text: byte {at} (line {line}) is 0x{data[at]:02x}; save the file as UTF-8") from error
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start an empty one
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if source != "-" and Path(source).suffix == ".jsonl":
+        return _jsonl_texts(name, lines, field)
+    return lines
+
+
+def _jsonl_texts(name: str, lines: list[str], field: str) -> list[str]:
+    """``field`` of the JSON object on each non-blank line; every error names ``name:line``."""
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"{name}:{number}: not valid JSON ({error.msg} at column {error.colno})") from error
+        except RecursionError as error:  # json's answer to "[[[[..." thousands deep
+            raise CommandError(f"{name}:{number}: JSON nested too deeply; each line must be an object with a {field!r} field") from error
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise CommandError(f"{name}:{number}: expected an object with a str {field!r} field; pass --text-field to name another")
+        text = record[field]
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # a "\ud800" escape: valid JSON, not valid Unicode
+                raise CommandError(f"{name}:{number}: {field!r} has a lone surrogate {text[error.start]!r} at character "
+                                   f"{error.start}, which is not valid Unicode; fix the text") from error
+        texts.append(text)
+    return texts
+
+
+def _output_file(output: str) -> Path | None:
+    """The --output path (None for ``-``, stdout), checked before any work is done.
+
+    Raises:
+        CommandError: It is a directory, its folder does not exist, or it is ``-`` and stdout is a terminal.
+    """
+    if output == "-":
+        if sys.stdout.isatty():
+            raise CommandError("--output -: stdout is a terminal; redirect it to a file or a pipe, or pass a file path")
+        return None
+    path = Path(output)
+    if path.is_dir():
+        raise CommandError(f"--output {output!r} is a directory; pass the path of a file to write")
+    if not path.parent.is_dir():
+        raise CommandError(f"--output {output!r}: folder {str(path.parent)!r} does not exist")
+    return path
+
+
+class _WriteAll:
+    """A binary file that np.save can only write() to, and whose write() writes everything or raises.
+
+    Given a real file, numpy writes through C (ndarray.tofile), which reports a short write on a full disk or a
+    closed pipe as a bare "N requested and M written" OSError without errno. And BufferedWriter.write returns a
+    short count when a pipe's reader goes away mid-write (measured: 65536 of 512000 bytes, no error); the next
+    write() raises BrokenPipeError, so keep writing until all is written.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        while view:
+            written = self.handle.write(view)
+            if not written:  # None or 0: a non-blocking file that takes nothing now; looping would spin forever
+                raise OSError(errno.EAGAIN, "the output takes no more bytes (a non-blocking file?)")
+            view = view[written:]
+        return len(data)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` in .npy format to exactly ``path`` (no ``.npy`` appended).
+
+    A new or regular file is written to a temporary file in the same folder, synced and renamed over ``path``,
+    so ``path`` holds its old content or the whole new array, never part of one, even if the process is killed.
+    A device or FIFO (/dev/stdout) is written in place: there is nothing to rename over. A symbolic link is
+    followed, so its target is replaced and the link kept.
+
+    Raises:
+        OSError: The write failed (a full disk, no permission); the error names ``path``.
+    """
+    try:
+        if path.exists() and not path.is_file():
+            with path.open("wb") as handle:
+                np.save(_WriteAll(handle), array)
+            return
+        target = Path(os.path.realpath(path))
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                np.save(_WriteAll(handle), array)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # then re-raised: a failed or interrupted write leaves nothing behind
+            raise
+    except OSError as error:
+        if error.filename is None:  # ENOSPC from write() names no file: name the one the user asked for
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+class _Handler(logging.StreamHandler):
+    """A log handler that lets a closed stdout end the command (quietly, in :func:`main`) instead of printing
+    logging's "--- Logging error ---" report for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError):
+            raise error
+        super().handleError(record)
+
+
+class _OneLine(logging.Formatter):
+    """``albert-onnx <command>: warning: <message>``, like the error lines."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"albert-onnx {self.command}: {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+@contextmanager
+def _cli_output(command: str) -> Iterator[None]:
+    """For one command: our INFO lines (export progress) on stdout, our warnings and Python warnings as one
+    ``albert-onnx <command>: warning:`` line on stderr, third-party loggers at WARNING. Restored afterwards."""
+    progress = _Handler(sys.stdout)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    problems = _Handler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    problems.setFormatter(_OneLine(command))
+    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in OWN_LOGGERS + QUIET_LOGGERS}
+    for name in OWN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(progress)
+        logger.addHandler(problems)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # a root handler someone else set up would print every line twice
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+                     line: str | None = None) -> None:
+        print(f"albert-onnx {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            yield
+    finally:
+        for name, (level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            for handler in (progress, problems):
+                logger.removeHandler(handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help and --version (0), or a usage error already printed as one line (2)
+        return done.code if isinstance(done.code, int) else USAGE_ERROR
+    with _cli_output(args.command):
+        try:
+            return args.run(args)
+        except (CommandError, ValueError, TypeError) as error:  # ModelFolderError and ExportError are ValueErrors
+            message = str(error)
+        except OSError as error:
+            if error.filename is None:
+                raise  # an OSError about no file the user named: a bug or a system failure, keep the traceback
+            message = f"{error.filename}: {error.strerror}"
+    print(f"albert-onnx {args.command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``albert-onnx`` command."""
-    import logging
+    """Entry point of the ``albert-onnx`` command.
 
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("albert_onnx", "albert_onnx_export"):
-        logging.getLogger(name).addHandler(handler)
-        logging.getLogger(name).setLevel(logging.INFO)
-    args = build_parser().parse_args(argv)
-    if getattr(args, "missing", None) is not None:
-        print(f"albert-onnx export needs the export extra: pip install 'albert-onnx[export]' ({args.missing})", file=sys.stderr)
-        return 2
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 done, 2 a user error (reported in one line on stderr), 141 stdout closed early.
+    """
     try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
-        print(f"albert-onnx {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        status = _run(argv)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
+        return status
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's own flush at exit does not report the pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":

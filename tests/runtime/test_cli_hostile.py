@@ -1,0 +1,223 @@
+"""albert-onnx against hostile input and output: every user error is one line and exit status 2, the output file is
+written exactly where asked and atomically, a closed stdout ends the command quietly, bugs keep their traceback."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from albert_onnx import AlbertEmbedder
+from albert_onnx.cli import main
+from albert_onnx.session import available_providers
+from tests.runtime.test_cli import cli, error_line
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_folder) -> AlbertEmbedder:
+    return AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32")
+
+
+@pytest.fixture()
+def texts_file(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("one\ntwo\n")
+    return path
+
+
+def embed(capsys, folder, source, output, *flags: str) -> tuple[int, str, str]:
+    return cli(capsys, "embed", str(folder), "--input", str(source), "--output", str(output), "--variant", "fp32", *flags)
+
+
+# -- output --------------------------------------------------------------------------------------------
+
+
+def test_output_is_written_exactly_where_asked(tiny_folder, fp32, texts_file, tmp_path, capsys):
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "vectors.bin")
+    assert status == 0 and f"-> {tmp_path / 'vectors.bin'} " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "vectors.bin"]  # no vectors.bin.npy, no temporary left
+    np.testing.assert_allclose(np.load(tmp_path / "vectors.bin"), fp32.encode(["one", "two"]), atol=1e-5)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "vectors.bin").stat().st_mode) == 0o666 & ~umask  # like any new file, not 0600
+
+
+def test_output_through_a_symbolic_link_keeps_the_link(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "real.npy").write_bytes(b"old")
+    (tmp_path / "link.npy").symlink_to(tmp_path / "real.npy")
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "link.npy")[0] == 0
+    assert (tmp_path / "link.npy").is_symlink() and np.load(tmp_path / "real.npy").shape == (2, 128)
+
+
+def test_output_that_is_a_directory_is_one_line(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "x.npy").mkdir()
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "x.npy")
+    assert status == 2 and "x.npy' is a directory; pass the path of a file to write" in error_line(err, "embed")
+
+
+def test_output_in_a_missing_folder_is_one_line(tiny_folder, texts_file, tmp_path, capsys):
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "nowhere" / "v.npy")
+    assert status == 2 and "nowhere' does not exist" in error_line(err, "embed")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("lines", [2, 100])  # 1 KB (fails in the final flush) and 51 KB (fails in a write)
+def test_a_full_disk_is_one_line(tiny_folder, tmp_path, capsys, lines):
+    (tmp_path / "in.txt").write_text("text\n" * lines)
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "in.txt", "/dev/full")  # every write fails with ENOSPC
+    assert status == 2 and error_line(err, "embed") == "albert-onnx embed: error: /dev/full: No space left on device"
+
+
+def test_a_failed_write_keeps_the_old_file_whole(tiny_folder, texts_file, tmp_path, monkeypatch, capsys):
+    old = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "v.npy", old)
+
+    def half_then_enospc(handle, array):
+        handle.write(b"\x93NUMPY half of a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() raises: no file name
+
+    monkeypatch.setattr(np, "save", half_then_enospc)
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
+    monkeypatch.undo()
+    assert status == 2 and error_line(err, "embed") == f"albert-onnx embed: error: {tmp_path / 'v.npy'}: No space left on device"
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "v.npy"]
+
+
+def test_a_kill_during_the_write_never_leaves_a_half_file(tiny_folder, texts_file, tmp_path):
+    old = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "v.npy", old)
+    code = (
+        "import os, signal, numpy as np\n"
+        "from albert_onnx.cli import main\n"
+        "def half_then_killed(handle, array):\n"
+        "    handle.write(b'\\x93NUMPY half of a file'); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "np.save = half_then_killed\n"
+        f"main(['embed', {str(tiny_folder)!r}, '--input', {str(texts_file)!r}, '--output', {str(tmp_path / 'v.npy')!r}, '--variant', 'fp32'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), old)  # the target is the old file, whole
+
+
+@pytest.mark.parametrize("command", ["info", "embed"])
+def test_a_closed_stdout_ends_quietly(tiny_folder, tmp_path, command):
+    (tmp_path / "in.txt").write_text("text\n" * 100)  # 51 KB of vectors: more than one write
+    args = ["info", str(tiny_folder)] if command == "info" else ["embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", "-"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -1` after its line: nobody reads what the command prints
+    try:
+        result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", *args], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_reader_that_leaves_mid_write_ends_quietly(tiny_folder, tmp_path):
+    (tmp_path / "in.txt").write_text("text\n" * 1000)  # 512 KB of vectors, 8 times what the pipe holds
+    args = ["embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", "-", "--batch-size", "1000"]
+    process = subprocess.Popen([sys.executable, "-m", "albert_onnx.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert len(process.stdout.buffer.read(10)) == 10  # the command is now blocked writing into a full pipe
+    process.stdout.close()  # like `| head -c 10`
+    stderr = process.stderr.read()
+    assert (process.wait(), stderr) == (141, "")  # not numpy's "N requested and M written", nor a silent 0
+
+
+# -- input ---------------------------------------------------------------------------------------------
+
+
+def test_missing_input_is_one_line(tiny_folder, tmp_path, capsys):
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "none.txt", tmp_path / "v.npy")
+    assert status == 2 and "none.txt' does not exist" in error_line(err, "embed")
+
+
+def test_input_that_is_a_directory_says_so(tiny_folder, tmp_path, capsys):
+    (tmp_path / "texts").mkdir()
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "texts", tmp_path / "v.npy")
+    line = error_line(err, "embed")
+    assert status == 2 and "texts' is a directory" in line and "does not exist" not in line
+
+
+def test_parquet_input_without_ray_says_use_ray(tiny_folder, tmp_path, capsys):
+    (tmp_path / "in.parquet").write_bytes(b"PAR1")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "in.parquet", tmp_path / "v.npy")
+    assert status == 2 and ".parquet is read by --engine ray" in error_line(err, "embed")
+
+
+def test_jsonl_syntax_error_names_file_and_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": "no closing quote}\n')
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "bad.jsonl", tmp_path / "v.npy")
+    assert status == 2 and f"{tmp_path / 'bad.jsonl'}:2: not valid JSON (" in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_deeply_nested_jsonl_names_the_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "deep.jsonl").write_text('{"text": "ok"}\n' + "[" * 100_000 + "\n")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "deep.jsonl", tmp_path / "v.npy")
+    assert status == 2 and "deep.jsonl:2: JSON nested too deeply" in error_line(err, "embed")
+
+
+def test_jsonl_without_the_field_names_the_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "bad.jsonl", tmp_path / "v.npy")
+    line = error_line(err, "embed")
+    assert status == 2 and "bad.jsonl:2: expected an object with a str 'text' field" in line and "--text-field" in line
+
+
+def test_non_utf8_file_names_file_byte_and_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "latin1.txt").write_bytes("ok\ncaf\u00e9\n".encode("latin-1"))
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "latin1.txt", tmp_path / "v.npy")
+    assert status == 2 and f"{tmp_path / 'latin1.txt'}: not UTF-8 text: byte 6 (line 2) is 0xe9" in error_line(err, "embed")
+
+
+def test_non_utf8_stdin_is_named(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe bad\n")))
+    status, _, err = embed(capsys, tiny_folder, "-", tmp_path / "v.npy")
+    assert status == 2 and "<stdin>: not UTF-8 text: byte 0 (line 1) is 0xff" in error_line(err, "embed")
+
+
+def test_lone_surrogate_in_jsonl_names_the_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "s.jsonl").write_text('{"text": "fine"}\n{"text": "half \\ud800 a pair"}\n')  # valid JSON, not valid Unicode
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "s.jsonl", tmp_path / "v.npy")
+    assert status == 2 and "s.jsonl:2: 'text' has a lone surrogate '\\ud800' at character 5" in error_line(err, "embed")
+
+
+def test_one_text_per_line_whatever_else_the_line_holds(tiny_folder, fp32, tmp_path, capsys):
+    texts = ["form\x0cfeed", "line\u2028separator", "", "crlf"]
+    (tmp_path / "in.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(texts).encode() + b"\r\n")  # BOM, CRLF
+    assert embed(capsys, tiny_folder, tmp_path / "in.txt", tmp_path / "v.npy")[0] == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), fp32.encode(texts), atol=1e-5)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this onnxruntime has CUDA")
+def test_cuda_without_cuda_is_one_line(tiny_folder, texts_file, tmp_path, capsys):
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy"), "--device", "cuda")
+    assert status == 2 and "install onnxruntime-gpu" in error_line(err, "embed")
+
+
+# -- bugs are not user errors --------------------------------------------------------------------------
+
+
+def test_an_unexpected_exception_keeps_its_traceback(tiny_folder, texts_file, tmp_path, monkeypatch):
+    def broken(self, texts, **options):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(AlbertEmbedder, "encode", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy")])
+
+
+def test_an_os_error_naming_no_file_keeps_its_traceback(tiny_folder, texts_file, tmp_path, monkeypatch):
+    def broken(self, texts, **options):
+        raise OSError(errno.EIO, "device failure")
+
+    monkeypatch.setattr(AlbertEmbedder, "encode", broken)
+    with pytest.raises(OSError, match="device failure"):
+        main(["embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy")])
