@@ -8,7 +8,10 @@ str (a set, dict or DataFrame would embed in arbitrary order, or embed keys and 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
 
 
 def _shown(value: object) -> str:
@@ -42,6 +45,78 @@ def count(name: str, value: object, minimum: int = 1, maximum: int | None = None
     return value
 
 
+def optional_flag(name: str, value: object) -> bool | None:
+    """``value`` if it is None (the default applies) or a bool.
+
+    Raises:
+        TypeError: Anything else.
+    """
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name}={_shown(value)}: pass True, False or None (the default)")
+    return value
+
+
+def path(name: str, value: object) -> Path:
+    """``value`` as a Path if it is a str or an ``os.PathLike``.
+
+    Raises:
+        TypeError: Anything else (bytes, None, numbers).
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}={_shown(value)}: pass the folder as a str or pathlib.Path")
+    return Path(value)
+
+
+def nonempty_str(name: str, value: object) -> str:
+    """``value`` if it is a non-empty str (a column or field name, an address).
+
+    Raises:
+        TypeError: Not a str.
+        ValueError: The empty string.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name}={_shown(value)}: pass a str")
+    if not value:
+        raise ValueError(f"{name}='': pass a non-empty name")
+    return value
+
+
+def input_path(name: str, value: object, suffixes: Sequence[str], folder_of: str | None = None) -> Path:
+    """``value`` as a Path if it is an existing local file with one of ``suffixes`` (or, with ``folder_of``, a
+    folder, which then holds ``folder_of`` files).
+
+    Raises:
+        TypeError: Not a str or an ``os.PathLike``.
+        ValueError: A URI, a path that does not exist, or a file with another suffix.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}={_shown(value)}: pass the input file as a str or pathlib.Path")
+    path = Path(value)
+    kinds = ", ".join(suffixes) + (f" file, or a folder of {folder_of} files" if folder_of else " file")
+    if "://" in str(value):
+        raise ValueError(f"{name}={_shown(str(value))} is a URI; pass a local {kinds} (copy the input to this machine first)")
+    if not path.exists():
+        raise ValueError(f"{name}={_shown(str(value))} does not exist; pass an existing {kinds}")
+    if (path.is_dir() and folder_of is None) or (not path.is_dir() and path.suffix not in suffixes):
+        raise ValueError(f"{name}={_shown(str(value))} is not a {kinds}; pass one (the suffix names the format)")
+    return path
+
+
+def output_folder(name: str, value: object) -> Path:
+    """``value`` as a Path if it is a str or ``os.PathLike`` that names a folder or nothing yet (not a file).
+
+    Raises:
+        TypeError: Not a str or an ``os.PathLike``.
+        ValueError: An existing file (or anything else that is not a folder).
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}={_shown(value)}: pass the output folder as a str or pathlib.Path")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}={_shown(str(value))} is a file, not a folder; pass a folder (new or one this job wrote)")
+    return path
+
+
 def choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``.
 
@@ -50,6 +125,17 @@ def choice(name: str, value: object, choices: Sequence[str]) -> str:
     """
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={_shown(value)}: choose one of {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def optional_choice(name: str, value: object, choices: Sequence[str]) -> str | None:
+    """``value`` if it is None or one of ``choices``.
+
+    Raises:
+        ValueError: Anything else.
+    """
+    if value is not None and (not isinstance(value, str) or value not in choices):
+        raise ValueError(f"{name}={_shown(value)}: pass None or one of {', '.join(repr(c) for c in choices)}")
     return value
 
 
@@ -101,3 +187,72 @@ def texts(value: object, name: str = "texts") -> list[str]:
                                  "not valid Unicode; decode the input with errors='replace' or fix the text") from None
     return items
 
+
+FEEDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _first_bad(array: np.ndarray, bad: np.ndarray, name: str, expected: str) -> None:
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}[{row}, {column}]={array[row, column]}: {expected}")
+
+
+def token_feeds(value: object, vocab_size: int, type_vocab_size: int, max_length: int,
+                name: str = "feeds") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """input_ids, attention_mask and token_type_ids (zeros when absent) as int64 arrays of one 2-D shape.
+
+    Only the real tokens (mask 1) are range-checked: padding positions never reach the graph.
+
+    Args:
+        value: A mapping with ``input_ids`` and ``attention_mask`` and optionally ``token_type_ids``.
+        vocab_size: Ids must be in ``[0, vocab_size)``.
+        type_vocab_size: Token types must be in ``[0, type_vocab_size)``.
+        max_length: The most columns a batch may have.
+        name: The argument's name, for messages.
+
+    Returns:
+        ``(input_ids, attention_mask, token_type_ids)``, int64, shape (rows, columns).
+
+    Raises:
+        TypeError: Not a mapping, or an array that is not of an integer dtype (floats, bools, objects, str).
+        ValueError: A missing or unknown key, an array that is not 2-D, shapes that differ, no or too many
+            columns, a mask value other than 0/1, or an id or token type out of range (naming row and column).
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} is a {type(value).__name__}; pass a dict with input_ids and attention_mask arrays, "
+                        "such as tokenize() returns")
+    keys = sorted(str(key) for key in value)
+    missing = [key for key in FEEDS[:2] if key not in value]
+    unknown = [key for key in keys if key not in FEEDS]
+    if missing or unknown:
+        raise ValueError(f"{name} has keys {keys}: pass input_ids and attention_mask (token_type_ids optional)"
+                         + (f"; drop {unknown}" if unknown else ""))
+    arrays = {}
+    for key in FEEDS:
+        if key not in value:
+            continue
+        try:
+            array = np.asarray(value[key])
+        except (TypeError, ValueError) as error:  # ragged nested lists
+            raise ValueError(f"{name}[{key!r}] is not a rectangular array ({error}); pad the rows to one length") from None
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"{name}[{key!r}] has dtype {array.dtype}; pass integer token ids (int64, as tokenize() returns): "
+                            "floats, bools and objects are refused, not rounded")
+        if array.ndim != 2:
+            raise ValueError(f"{name}[{key!r}] has shape {array.shape}; pass a 2-D (rows, tokens) array")
+        arrays[key] = array
+    ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    types = arrays.get("token_type_ids", np.zeros(ids.shape, dtype=np.int64))
+    if mask.shape != ids.shape or types.shape != ids.shape:
+        raise ValueError(f"{name}: input_ids {ids.shape}, attention_mask {mask.shape} and token_type_ids {types.shape} "
+                         "must have one shape; pass the arrays of one batch")
+    if ids.shape[1] > max_length or (len(ids) and ids.shape[1] < 1):
+        raise ValueError(f"{name}['input_ids'] has {ids.shape[1]} columns; pass 1 to {max_length} tokens per row "
+                         f"(the model's limit; tokenize() truncates to it)")
+    _first_bad(mask, (mask != 0) & (mask != 1), f"{name}['attention_mask']", "pass 1 for a real token and 0 for padding")
+    real = mask == 1
+    _first_bad(ids, real & ((ids < 0) | (ids >= vocab_size)), f"{name}['input_ids']",
+               f"not a token id of this model (0 to {vocab_size - 1}); tokenize with this model's tokenizer (tokenize())")
+    _first_bad(types, real & ((types < 0) | (types >= type_vocab_size)), f"{name}['token_type_ids']",
+               f"pass token types from 0 to {type_vocab_size - 1} (zeros for one segment)")
+    return ids.astype(np.int64), mask.astype(np.int64), types.astype(np.int64)

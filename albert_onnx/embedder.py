@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
+from tokenizers import Encoding
 
+from . import arguments
 from . import pooling as pool
-from .model_folder import ModelFolder
-from .session import GraphRunner, create_session, resolve_device
-from .tokenizer import AlbertTokenizer
+from .model_folder import VARIANTS, ModelFolder, ModelFolderError
+from .session import DEVICES, GraphRunner, create_session, resolve_device
+from .tokenizer import AlbertTokenizer, unpad
 
+logger = logging.getLogger("albert_onnx")
 LONG_TEXT = ("truncate", "window")
 _DEFAULT_VARIANT = {"cpu": "int8", "cuda": "fp16"}
 
@@ -27,22 +31,11 @@ class TokenEmbeddings:
     vectors: np.ndarray
 
 
-def _as_texts(texts: str | Iterable[str], argument: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        return [texts]  # one string is one text (documented), not a sequence of characters
-    if isinstance(texts, (bytes, bytearray)) or texts is None or not isinstance(texts, Iterable):
-        raise TypeError(f"{argument} must be a str or a list of str, got {type(texts).__name__}")
-    items = list(texts)
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(f"{argument}[{index}] is {type(item).__name__} ({item!r:.40}); every item must be str (decode bytes first)")
-    return items
-
-
 class AlbertEmbedder:
     """ALBERT embeddings from a model folder. Thread-safe: share one instance across threads.
 
-    Create with :meth:`from_pretrained`.
+    Every ONNX Runtime call holds sequences of one exact length (no padding), so a text's vector is the same
+    alone, in any batch and in any order. Create with :meth:`from_pretrained`.
     """
 
     def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner) -> None:
@@ -50,7 +43,7 @@ class AlbertEmbedder:
         self.variant = variant
         self.device = device
         self._runner = runner
-        self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer.special_ids)
+        self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
 
     @classmethod
     def from_pretrained(
@@ -72,7 +65,7 @@ class AlbertEmbedder:
             device: ``cpu``, ``cuda`` (CUDA or a clear error, never a silent CPU fallback) or ``auto``.
             threads: ONNX Runtime intra-op threads (None: one per physical core).
             verify: Check the graph's and tokenizer's size and sha256 against the manifest.
-            io_binding: Force IOBinding on or off (default: on for CUDA).
+            io_binding: Force IOBinding on or off (None: on for CUDA).
             spin_wait: Idle ORT threads busy-wait for work (default, fastest alone); pass False when other
                 sessions or PyTorch share the cores in this process.
 
@@ -80,15 +73,25 @@ class AlbertEmbedder:
             The embedder; ``.device`` and ``.variant`` say what was chosen.
 
         Raises:
-            ModelFolderError: Bad folder, unknown variant, or a file that fails its check.
+            ModelFolderError: Bad folder, a variant it lacks, or a file that fails its checks.
             RuntimeError: ``device='cuda'`` without a working CUDAExecutionProvider.
-            ValueError: Bad argument values, or a variant that cannot run on the device.
+            TypeError: An argument of the wrong type (``threads="2"``, ``verify="no"``).
+            ValueError: An argument out of range, or a variant that cannot run on the device.
         """
-        model = ModelFolder.load(folder)
+        path = arguments.path("folder", folder)
+        variant = arguments.choice("variant", variant, ("auto", *VARIANTS))
+        device = arguments.choice("device", device, DEVICES)
+        threads = arguments.threads(threads)
+        verify = arguments.flag("verify", verify)
+        io_binding = arguments.optional_flag("io_binding", io_binding)
+        spin_wait = arguments.flag("spin_wait", spin_wait)
+        model = ModelFolder.load(path)
         resolved = resolve_device(device)
-        if variant == "auto":
-            variant = _DEFAULT_VARIANT[resolved] if _DEFAULT_VARIANT[resolved] in model.variants else "fused"
-        path = model.variant_path(variant)
+        if variant == "auto":  # the device's best variant the folder has (a folder exported with --variants)
+            fits = [name for name in (_DEFAULT_VARIANT[resolved], "fused", "fp32")
+                    if name in model.variants and resolved in model.variants[name].devices]
+            variant = fits[0] if fits else _DEFAULT_VARIANT[resolved]
+        graph = model.variant_path(variant)
         if resolved not in model.variants[variant].devices:
             raise ValueError(
                 f"variant={variant!r} runs on {list(model.variants[variant].devices)}, not device={resolved!r}; "
@@ -96,7 +99,11 @@ class AlbertEmbedder:
             )
         if verify:
             model.verify(variant)
-        session = create_session(path, resolved, threads, spin_wait)
+        session = create_session(graph, resolved, threads, spin_wait)
+        missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
+        if missing:
+            raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
+        logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, resolved, verify)
         return cls(model, variant, resolved, GraphRunner(session, resolved, io_binding))
 
     @property
@@ -116,24 +123,23 @@ class AlbertEmbedder:
 
     # -- shared machinery -------------------------------------------------------------------------
 
-    def _check(self, batch_size: int, max_length: int, long_text: str, layer: int | None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: pass a positive int")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= self.max_length:
-            raise ValueError(f"max_length={max_length!r}: pass an int from 3 to {self.max_length} (the model's limit)")
-        if long_text not in LONG_TEXT:
-            raise ValueError(f"long_text={long_text!r}: choose 'truncate' or 'window'")
+    def _options(self, batch_size: object, max_length: object, long_text: object, layer: object) -> int:
+        """Check the options every text method shares; returns max_length (None: the model's)."""
+        arguments.count("batch_size", batch_size)
+        arguments.choice("long_text", long_text, LONG_TEXT)
         if layer is not None:
+            count = self.folder.model.num_hidden_layers + 1
+            arguments.count("layer", layer, -count, count - 1)
             if "hidden_states" not in self.folder.manifest.outputs:
                 raise ValueError(f"layer={layer!r} needs hidden states; re-export the folder with --hidden-states")
-            count = self.folder.model.num_hidden_layers + 1
-            if isinstance(layer, bool) or not isinstance(layer, int) or not -count <= layer < count:
-                raise ValueError(f"layer={layer!r}: pass an int from {-count} to {count - 1} (0 is the embedding output)")
+        return self.max_length if max_length is None else arguments.count("max_length", max_length, 3, self.max_length)
 
-    def _sequences(self, texts: list[str], max_length: int, long_text: str):
-        """Framed id sequences (one per window) with their owning text; warns once about truncation."""
-        encodings = self._tokenizer.encode(texts)
+    def _sequences(self, texts: list[str], max_length: int,
+                   long_text: str) -> tuple[list[Encoding], list[np.ndarray], list[int], list[tuple[int, int]]]:
+        """Framed id sequences (one per window) with their owning text and piece span; warns once about truncation."""
         room = max_length - 2
+        # truncate keeps room pieces: tokenize only enough of each text to know them (a 10 MB text stays cheap)
+        encodings = self._tokenizer.encode(texts, limit=room if long_text == "truncate" else None)
         sequences, owners, spans = [], [], []
         truncated = 0
         for index, encoding in enumerate(encodings):
@@ -152,13 +158,26 @@ class AlbertEmbedder:
             )
         return encodings, sequences, owners, spans
 
-    def _run_sorted(self, sequences: list[np.ndarray], batch_size: int, outputs: list[str]):
-        """Run in length-sorted batches, each padded only to its own longest; yields (indices, feeds, results)."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
-            feeds = self._tokenizer.pad([sequences[i] for i in indices])
-            yield indices, feeds, self._runner.run(feeds, outputs)
+    def _run_grouped(self, sequences: list[np.ndarray], batch_size: int, outputs: list[str],
+                     types: list[np.ndarray] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """Run the sequences in calls of one exact length each (at most batch_size rows); yields (indices, results).
+
+        Why one length per call: padding can change a row's float rounding (masked attention and pooling over
+        a longer sequence; int8 rounding can amplify it), so a text's vector would depend on its batch-mates.
+        Without padding each row's math is the same alone or batched: ONNX Runtime's CPU kernels are row-wise
+        and the int8 activation scales are per token (measured: bit-identical on fp32, fused and int8).
+        """
+        by_length: dict[int, list[int]] = {}
+        for index, sequence in enumerate(sequences):
+            by_length.setdefault(len(sequence), []).append(index)
+        for length in sorted(by_length):
+            group = by_length[length]
+            for start in range(0, len(group), batch_size):
+                indices = group[start : start + batch_size]
+                ids = np.stack([sequences[i] for i in indices])
+                kinds = np.zeros_like(ids) if types is None else np.stack([types[i] for i in indices])
+                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": kinds}
+                yield indices, self._runner.run(feeds, outputs)
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -170,54 +189,41 @@ class AlbertEmbedder:
         pooling: str = "mean",
         normalize: bool = True,
         layer: int | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
         long_text: str = "truncate",
     ) -> np.ndarray:
         """Sentence vectors.
 
         Args:
-            texts: A list of str; a single str is treated as one text.
-            batch_size: Texts per ONNX Runtime call (sorted by length, padded per batch).
-            pooling: ``mean`` (masked mean, computed in the graph), ``cls``, ``pooler`` or ``max``.
+            texts: A str (one text) or an ordered sequence of str.
+            batch_size: Most sequences per ONNX Runtime call (each call holds one sequence length).
+            pooling: ``mean`` (over every token, [CLS]/[SEP] included), ``cls``, ``pooler`` or ``max``.
             normalize: L2-normalize each vector.
             layer: Hidden layer to pool (``-2``: second to last); needs a folder exported with --hidden-states.
-            max_length: Tokens per sequence, [CLS]/[SEP] included (at most the model's 512).
+            max_length: Tokens per sequence, [CLS]/[SEP] included (None: the model's limit, 512).
             long_text: ``truncate`` (counted in one warning) or ``window`` (pool over consecutive windows).
 
         Returns:
             float32 array (len(texts), dim), in input order.
 
         Raises:
-            TypeError: ``texts`` or one of its items is not str (the message names the index).
-            ValueError: An argument is out of range.
+            TypeError: ``texts`` is not a str or a sequence of str (naming the index), or an argument's type.
+            ValueError: An argument out of range, or a text that is not valid Unicode (naming the index).
         """
-        items = _as_texts(texts)
-        if pooling not in pool.POOLINGS:
-            raise ValueError(f"pooling={pooling!r}: choose one of {', '.join(pool.POOLINGS)}")
+        items = arguments.texts(texts)
+        arguments.choice("pooling", pooling, pool.POOLINGS)
+        arguments.flag("normalize", normalize)
+        max_length = self._options(batch_size, max_length, long_text, layer)
         if pooling == "pooler" and layer is not None:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
-        self._check(batch_size, max_length, long_text, layer)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        max_length = min(max_length, self.max_length)
         _, sequences, owners, _ = self._sequences(items, max_length, long_text)
-        if layer is not None:
-            output = "hidden_states"
-        else:
-            output = {"mean": "sentence_embedding", "pooler": "pooler_output"}.get(pooling, "last_hidden_state")
+        output = "hidden_states" if layer is not None else "pooler_output" if pooling == "pooler" else "last_hidden_state"
         window_vectors = np.zeros((len(sequences), self.dim), dtype=np.float32)
-        for indices, feeds, (result,) in self._run_sorted(sequences, batch_size, [output]):
-            mask = feeds["attention_mask"]
-            if layer is not None:
-                result = result[layer]
-            if result.ndim == 2:
-                window_vectors[indices] = result
-            elif pooling == "cls":
-                window_vectors[indices] = result[:, 0]
-            elif pooling == "max":
-                window_vectors[indices] = pool.masked_max(result, mask)
-            else:
-                window_vectors[indices] = pool.masked_mean(result, mask)
+        for indices, (result,) in self._run_grouped(sequences, batch_size, [output]):
+            hidden = result if layer is None else result[layer]
+            window_vectors[indices] = hidden if hidden.ndim == 2 else pool.pool_rows(hidden, pooling)
         owners_array = np.asarray(owners)
         vectors = np.zeros((len(items), self.dim), dtype=np.float32)
         counts = np.asarray([len(seq) for seq in sequences])
@@ -229,49 +235,57 @@ class AlbertEmbedder:
                 vectors[index] = pool.combine_windows(window_vectors[rows], counts[rows], pooling)
         return pool.l2_normalize(vectors) if normalize else vectors
 
-    def tokenize(self, texts: str | Sequence[str], *, max_length: int = 512) -> dict[str, np.ndarray]:
-        """The graph's feeds for texts: ``[CLS] pieces [SEP]``, truncated to ``max_length``, padded to the longest.
+    def tokenize(self, texts: str | Sequence[str], *, max_length: int | None = None) -> dict[str, np.ndarray]:
+        """The graph's feeds for texts: ``[CLS] pieces [SEP]``, truncated to ``max_length``, right-padded.
 
         Args:
-            texts: A list of str; a single str is treated as one text.
-            max_length: Tokens per sequence, [CLS]/[SEP] included (at most the model's 512).
+            texts: A str (one text) or an ordered sequence of str.
+            max_length: Tokens per sequence, [CLS]/[SEP] included (None: the model's limit, 512).
 
         Returns:
             ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (len(texts), longest), input order.
 
         Raises:
-            TypeError: Non-str input (the message names the index).
-            ValueError: No texts, or ``max_length`` out of range.
+            TypeError: ``texts`` is not a str or a sequence of str (naming the index).
+            ValueError: No texts, a text that is not valid Unicode, or ``max_length`` out of range.
         """
-        items = _as_texts(texts)
-        self._check(1, max_length, "truncate", None)
+        items = arguments.texts(texts)
+        max_length = self._options(1, max_length, "truncate", None)
         if not items:
             raise ValueError("texts is empty: pass at least one text to tokenize")
         _, sequences, _, _ = self._sequences(items, max_length, "truncate")
         return self._tokenizer.pad(sequences)
 
-    def encode_ids(self, feeds: dict[str, np.ndarray], *, normalize: bool = False) -> np.ndarray:
+    def encode_ids(self, feeds: Mapping[str, np.ndarray], *, normalize: bool = False, batch_size: int = 32) -> np.ndarray:
         """Mean-pooled sentence vectors straight from token ids (e.g. the output of :meth:`tokenize`).
 
+        Each row's padding is stripped (right or left padding), so a row's vector does not depend on the
+        batch's width or on the other rows: it equals ``encode`` of the same ids.
+
         Args:
-            feeds: ``input_ids`` and ``attention_mask`` (int64, same 2-D shape); ``token_type_ids`` optional.
+            feeds: ``input_ids`` and ``attention_mask`` (integer arrays of one (rows, 1..max_length) shape, mask
+                rows 1s then 0s or 0s then 1s); ``token_type_ids`` optional.
             normalize: L2-normalize each vector.
+            batch_size: Most rows per ONNX Runtime call.
 
         Returns:
-            float32 (batch, dim), row for row.
+            float32 (rows, dim), row for row; (0, dim) for a batch of no rows.
 
         Raises:
-            ValueError: Missing or misshapen arrays.
+            TypeError: ``feeds`` is not a mapping, or an array is not of an integer dtype.
+            ValueError: A missing key, mismatched shapes, an id or type out of range, or a mask that is not 0/1
+                padding (holes, an all-0 row), naming the array, row and column.
         """
-        ids, mask = feeds.get("input_ids"), feeds.get("attention_mask")
-        if ids is None or mask is None:
-            raise ValueError(f"feeds has {sorted(feeds)}; pass input_ids and attention_mask (see tokenize())")
-        ids, mask = np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape != mask.shape or not 1 <= ids.shape[1] <= self.max_length:
-            raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must share one (batch, 1..{self.max_length}) shape")
-        types = np.asarray(feeds.get("token_type_ids", np.zeros_like(ids)), dtype=np.int64)
-        (vectors,) = self._runner.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, ["sentence_embedding"])
-        vectors = vectors.astype(np.float32, copy=False)
+        arguments.flag("normalize", normalize)
+        arguments.count("batch_size", batch_size)
+        model = self.folder.model
+        ids, mask, types = arguments.token_feeds(feeds, model.vocab_size, model.type_vocab_size, self.max_length)
+        vectors = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if not len(ids):
+            return vectors  # ONNX Runtime must not see a 0-row batch: the int8 graph dies of SIGFPE on one
+        rows, row_types = unpad(ids, mask, types)
+        for indices, (hidden,) in self._run_grouped(rows, batch_size, ["last_hidden_state"], row_types):
+            vectors[indices] = pool.pool_rows(hidden, "mean")
         return pool.l2_normalize(vectors) if normalize else vectors
 
     def encode_tokens(
@@ -280,17 +294,17 @@ class AlbertEmbedder:
         *,
         batch_size: int = 32,
         layer: int | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
         long_text: str = "truncate",
         merge: str | None = None,
     ) -> list[TokenEmbeddings]:
         """Contextual vectors per token (SentencePiece piece), [CLS]/[SEP] left out.
 
         Args:
-            texts: A list of str; a single str is treated as one text.
-            batch_size: Sequences per ONNX Runtime call.
+            texts: A str (one text) or an ordered sequence of str.
+            batch_size: Most sequences per ONNX Runtime call.
             layer: Hidden layer to read (needs --hidden-states); default the last.
-            max_length: Tokens per sequence, [CLS]/[SEP] included.
+            max_length: Tokens per sequence, [CLS]/[SEP] included (None: the model's limit).
             long_text: ``truncate`` or ``window`` (windows are run separately and their tokens concatenated).
             merge: ``None`` for pieces, ``"word"`` to average each whitespace-separated word's pieces.
 
@@ -298,24 +312,22 @@ class AlbertEmbedder:
             One :class:`TokenEmbeddings` per text, in input order.
 
         Raises:
-            TypeError: Non-str input (the message names the index).
-            ValueError: An argument is out of range.
+            TypeError: ``texts`` is not a str or a sequence of str (naming the index), or an argument's type.
+            ValueError: An argument out of range, or a text that is not valid Unicode.
         """
-        items = _as_texts(texts)
-        if merge not in (None, "word"):
-            raise ValueError(f"merge={merge!r}: pass None (pieces) or 'word'")
-        self._check(batch_size, max_length, long_text, layer)
+        items = arguments.texts(texts)
+        arguments.optional_choice("merge", merge, ("word",))
+        max_length = self._options(batch_size, max_length, long_text, layer)
         if not items:
             return []
-        encodings, sequences, owners, spans = self._sequences(items, min(max_length, self.max_length), long_text)
+        encodings, sequences, owners, _ = self._sequences(items, max_length, long_text)
         output = "last_hidden_state" if layer is None else "hidden_states"
-        pieces: list[list[np.ndarray]] = [[] for _ in items]
         window_rows: dict[int, np.ndarray] = {}
-        for indices, _, (result,) in self._run_sorted(sequences, batch_size, [output]):
+        for indices, (result,) in self._run_grouped(sequences, batch_size, [output]):
             hidden = result if layer is None else result[layer]
             for row, index in enumerate(indices):
-                count = spans[index][1] - spans[index][0]
-                window_rows[index] = hidden[row, 1 : 1 + count]
+                window_rows[index] = hidden[row, 1:-1]  # no padding: every row is [CLS] pieces [SEP]
+        pieces: list[list[np.ndarray]] = [[] for _ in items]
         for index in range(len(sequences)):
             pieces[owners[index]].append(window_rows[index])
         results = []
@@ -340,34 +352,55 @@ class AlbertEmbedder:
         variant: exact for fp32/fused, 8-bit for int8.
 
         Args:
-            words: A list of str; a single str is one word.
+            words: A str (one word) or an ordered sequence of str.
             projected: False: rows of the E-wide (128) embedding matrix; True: projected to the hidden size.
-            batch_size: Words per ONNX Runtime call.
+            batch_size: Most words per ONNX Runtime call.
 
         Returns:
             float32 (len(words), E) or (len(words), dim).
 
         Raises:
-            TypeError: A non-str word (naming the index).
-            ValueError: A word with no pieces (empty or whitespace), or longer than max_length pieces.
+            TypeError: ``words`` is not a str or a sequence of str (naming the index), or an argument's type.
+            ValueError: A word with no pieces (empty or whitespace) or more than max_length pieces.
         """
-        items = _as_texts(words, "words")
+        items = arguments.texts(words, "words")
+        arguments.flag("projected", projected)
+        arguments.count("batch_size", batch_size)
         width = self.dim if projected else self.folder.model.embedding_size
         if not items:
             return np.zeros((0, width), dtype=np.float32)
-        encodings = self._tokenizer.encode(items)
         sequences = []
-        for index, encoding in enumerate(encodings):
+        for index, encoding in enumerate(self._tokenizer.encode(items, limit=self.max_length)):
             if not encoding.ids or len(encoding.ids) > self.max_length:
-                raise ValueError(f"words[{index}]={items[index]!r:.40} has {len(encoding.ids)} pieces; pass a word with 1 to {self.max_length}")
+                pieces = len(encoding.ids) if encoding.ids else "no"
+                raise ValueError(f"words[{index}]={items[index][:40]!r} has {pieces} pieces; pass a word with 1 to {self.max_length}")
             sequences.append(np.asarray(encoding.ids, dtype=np.int64))
         output = "projected_word_embeddings" if projected else "word_embeddings"
         vectors = np.zeros((len(items), width), dtype=np.float32)
-        for indices, feeds, (result,) in self._run_sorted(sequences, batch_size, [output]):
-            vectors[indices] = pool.masked_mean(result, feeds["attention_mask"])
+        for indices, (result,) in self._run_grouped(sequences, batch_size, [output]):
+            vectors[indices] = pool.pool_rows(result, "mean")
         return vectors
 
-    def similarity(self, a: str | Sequence[str], b: str | Sequence[str], **encode_options) -> np.ndarray:
-        """Cosine similarity matrix (len(a), len(b)) of the normalized sentence vectors."""
-        encode_options["normalize"] = True
-        return self.encode(a, **encode_options) @ self.encode(b, **encode_options).T
+    def similarity(
+        self,
+        a: str | Sequence[str],
+        b: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        pooling: str = "mean",
+        layer: int | None = None,
+        max_length: int | None = None,
+        long_text: str = "truncate",
+    ) -> np.ndarray:
+        """Cosine similarity matrix (len(a), len(b)) of the normalized sentence vectors.
+
+        Args:
+            a, b: Texts, as for :meth:`encode`.
+            batch_size, pooling, layer, max_length, long_text: As for :meth:`encode`.
+
+        Raises:
+            TypeError, ValueError: As :meth:`encode`, naming ``a`` or ``b``.
+        """
+        first, second = arguments.texts(a, "a"), arguments.texts(b, "b")
+        options = dict(batch_size=batch_size, pooling=pooling, layer=layer, max_length=max_length, long_text=long_text)
+        return self.encode(first, **options) @ self.encode(second, **options).T

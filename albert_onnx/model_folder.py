@@ -312,10 +312,14 @@ class Manifest:
         except json.JSONDecodeError as error:
             raise ModelFolderError(f"{origin}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                                    "the file is damaged: re-export the folder") from None
+        except (ValueError, RecursionError) as error:  # an int of over 4300 digits; arrays nested too deep
+            raise ModelFolderError(f"{origin}: not a manifest albert-onnx can read ({str(error)[:100]}); "
+                                   "the file is damaged: re-export the folder") from None
         f = _Fields(raw, "", origin)
         if raw.get("format") != FORMAT:
             raise ModelFolderError(f"{origin}: format={raw.get('format')!r}, expected {FORMAT!r}; pass a folder written by `albert-onnx export`")
-        if raw.get("format_version") not in SUPPORTED_VERSIONS:
+        version = raw.get("format_version")
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:  # 2.0 == 2 and True == 1: not versions
             raise ModelFolderError(f"{origin}: format_version={raw.get('format_version')!r} is not supported by this albert-onnx "
                                    f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}); re-export the model with this version")
         model = Architecture.read(f.obj("model"))

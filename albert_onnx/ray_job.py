@@ -1,27 +1,83 @@
-"""Corpus-scale embedding on Ray Data: read -> actor pool of AlbertEmbedders -> parquet, resumable.
+"""Corpus-scale embedding on Ray Data: input -> fixed shards -> one actor pool of AlbertEmbedders -> parquet.
 
-Resuming: the input is cut into fixed, ordered shards of ``shard_rows`` rows; shard k is written to
-``part-{k:06d}.parquet`` through a temporary name and a rename, so a finished file is a finished shard.
-A rerun skips every shard whose file exists. Every id lands in exactly one shard, hence once.
-The unfinished shards go through one ``map_batches`` over one actor pool (each actor loads the model once);
-the driver writes a shard as soon as its last row is back, so a kill loses at most the shards in flight.
+Reading. The driver reads the input itself, in order: .jsonl/.json/.csv/.txt with Python, parquet with pyarrow
+(a folder's files in sorted order). Ray Data's readers break what this job promises: ``read_json`` goes
+through pandas, which turns the id "007" into 7 and ints next to a null into floats and drops lone surrogates,
+and a folder of parquet files comes back in the order its read tasks finish. Reading here gives every row a
+stable ordinal (its position in the input), so shard k is always rows ``[k * shard_rows, (k + 1) * shard_rows)``,
+in that order; only the shards still to do are put into Ray's object store.
+
+Resuming. Shard k is written to ``part-{k:06d}.parquet`` through a temporary name and a rename, so a finished
+file is a finished shard. ``_job.json`` records what makes the vectors (:func:`_fingerprint`) before the first
+part is written; a rerun resumes only that same job, skipping finished shards, and refuses any other in one line
+(``overwrite=True`` removes the old job's files and restarts). The unfinished shards go through one
+``map_batches`` over one actor pool (each actor loads the model once); the driver writes a shard as soon as its
+last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part.
+
+Rows. Ids keep the input's type: int or str as written in jsonl/json, the column's type in parquet, int in csv
+when every id is a plain integer (else str), 0-based line numbers (int) for txt. A missing id, ids of two types
+and a repeated id stop the job before anything is embedded: the output is looked up by id. A bad text (missing,
+not a str, not valid Unicode) is kept with a null vector and its reason in ``error``, and logged as a warning
+on the "albert_onnx" logger; with ``strict`` the first bad row stops the job instead.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import logging
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .session import resolve_device
+from . import __version__, arguments
+from .embedder import LONG_TEXT
+from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
+from .pooling import POOLINGS
+from .session import DEVICES, resolve_device
+
+if TYPE_CHECKING:  # pyarrow comes with the ray extra: imported where it is used, so the CLI loads without it
+    import pyarrow as pa
+
+logger = logging.getLogger("albert_onnx")
+
+INPUT_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet")
+JOB_FILE = "_job.json"
+JOB_FORMAT = "albert-onnx-ray-job"
+JOB_FORMAT_VERSION = 1
+_PART = re.compile(r"part-(\d{6,})\.parquet")
+_ORD, _SHARD = "__albert_onnx_row", "__albert_onnx_shard"  # row ordinal in the input, shard index
+_LOGGED_BAD_ROWS = 20  # each bad row is in the parts' error column; the log names the first ones
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
 class RayJobOptions:
-    """One corpus job. ``input``: .jsonl, .parquet, .csv or .txt (txt ids are line numbers)."""
+    """One corpus job. :func:`run_ray_job` checks every field before Ray starts.
+
+    Attributes:
+        folder: Model folder written by ``albert-onnx export``.
+        input: A .jsonl, .json, .csv, .txt or .parquet file, or a folder of .parquet files (read in sorted order).
+        output: Folder for ``part-*.parquet`` and ``_job.json``: created, or resumed if it holds this same job.
+        text_field: Column (field) with the text; not used for .txt (one text per line).
+        id_field: Column (field) with the row id; not used for .txt (ids are line numbers from 0).
+        pooling, normalize, max_length, long_text: As for ``AlbertEmbedder.encode`` (max_length None: the model's).
+        batch_size: Texts per ONNX Runtime call.
+        device, variant: As for ``AlbertEmbedder.from_pretrained``; ``auto`` is resolved once, by the driver.
+        actors, threads_per_actor: The actor pool (None: fit the cluster, see :func:`plan_actors`).
+        address: Ray cluster address (None: start Ray in this process unless it is running).
+        strict: Stop at the first bad row instead of keeping it with a null vector and an error.
+        overwrite: Remove the job files in ``output`` (parts, ``_job.json``; nothing else) and start over.
+        shard_rows: Rows per shard, i.e. per part file: the unit of resuming.
+        ray_init_kwargs: More keyword arguments for ``ray.init``.
+    """
 
     folder: str
     input: str
@@ -38,98 +94,625 @@ class RayJobOptions:
     strict: bool = False
     shard_rows: int = 2048
     ray_init_kwargs: dict = field(default_factory=dict)
+    overwrite: bool = False
+    max_length: int | None = None
+    normalize: bool = True
+    long_text: str = "truncate"
+
+
+# -- options -------------------------------------------------------------------------------------------
+
+
+def _check(options: RayJobOptions) -> RayJobOptions:
+    """Every option checked through :mod:`albert_onnx.arguments`, with no Ray and no model loaded.
+
+    Returns:
+        A copy with ``folder``, ``input`` and ``output`` as Paths.
+
+    Raises:
+        TypeError, ValueError: An option of the wrong type or out of range, naming it, its value and the fix.
+    """
+    if not isinstance(options, RayJobOptions):
+        raise TypeError(f"options is a {type(options).__name__}; pass a RayJobOptions")
+    arguments.count("batch_size", options.batch_size)
+    arguments.count("shard_rows", options.shard_rows)
+    if options.actors is not None:
+        arguments.count("actors", options.actors)
+    if options.threads_per_actor is not None:  # per actor, on the cluster's machines: no local upper bound
+        arguments.count("threads_per_actor", options.threads_per_actor)
+    arguments.choice("pooling", options.pooling, POOLINGS)
+    arguments.choice("device", options.device, DEVICES)
+    arguments.choice("variant", options.variant, ("auto", *VARIANTS))
+    arguments.flag("normalize", options.normalize)
+    if options.max_length is not None:  # the model's own limit is checked once its folder is read
+        arguments.count("max_length", options.max_length, 3)
+    arguments.choice("long_text", options.long_text, LONG_TEXT)
+    arguments.flag("strict", options.strict)
+    arguments.flag("overwrite", options.overwrite)
+    text_field = arguments.nonempty_str("text_field", options.text_field)
+    id_field = arguments.nonempty_str("id_field", options.id_field)
+    if options.address is not None:
+        arguments.nonempty_str("address", options.address)
+    if not isinstance(options.ray_init_kwargs, dict):
+        raise TypeError(f"ray_init_kwargs is a {type(options.ray_init_kwargs).__name__}; pass a dict of ray.init keyword arguments")
+    folder = arguments.path("folder", options.folder)
+    source = arguments.input_path("input", options.input, INPUT_SUFFIXES, folder_of=".parquet")
+    output = arguments.output_folder("output", options.output)
+    if id_field == text_field and source.suffix != ".txt":
+        raise ValueError(f"id_field and text_field are both {id_field!r}; name the id column and the text column")
+    if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
+        raise ValueError(f"output={str(output)!r} is inside input={str(source)!r}, whose .parquet files are the input; "
+                         "pass an output folder outside it")
+    return replace(options, folder=folder, input=source, output=output)
+
+
+def _input_files(source: Path) -> list[Path]:
+    """The input's files in reading order: the file itself, or a folder's .parquet files sorted by relative path
+    (names starting with "." or "_" left out, as Arrow and Spark do).
+
+    Raises:
+        ValueError: A folder with no .parquet file.
+    """
+    if not source.is_dir():
+        return [source]
+    files = sorted(path for path in source.rglob("*.parquet")
+                   if path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(source).parts))
+    if not files:
+        raise ValueError(f"input={str(source)!r} is a folder with no .parquet files; pass a file or a folder of .parquet files")
+    return files
+
+
+def _resolve_variant(folder: ModelFolder, variant: str, device: str) -> str:
+    """The variant the actors load, fixed once here so the fingerprint names it (the rule of
+    ``AlbertEmbedder.from_pretrained``: auto is the device's best variant the folder has).
+
+    Raises:
+        ModelFolderError: The folder lacks the variant.
+        ValueError: The variant does not run on the device.
+    """
+    if variant == "auto":
+        fits = [name for name in ({"cpu": "int8", "cuda": "fp16"}[device], "fused", "fp32")
+                if name in folder.variants and device in folder.variants[name].devices]
+        if not fits:
+            raise ModelFolderError(f"{folder.path} has no variant for device={device!r} (it has {', '.join(folder.variants)}); "
+                                   "re-export it with one, or pass another device")
+        return fits[0]
+    folder.variant_path(variant)  # raises, naming the variants the folder has
+    if device not in folder.variants[variant].devices:
+        raise ValueError(f"variant={variant!r} runs on {list(folder.variants[variant].devices)}, not device={device!r}; "
+                         f"pick another variant (the folder has {', '.join(folder.variants)})")
+    return variant
+
+
+# -- the job's fingerprint -----------------------------------------------------------------------------
+
+
+def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder, variant: str, device: str,
+                 max_length: int) -> dict[str, Any]:
+    """What makes this job's shards and vectors; a rerun resumes only an equal one.
+
+    The input is recorded by content (name, size and sha256 of each file). Size and mtime would be cheaper but
+    miss an edit that keeps the size within the file system's timestamp granularity, or a copy that keeps the
+    mtime (``cp -p``, ``rsync -t``); one sequential read (about 1 GB/s) is small beside embedding the same bytes
+    (hundreds of texts per second per core). The model is recorded by the manifest's sha256 of the variant's
+    graph and of tokenizer.json plus the tokenizer settings the runtime applies, and the albert-onnx version
+    (tokenizing and pooling code). Not recorded, because the vectors do not depend on them: batch_size (each
+    ONNX Runtime call holds one sequence length), actors, threads_per_actor, strict, address.
+    """
+    root = options.input if options.input.is_dir() else options.input.parent
+    entries = [{"file": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": sha256_of(path)} for path in files]
+    digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    txt = options.input.suffix == ".txt"
+    return {
+        "input": {"name": options.input.name, "files": entries, "bytes": sum(e["size"] for e in entries), "sha256": digest},
+        "id_field": None if txt else options.id_field,
+        "text_field": None if txt else options.text_field,
+        "shard_rows": options.shard_rows,
+        "variant": variant,
+        "graph_sha256": folder.variants[variant].sha256,
+        "tokenizer": asdict(folder.tokenizer),
+        "device": device,
+        "pooling": options.pooling,
+        "normalize": options.normalize,
+        "max_length": max_length,
+        "long_text": options.long_text,
+        "albert_onnx": __version__,
+    }
+
+
+def _shown_fact(key: str, value: object) -> str:
+    if key == "input" and isinstance(value, dict):
+        return f"input {value.get('name')!r} ({value.get('bytes')} bytes, sha256 {str(value.get('sha256'))[:12]})"
+    if key == "tokenizer" and isinstance(value, dict):
+        return f"tokenizer.json sha256 {str(value.get('sha256'))[:12]} (max_length {value.get('max_length')})"
+    if key == "graph_sha256":
+        return f"model graph sha256 {str(value)[:12]}"
+    return f"{key}={value!r}"
+
+
+def _finished_parts(output: Path) -> set[int]:
+    if not output.is_dir():
+        return set()
+    return {int(match.group(1)) for path in output.iterdir() if (match := _PART.fullmatch(path.name)) and path.is_file()}
+
+
+def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
+    """The shards already finished for this same job (none with ``overwrite``, or with no part to keep).
+
+    Raises:
+        ValueError: ``output`` holds parts of another job, or parts with no readable ``_job.json``: one line
+            naming what changed.
+    """
+    parts = _finished_parts(output)
+    if overwrite or not parts:  # no finished part: nothing to protect, a stale _job.json is simply replaced
+        return set()
+    fix = "pass overwrite=True (--overwrite) to restart, or another output folder"
+    try:
+        recorded = json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"output {output}/ holds {len(parts)} part files but no {JOB_FILE} (an older albert-onnx or "
+                         f"another program wrote them), so this job cannot tell whether they are its own: {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"output {output}/{JOB_FILE} cannot be read ({error}); {fix}") from None
+    old = recorded.get("job") if isinstance(recorded, dict) and recorded.get("format") == JOB_FORMAT else None
+    if not isinstance(old, dict):
+        raise ValueError(f"output {output}/{JOB_FILE} is not a job record of this albert-onnx (an older version wrote it); {fix}")
+    changed = [key for key in job if old.get(key) != job[key]] + [key for key in old if key not in job]
+    if changed:
+        first = changed[0]
+        also = f" (also changed: {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise ValueError(f"output {output}/ holds a job with {_shown_fact(first, old.get(first))}; this run has "
+                         f"{_shown_fact(first, job.get(first))}: {fix}{also}")
+    return parts
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary name and a rename: ``path`` holds the old record or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _job_files(output: Path) -> list[Path]:
+    """This job's own files in ``output``: parts, their temporary files and the job record (nothing else)."""
+    if not output.is_dir():
+        return []
+    names = re.compile(rf"part-\d{{6,}}\.parquet|\.part-\d{{6,}}\.parquet\.tmp|{re.escape(JOB_FILE)}|\.{re.escape(JOB_FILE)}\.tmp")
+    return [path for path in output.iterdir() if names.fullmatch(path.name) and path.is_file()]
+
+
+def _start_output(output: Path, record: dict[str, Any], overwrite: bool) -> list[Path]:
+    """Create ``output`` (or clear the old job's files with ``overwrite``) and write this job's record.
+
+    The old record goes first, so a crash halfway through leaves parts with no record, which the next run
+    refuses, never old parts under the new job's record.
+
+    Returns:
+        The folders this call created, ``output`` first, then the parents it had to make.
+    """
+    created = [folder for folder in (output, *output.parents) if not folder.exists()]
+    output.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        (output / JOB_FILE).unlink(missing_ok=True)
+        for path in _job_files(output):
+            path.unlink()
+    _write_json(output / JOB_FILE, record)
+    return created
+
+
+def _clean_up(output: Path, created: list[Path]) -> None:
+    """After a failed run that left no finished part: remove what it wrote, and the folders it made."""
+    if _finished_parts(output):
+        return  # finished parts are kept: a rerun resumes from them
+    try:
+        for path in _job_files(output):
+            path.unlink()
+        for folder in created:
+            folder.rmdir()  # fails, and so keeps the folder, if anything else was put there meanwhile
+    except OSError as error:  # the job's own error is the one to raise; this one is only reported
+        logger.warning("could not remove %s after the failed job: %s", output, error)
+
+
+# -- reading: rows in input order, ids checked, bad texts marked ------------------------------------------
+
+Where = Callable[[int], str]  # row i of a chunk -> "corpus.jsonl:12", for messages
+
+
+def _text_problem(text_field: str, text: object, escaped_bytes: bool = False) -> str | None:
+    """Why a text cannot be embedded, or None. Arrow cannot hold a lone surrogate, so such a text is a bad row;
+    with ``escaped_bytes`` (text decoded with errors="surrogateescape") a surrogate stands for a byte that is
+    not UTF-8."""
+    if isinstance(text, str):
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                bad = text[error.start]
+                if escaped_bytes and "\udc80" <= bad <= "\udcff":
+                    return f"{text_field!r} is not valid UTF-8 (byte 0x{ord(bad) - 0xdc00:02x} at character {error.start})"
+                return f"{text_field!r} has a lone surrogate {bad!r} at character {error.start}, which is not valid Unicode"
+        return None
+    if text is None:
+        return f"{text_field!r} is missing"
+    return f"{text_field!r} is {type(text).__name__}, not str"
+
+
+class _Rows:
+    """Rows from a Python reader, handed out as Arrow chunks (id, text, error); holds the ids to one type.
+
+    An id must be there and be an int or a str, the same type on every row; a text that cannot be embedded
+    becomes null, with its reason in ``error``.
+    """
+
+    def __init__(self, id_field: str, text_field: str) -> None:
+        self.id_field, self.text_field = id_field, text_field
+        self.kind: type | None = None
+        self.first = ""
+        self.ids: list[int | str] = []
+        self.texts: list[str | None] = []
+        self.errors: list[str | None] = []
+        self.wheres: list[str] = []
+
+    def add(self, row_id: object, text: object, where: str, problem: str | None = None) -> None:
+        if row_id is None:
+            raise ValueError(f"{where}: {self.id_field!r} is missing; every row needs an id (the output is looked up by id)")
+        kind = type(row_id)
+        if kind not in (int, str):  # bool is an int to isinstance, but not an id
+            raise ValueError(f"{where}: {self.id_field}={row_id!r:.60} is {kind.__name__}; ids must be int or str")
+        if self.kind is None:
+            self.kind, self.first = kind, where
+        elif kind is not self.kind:
+            raise ValueError(f"{where}: {self.id_field}={row_id!r} is {kind.__name__}, but the ids before it are "
+                             f"{self.kind.__name__} (from {self.first}); write every id as one type")
+        if kind is str and _text_problem("id", row_id) is not None:
+            raise ValueError(f"{where}: {self.id_field}={row_id!r} is not valid Unicode; fix the id")
+        problem = problem or _text_problem(self.text_field, text)
+        self.ids.append(row_id)
+        self.texts.append(None if problem else text)
+        self.errors.append(problem)
+        self.wheres.append(where)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self) -> tuple[pa.Table, Where]:
+        import pyarrow as pa
+
+        try:
+            ids = pa.array(self.ids, pa.int64() if self.kind is int else pa.string())
+        except OverflowError:
+            raise ValueError(f"an int {self.id_field!r} near {self.wheres[0]} does not fit in 64 bits; write the ids as strings") from None
+        chunk = pa.table({"id": ids, "text": pa.array(self.texts, pa.string()), "error": pa.array(self.errors, pa.string())})
+        wheres = self.wheres
+        self.ids, self.texts, self.errors, self.wheres = [], [], [], []
+        return chunk, wheres.__getitem__
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, bytes) of a file. Lines end at \\n (or \\r\\n) only, and a leading BOM is dropped, as
+    the local engine reads them: row i of a .txt is line i + 1."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            line = line[:-1] if line.endswith(b"\r") else line
+            yield number, line[len(_BOM):] if number == 1 and line.startswith(_BOM) else line
+
+
+def _txt_rows(path: Path, rows: _Rows) -> Iterator[None]:
+    for number, line in _lines(path):
+        try:
+            text, problem = line.decode("utf-8"), None
+        except UnicodeDecodeError as error:
+            text, problem = None, f"line is not valid UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start})"
+        rows.add(number - 1, text, f"{path.name}:{number}", problem)
+        yield
+
+
+def _record(rows: _Rows, record: object, where: str) -> None:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object with {rows.id_field!r} and {rows.text_field!r}, got {type(record).__name__}")
+    rows.add(record.get(rows.id_field), record.get(rows.text_field), where)
+
+
+def _json_rows(path: Path, rows: _Rows) -> Iterator[None]:
+    """JSON Lines (.jsonl, and .json that does not start with "["; blank lines skipped), or a .json array."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).removeprefix(_BOM).lstrip()
+    if path.suffix == ".json" and head.startswith(b"["):
+        try:
+            records = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise ValueError(f"{path.name}: not a JSON array of objects ({str(error)[:100]}); fix the file or write it as JSON Lines") from None
+        for index, record in enumerate(records):
+            _record(rows, record, f"{path.name} item {index}")
+            yield
+        return
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{number}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: not UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start}); save the file as UTF-8") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        except RecursionError:
+            raise ValueError(f"{where}: JSON nested too deeply; each line must be an object") from None
+        _record(rows, record, where)
+        yield
+
+
+def _csv_rows(path: Path, rows: _Rows) -> Iterator[None]:
+    """A CSV file with a header row; cells are str (an empty id cell is a missing id), bytes that are not UTF-8
+    make a bad text (surrogateescape carries them to :func:`_text_problem`)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(1 << 30)  # one text may be long; the module's default stops at 128 KiB
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{path.name} is empty; a CSV input needs a header row naming {rows.id_field!r} and {rows.text_field!r}")
+            for name in (rows.id_field, rows.text_field):
+                if name not in header:
+                    raise ValueError(f"{path.name} has no column {name!r} (columns: {header}); pass id_field/text_field (--id-field/--text-field)")
+            id_at, text_at = header.index(rows.id_field), header.index(rows.text_field)
+            for row in reader:
+                if not row:
+                    continue  # a blank line
+                row_id = row[id_at] if id_at < len(row) and row[id_at] != "" else None
+                text = row[text_at] if text_at < len(row) else None
+                rows.add(row_id, text, f"{path.name}:{reader.line_num}", _text_problem(rows.text_field, text, escaped_bytes=True))
+                yield
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _python_chunks(path: Path, options: RayJobOptions) -> Iterator[tuple[pa.Table, Where]]:
+    rows = _Rows(options.id_field, options.text_field)
+    read = {".txt": _txt_rows, ".csv": _csv_rows}.get(path.suffix, _json_rows)
+    for _ in read(path, rows):
+        if len(rows) >= options.shard_rows:
+            yield rows.take()
+    if len(rows):
+        yield rows.take()
+
+
+def _parquet_chunks(files: list[Path], root: Path, options: RayJobOptions) -> Iterator[tuple[pa.Table, Where]]:
+    """Parquet files in order; the id column keeps its type (integer or string, one type in every file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    id_type = None
+    for path in files:
+        name = path.relative_to(root).as_posix()
+        handle = pq.ParquetFile(path)
+        columns = handle.schema_arrow.names
+        for column in (options.id_field, options.text_field):
+            if column not in columns:
+                raise ValueError(f"{name} has no column {column!r} (columns: {columns}); pass id_field/text_field (--id-field/--text-field)")
+        offset = 0
+        for batch in handle.iter_batches(batch_size=options.shard_rows, columns=[options.id_field, options.text_field]):
+            ids, texts = (_decoded(batch.column(column)) for column in (options.id_field, options.text_field))
+            if not (pa.types.is_integer(ids.type) or pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+                raise ValueError(f"{name}: column {options.id_field!r} is {ids.type}; ids must be integers or strings")
+            if id_type is None:
+                id_type, first = ids.type, name
+            elif ids.type != id_type:
+                raise ValueError(f"{name}: column {options.id_field!r} is {ids.type}, but it is {id_type} in {first}; write one id type")
+            if ids.null_count:
+                row = offset + pc.indices_nonzero(ids.is_null())[0].as_py()
+                raise ValueError(f"{name} row {row}: {options.id_field!r} is missing (null); every row needs an id (the output is looked up by id)")
+            if not pa.types.is_integer(ids.type) and not _valid_utf8(ids):
+                raise ValueError(f"{name}: column {options.id_field!r} holds strings that are not valid UTF-8; fix the ids")
+            texts, errors = _arrow_texts(texts, options.text_field, name)
+            yield pa.table({"id": ids, "text": texts, "error": errors}), (lambda i, name=name, offset=offset: f"{name} row {offset + i}")
+            offset += batch.num_rows
+
+
+def _decoded(array: pa.Array) -> pa.Array:
+    return array.dictionary_decode() if hasattr(array, "dictionary_decode") else array
+
+
+def _valid_utf8(array: pa.Array) -> bool:
+    import pyarrow as pa
+
+    try:
+        array.validate(full=True)  # checks every string's UTF-8
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _arrow_texts(texts: pa.Array, text_field: str, name: str) -> tuple[pa.Array, pa.Array]:
+    """(texts as string, null where bad; errors) for a parquet text column: nulls and invalid UTF-8 are bad rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_null(texts.type):
+        texts = pa.nulls(len(texts), pa.string())
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise ValueError(f"{name}: column {text_field!r} is {texts.type}, not text; pass text_field (--text-field) naming a string column")
+    errors: list[str | None] = [f"{text_field!r} is missing" if missing else None for missing in texts.is_null().to_pylist()]
+    if not _valid_utf8(texts):  # rare: find the rows, one by one
+        for index in range(len(texts)):
+            try:
+                texts[index].as_py()
+            except UnicodeDecodeError as error:
+                errors[index] = f"{text_field!r} is not valid UTF-8 (byte 0x{error.object[error.start]:02x} at byte {error.start})"
+    bad = pa.array([error is not None for error in errors], pa.bool_())
+    clean = pc.if_else(bad, pa.scalar(None, texts.type), texts)  # a bad row's text is null: the actors skip it
+    return clean.cast(pa.string()), pa.array(errors, pa.string())
+
+
+@dataclass
+class _Corpus:
+    """What reading found: rows per shard, the unfinished shards in Ray's object store, the ids' type, counts."""
+
+    sizes: list[int]
+    todo: dict[int, Any]  # shard -> ObjectRef of its table (_ORD, _SHARD, id, text, error)
+    id_type: pa.DataType
+    rows: int
+    bad_rows: int
+
+
+def _report_bad_rows(chunk: pa.Table, where: Where, strict: bool, seen: int) -> int:
+    """Log the chunk's bad rows by id (the first few of the job), or raise on the first with ``strict``.
+
+    Returns:
+        How many bad rows the chunk has.
+    """
+    bad = np.flatnonzero(chunk["error"].is_valid().to_numpy(zero_copy_only=False))
+    for index in bad:
+        row_id, error = chunk["id"][int(index)].as_py(), chunk["error"][int(index)].as_py()
+        if strict:
+            raise ValueError(f"row id={row_id!r:.60} ({where(int(index))}): {error} (strict=True: fix the row, or run without "
+                             "strict to keep bad rows with a null vector and the reason in the error column)")
+        if seen < _LOGGED_BAD_ROWS:
+            logger.warning("bad row id=%.60r (%s): %s", row_id, where(int(index)), error)
+        seen += 1
+    return len(bad)
+
+
+def _unique_ids(ids: pa.ChunkedArray, id_field: str) -> None:
+    """Raises ValueError naming a repeated id and its first two rows (the output is looked up by id)."""
+    import pyarrow.compute as pc
+
+    if len(pc.unique(ids)) == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    value = repeated[0]["values"].as_py()  # value_counts keeps first-seen order: the earliest repeated id
+    rows = pc.indices_nonzero(pc.equal(ids.combine_chunks(), repeated[0]["values"])).to_pylist()
+    more = f"; {len(repeated) - 1} more ids repeat" if len(repeated) > 1 else ""
+    raise ValueError(f"{id_field}={value!r:.60} is on rows {rows[0]} and {rows[1]} of the input (counting from 0){more}: "
+                     "give every row its own id, or the output cannot say which vector is whose")
+
+
+def _final_id_type(ids: pa.ChunkedArray, csv_input: bool) -> pa.DataType:
+    """The ids' type in the output. CSV cells are text: ids are int when every one is a plain integer that
+    reads back the same ("42", "-7"; not "007" or "+1", which stay str so that no two ids merge)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if csv_input and len(ids) and pc.all(pc.match_substring_regex(ids, r"^(0|-?[1-9][0-9]{0,18})$")).as_py():
+        try:
+            ids.cast(pa.int64())
+            return pa.int64()
+        except (pa.ArrowInvalid, OverflowError):  # 19 digits past 2**63: stays str
+            return ids.type
+    return ids.type
+
+
+def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callable[[pa.Table], Any]) -> _Corpus:
+    """Read the input in order, cut it into shards of ``shard_rows`` and ``put`` each unfinished one into Ray.
+
+    Raises:
+        ValueError: The input cannot be parsed; a missing, mixed-type or repeated id; with ``strict``, the
+            first bad row. Each names the row.
+    """
+    import pyarrow as pa
+
+    parquet = options.input.is_dir() or options.input.suffix == ".parquet"
+    root = options.input if options.input.is_dir() else options.input.parent
+    chunks = _parquet_chunks(files, root, options) if parquet else _python_chunks(options.input, options)
+    sizes: list[int] = []
+    todo: dict[int, Any] = {}
+
+    def cut(table: pa.Table) -> None:
+        shard, start = len(sizes), len(sizes) * options.shard_rows
+        sizes.append(table.num_rows)
+        if shard in done:
+            return
+        ordinals = np.arange(start, start + table.num_rows, dtype=np.int64)
+        # take() copies the rows: a slice would drag its parent's whole buffers into the object store
+        table = table.take(pa.array(np.arange(table.num_rows))).append_column(_ORD, pa.array(ordinals))
+        todo[shard] = put(table.append_column(_SHARD, pa.array(np.full(table.num_rows, shard, dtype=np.int64))))
+
+    ids, pending, held, bad = [], [], 0, 0
+    for chunk, where in chunks:
+        bad += _report_bad_rows(chunk, where, options.strict, bad)
+        ids.append(chunk["id"])
+        pending.append(chunk)
+        held += chunk.num_rows
+        while held >= options.shard_rows:
+            table = pa.concat_tables(pending)
+            cut(table.slice(0, options.shard_rows))
+            pending, held = [table.slice(options.shard_rows)], held - options.shard_rows
+    if held:
+        cut(pa.concat_tables(pending))
+    if bad > _LOGGED_BAD_ROWS:
+        logger.warning("%d more bad rows: each has a null vector and its reason in the error column", bad - _LOGGED_BAD_ROWS)
+    all_ids = pa.chunked_array([chunk for array in ids for chunk in array.chunks], ids[0].type) if ids else pa.chunked_array([], pa.int64())
+    _unique_ids(all_ids, options.id_field)
+    return _Corpus(sizes, todo, _final_id_type(all_ids, options.input.suffix == ".csv"), len(all_ids), bad)
+
+
+# -- embedding -----------------------------------------------------------------------------------------
 
 
 class _EmbedBatch:
     """The actor: one AlbertEmbedder (one ORT session) per actor, loaded once for the whole job."""
 
-    def __init__(self, folder: str, variant: str, device: str, threads: int, pooling: str, batch_size: int,
-                 text_field: str, id_field: str, strict: bool) -> None:
+    def __init__(self, folder: str, variant: str, device: str, threads: int, encode: dict[str, Any]) -> None:
         from albert_onnx import AlbertEmbedder
 
         self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads)
-        self.pooling, self.batch_size = pooling, batch_size
-        self.text_field, self.id_field, self.strict = text_field, id_field, strict
+        self.encode = encode  # batch_size, pooling, normalize, max_length, long_text
 
-    def __call__(self, batch: dict) -> dict:
-        ids = [str(i) for i in batch[self.id_field]]
-        texts = list(batch[self.text_field])
-        problems = [_problem(text) for text in texts]
-        good = [i for i, problem in enumerate(problems) if problem is None]
-        bad = [i for i, problem in enumerate(problems) if problem is not None]
-        if bad and self.strict:
-            raise ValueError(f"row id={ids[bad[0]]!r}: {self.text_field!r} {problems[bad[0]]} (--strict)")
-        vectors = np.full((len(texts), self.embedder.dim), np.nan, dtype=np.float32)  # NaN rows: bad rows
-        vectors[good] = self.embedder.encode([texts[i] for i in good], batch_size=self.batch_size, pooling=self.pooling)
-        errors = [""] * len(texts)  # an all-str column: all-None would come back from Arrow as NaN floats
-        for i in bad:
-            errors[i] = f"{self.text_field!r} {problems[i]}"
-        return {"id": np.asarray(ids, dtype=object), "vector": vectors, "error": np.asarray(errors, dtype=object),
-                _SHARD: batch[_SHARD]}
-
-
-def _read(ray, options: RayJobOptions):
-    path = options.input
-    suffix = Path(path).suffix
-    if suffix == ".jsonl" or suffix == ".json":
-        return ray.data.read_json(path, lines=True) if suffix == ".jsonl" else ray.data.read_json(path)
-    if suffix == ".parquet" or Path(path).is_dir():
-        return ray.data.read_parquet(path)
-    if suffix == ".csv":
-        return ray.data.read_csv(path)
-    if suffix == ".txt":
+    def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        # one Arrow table, not from_items (many tiny blocks): measured 300 lines in 170 s via from_items, 5.5 s so
-        return ray.data.from_arrow(pa.table({options.id_field: [str(n) for n in range(len(lines))], options.text_field: lines}))
-    raise ValueError(f"input={path!r}: use a .jsonl, .parquet, .csv or .txt file")
+        good = batch["text"].is_valid().to_numpy(zero_copy_only=False)  # a bad row's text is null (see _read)
+        vectors = np.zeros((batch.num_rows, self.embedder.dim), dtype=np.float32)
+        vectors[good] = self.embedder.encode(batch["text"].filter(pa.array(good)).to_pylist(), **self.encode)
+        vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.embedder.dim, mask=pa.array(~good))
+        return pa.table({_ORD: batch[_ORD], _SHARD: batch[_SHARD], "id": batch["id"], "vector": vector, "error": batch["error"]})
 
 
-_SHARD = "__albert_onnx_shard"
+def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id_type: pa.DataType) -> None:
+    """Write one shard in input order, atomically (temporary name, then rename).
 
-
-def _tag_shard(table, shard: int):
-    import pyarrow as pa
-
-    return table.append_column(_SHARD, pa.array(np.full(table.num_rows, shard, dtype=np.int64)))
-
-
-def _problem(text: object) -> str | None:
-    """Why a text cell cannot be embedded (None for a str). Nulls reach numpy batches as None or NaN."""
-    if isinstance(text, str):
-        return None
-    if text is None or (isinstance(text, float) and np.isnan(text)):
-        return "is missing"
-    return f"is {type(text).__name__}, not str"
-
-
-def _write_shard(output: Path, k: int, parts: list[dict]) -> int:
-    """Write shard k atomically (temporary name, then rename); report and count its bad rows."""
+    Raises:
+        RuntimeError: The rows are not exactly ``start``, ``start + 1``, ... once each (a bug; nothing is written).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids = np.concatenate([p["id"] for p in parts]).tolist()
-    vectors = np.concatenate([p["vector"] for p in parts])
-    errors = [e or None for e in np.concatenate([p["error"] for p in parts]).tolist()]  # "" marks a good row
-    for row_id, error in zip(ids, errors):
-        if error is not None:
-            print(f"bad row id={row_id}: {error}")
-    bad = pa.array([e is not None for e in errors])
-    vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1], mask=bad)  # null: bad row
-    table = pa.table({"id": pa.array(ids, pa.string()), "vector": vector, "error": pa.array(errors, pa.string())})
-    tmp = output / f".part-{k:06d}.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, output / f"part-{k:06d}.parquet")
-    return sum(e is not None for e in errors)
+    table = pa.concat_tables(parts).sort_by(_ORD)
+    ordinals = table[_ORD].to_numpy()
+    if not np.array_equal(ordinals, np.arange(start, start + len(ordinals))):
+        raise RuntimeError(f"shard {shard} came back with rows other than {start}..{start + len(ordinals) - 1} once each; "
+                           "nothing of it was written (a bug: please report it)")
+    part = pa.table({"id": table["id"].cast(id_type), "vector": table["vector"], "error": table["error"]})
+    tmp = output / f".part-{shard:06d}.parquet.tmp"
+    pq.write_table(part, tmp)
+    os.replace(tmp, output / f"part-{shard:06d}.parquet")
 
 
-def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int) -> tuple[int, int]:
-    """Actors and threads per actor so that actors x threads <= CPUs (one GPU per actor on CUDA)."""
-    if actors is not None and actors < 1:
-        raise ValueError(f"actors={actors}: pass at least 1")
+def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int, gpus: int) -> tuple[int, int]:
+    """Actors and ONNX Runtime threads per actor for a Ray cluster of ``cpus`` CPUs and ``gpus`` GPUs.
+
+    CPU: actors x threads <= cpus, by default one thread per actor (two 1-thread actors beat one 2-thread actor,
+    see the README). CUDA: one actor per GPU of the cluster, each holding num_gpus=1, so ``actors`` defaults to
+    ``gpus`` and may not exceed it; threads default to 1 (the CPU only runs the graph's shape ops).
+
+    Raises:
+        TypeError, ValueError: ``actors``/``threads`` not a positive int; CUDA on a cluster with no GPU or fewer
+            GPUs than ``actors``; actors x threads over the CPUs.
+    """
+    if actors is not None:
+        arguments.count("actors", actors)
+    if threads is not None:
+        arguments.count("threads_per_actor", threads)
     if device == "cuda":
-        return actors or 1, threads or 1
+        if gpus < 1:
+            raise ValueError("device='cuda' but the Ray cluster has no GPU; start Ray on GPU machines (ray start --num-gpus N) or pass device='cpu'")
+        if actors is not None and actors > gpus:
+            raise ValueError(f"actors={actors} but the Ray cluster has {gpus} GPUs and each actor holds one; pass at most {gpus}, or None for one per GPU")
+        return actors or gpus, threads or 1
     actors = actors or max(1, cpus // (threads or 1))
     threads = threads or max(1, cpus // actors)
     if actors * threads > cpus:
@@ -137,64 +720,99 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int)
     return actors, threads
 
 
-def run_ray_job(options: RayJobOptions) -> dict[str, int]:
-    """Embed a corpus with Ray Data into ``options.output``/part-*.parquet (id, vector, error).
+def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any]) -> int:
+    """Embed the unfinished shards through one actor pool; write each shard as soon as its last row is back.
 
     Returns:
-        Counts: shards total/skipped/written, rows, bad rows (reported by id on stdout, vector null).
+        Shards written.
 
     Raises:
-        ValueError: Bad options, a missing id/text column, or a bad row with ``strict``.
+        RuntimeError: A shard came back incomplete (a bug; nothing of it is written).
     """
-    for name in ("shard_rows", "batch_size"):
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: pass a positive int")
+    import pyarrow as pa
+    import ray
+    from tqdm import tqdm
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", os.cpu_count() or 1)), int(resources.get("GPU", 0))
+    actors, threads = plan_actors(model["device"], options.actors, options.threads_per_actor, cpus, gpus)
+    logger.debug("embedding %d shards with %d actors x %d threads on %s", len(corpus.todo), actors, threads, model["device"])
+    dataset = ray.data.from_arrow_refs([corpus.todo[shard] for shard in sorted(corpus.todo)])
+    embedded = dataset.map_batches(_EmbedBatch, fn_constructor_kwargs={**model, "threads": threads, "encode": encode},
+                                   batch_size=options.batch_size * 8, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                                   **({"num_gpus": 1} if model["device"] == "cuda" else {"num_cpus": threads}))
+    collected: dict[int, list[pa.Table]] = {shard: [] for shard in corpus.todo}
+    received = dict.fromkeys(corpus.todo, 0)
+    written = 0
+    with tqdm(total=sum(corpus.sizes[shard] for shard in corpus.todo), desc="embedded", unit="row", disable=None) as progress:
+        # the actors finish rows in any order; _write_shard puts each shard back in input order
+        for batch in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
+            shards = batch[_SHARD].to_numpy()
+            for shard in map(int, np.unique(shards)):
+                part = batch.filter(pa.array(shards == shard))
+                collected[shard].append(part)
+                received[shard] += part.num_rows
+                if received[shard] == corpus.sizes[shard]:
+                    _write_shard(options.output, shard, shard * options.shard_rows, collected.pop(shard), corpus.id_type)
+                    written += 1
+            progress.update(batch.num_rows)
+    if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap
+        raise RuntimeError(f"shards {sorted(collected)} came back incomplete; nothing of them was written, rerun to retry")
+    return written
+
+
+def _start_ray(options: RayJobOptions) -> None:
     import ray
 
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
-    device = resolve_device(options.device)
-    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    actors, threads = plan_actors(device, options.actors, options.threads_per_actor, cpus)
-    dataset = _read(ray, options).materialize()  # read the input once: count, shard and embed from memory
-    columns = dataset.columns()
-    for column in (options.id_field, options.text_field):
-        if column not in columns:
-            raise ValueError(f"input {options.input!r} has no column {column!r} (columns: {columns}); pass --id-field/--text-field")
-    total = dataset.count()
-    output = Path(options.output)
-    output.mkdir(parents=True, exist_ok=True)
-    starts = list(range(0, total, options.shard_rows))
-    todo = [k for k in range(len(starts)) if not (output / f"part-{k:06d}.parquet").exists()]
-    counts = {"shards": len(starts), "skipped": len(starts) - len(todo), "written": 0, "rows": total, "bad_rows": 0}
-    if not todo:
-        return counts
-    splits = dataset.split_at_indices(starts[1:]) if len(starts) > 1 else [dataset]
-    # Tagging is trivial work; num_cpus=0 keeps it from waiting behind actors that hold every CPU.
-    pending = [splits[k].map_batches(_tag_shard, fn_kwargs={"shard": k}, batch_format="pyarrow", num_cpus=0) for k in todo]
-    remaining = pending[0].union(*pending[1:]) if len(pending) > 1 else pending[0]
-    resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads}
-    fn_kwargs = dict(folder=str(options.folder), variant=options.variant, device=device, threads=threads, pooling=options.pooling,
-                     batch_size=options.batch_size, text_field=options.text_field, id_field=options.id_field, strict=options.strict)
-    # One actor pool for the whole job (each actor loads the model once); finished shards are written by the
-    # driver as soon as their last row comes back, in whatever order the actors finish them.
-    embedded = remaining.map_batches(_EmbedBatch, fn_constructor_kwargs=fn_kwargs, batch_size=options.batch_size * 8,
-                                     compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", **resources)
-    expected = {k: min(options.shard_rows, total - starts[k]) for k in todo}
-    collected: dict[int, list[dict]] = {k: [] for k in todo}
-    from tqdm import tqdm
 
-    with tqdm(total=sum(expected.values()), desc="embedded", unit="row") as progress:
-        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            for k in np.unique(batch[_SHARD]):
-                rows = batch[_SHARD] == k
-                collected[k].append({name: batch[name][rows] for name in ("id", "vector", "error")})
-                if sum(len(part["id"]) for part in collected[k]) == expected[k]:
-                    counts["bad_rows"] += _write_shard(output, int(k), collected.pop(k))
-                    counts["written"] += 1
-            progress.update(len(batch[_SHARD]))
-    if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap
-        raise RuntimeError(f"shards {sorted(collected)} came back incomplete; nothing of them was written, rerun to retry")
-    (output / "_job.json").write_text(json.dumps({"folder": str(options.folder), "input": options.input, **counts}))
+
+def run_ray_job(options: RayJobOptions) -> dict[str, int]:
+    """Embed a corpus with Ray Data into ``options.output``/part-*.parquet (id, vector, error).
+
+    Returns:
+        Counts: ``shards`` (all), ``skipped`` (finished by an earlier run of this job), ``written`` (by this
+        run), ``rows``, ``bad_rows`` (in the whole input: each kept with a null vector and its reason in
+        ``error``; the first 20 logged by id as warnings on the "albert_onnx" logger).
+
+    Raises:
+        TypeError, ValueError: One line each: a bad option (before Ray starts), a bad model folder, an output
+            folder holding another job, an input that cannot be parsed, a missing, mixed-type or repeated id,
+            or with ``strict`` a bad row (naming it).
+        RuntimeError: CUDA asked for and missing; a shard that came back incomplete (a bug).
+    """
+    options = _check(options)
+    folder = ModelFolder.load(options.folder)
+    device = resolve_device(options.device)
+    variant = _resolve_variant(folder, options.variant, device)
+    folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
+    limit = folder.tokenizer.max_length
+    max_length = limit if options.max_length is None else arguments.count("max_length", options.max_length, 3, limit)
+    files = _input_files(options.input)
+    job = _fingerprint(options, files, folder, variant, device, max_length)
+    done = _resumable(options.output, job, options.overwrite)
+
+    def put(table: pa.Table) -> Any:
+        import ray
+
+        _start_ray(options)  # only once there is a shard to embed: a finished or refused job never starts Ray
+        return ray.put(table)
+
+    corpus = _read(options, files, done, put)
+    counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
+              "rows": corpus.rows, "bad_rows": corpus.bad_rows}
+    record = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "job": job}
+    created = _start_output(options.output, record, options.overwrite)
+    try:
+        if corpus.todo:
+            model = {"folder": str(options.folder), "variant": variant, "device": device}
+            encode = {"batch_size": options.batch_size, "pooling": options.pooling, "normalize": options.normalize,
+                      "max_length": max_length, "long_text": options.long_text}
+            counts["written"] = _embed(options, corpus, model, encode)
+        _write_json(options.output / JOB_FILE, {**record, "finished": counts})
+    except BaseException:  # a failed or interrupted run: keep finished parts, leave no empty folder behind
+        _clean_up(options.output, created)
+        raise
     return counts

@@ -7,6 +7,10 @@ from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from . import arguments
+from .model_folder import INPUTS, ModelFolderError
 
 DEVICES = ("auto", "cpu", "cuda")
 _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -24,8 +28,7 @@ def resolve_device(device: str) -> str:
         ValueError: Unknown device name.
         RuntimeError: ``cuda`` asked for but this onnxruntime has no CUDAExecutionProvider.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device={device!r}: choose one of {', '.join(DEVICES)}")
+    arguments.choice("device", device, DEVICES)
     has_cuda = "CUDAExecutionProvider" in available_providers()
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
@@ -47,15 +50,13 @@ def session_options(threads: int | None, spin_wait: bool = True) -> ort.SessionO
             sessions in one process, PyTorch beside it): spinning threads then steal them from the busy one.
 
     Raises:
-        ValueError: ``threads`` is not a positive int, or ``spin_wait`` is not a bool.
+        TypeError: ``threads`` is not an int or None, or ``spin_wait`` is not a bool.
+        ValueError: ``threads`` is below 1 or more than this machine can hold (see :func:`arguments.threads`).
     """
-    if not isinstance(spin_wait, bool):
-        raise ValueError(f"spin_wait={spin_wait!r}: pass True or False")
+    threads = arguments.threads(threads)
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if arguments.flag("spin_wait", spin_wait) else "0")
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads={threads!r}: pass a positive int, or None for one per physical core")
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1  # the graph is one chain of layers: nothing to run side by side
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -69,11 +70,22 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
     """Create the session on exactly the provider asked for, and confirm it.
 
     Raises:
+        ModelFolderError: ONNX Runtime cannot load the file, or its inputs are not an albert-onnx graph's.
         RuntimeError: The session did not come up on the requested provider (e.g. CUDA libraries missing).
     """
     wanted = _PROVIDER[device]
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]  # CPU hosts the shape ops
-    session = ort.InferenceSession(str(path), session_options(threads, spin_wait), providers=providers)
+    options = session_options(threads, spin_wait)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NoModel, ort_errors.Fail) as error:
+        if "Load model from" not in str(error):  # not a parse failure (a provider, memory): not the file's fault
+            raise
+        raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
+                               "not an albert-onnx graph: re-export the folder") from error
+    inputs = tuple(node.name for node in session.get_inputs())
+    if sorted(inputs) != sorted(INPUTS):
+        raise ModelFolderError(f"{path}: graph inputs {list(inputs)} are not {list(INPUTS)}; not an albert-onnx graph: re-export the folder")
     if session.get_providers()[0] != wanted:
         raise RuntimeError(
             f"asked for {wanted} but the session runs on {session.get_providers()}; "

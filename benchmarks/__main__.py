@@ -165,9 +165,6 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", help="comma-separated subset")
     parser.add_argument("--corpus", type=int, help="how many STS-B sentences for the corpus run (default: all; quick: 1000)")
     args = parser.parse_args(argv)
-    logging.getLogger("albert_onnx_export").setLevel(logging.INFO)  # the export's [n/7] progress lines
-    if not logging.getLogger("albert_onnx_export").handlers:
-        logging.getLogger("albert_onnx_export").addHandler(logging.StreamHandler(sys.stdout))
 
     cpu_engines = ["pytorch-fp32", "pytorch-bf16", "albert-onnx-fp32", "albert-onnx-fused", "albert-onnx-int8",
                    "optimum-o2", "optimum-int8", "sentence-transformers-onnx"]
@@ -283,4 +280,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("albert_onnx_export").setLevel(logging.INFO)  # the export's [n/7] progress lines
     sys.exit(main())

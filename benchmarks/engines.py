@@ -115,7 +115,7 @@ class AlbertOnnxEngine(Engine):
         self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads, spin_wait=False)
         self.load_seconds = time.perf_counter() - started
         self.name = f"albert-onnx-{variant}"
-        self.file_size = self.embedder.folder.variants[variant]["size"]
+        self.file_size = self.embedder.folder.variants[variant].size
 
     def run_ids(self, feeds):
         return self.embedder.encode_ids(feeds)

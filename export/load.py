@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import json
+import math
+import pickle
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 from transformers import AlbertConfig, AlbertModel
+from transformers.activations import ACT2FN
 
 from .errors import ExportError
 
 SHIPPED_SIZES = tuple(
     sorted(p.name[: -len(".json")] for p in resources.files(__package__).joinpath("configs").iterdir() if p.name.endswith(".json"))
 )
+
+# The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
+# 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
+# name -> (smallest value, albert-base-v2's value, for the message's example)
+REQUIRED_SIZES: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 30000),
+    "embedding_size": (1, 128),
+    "hidden_size": (1, 768),
+    "num_hidden_layers": (1, 12),
+    "num_attention_heads": (1, 12),
+    "intermediate_size": (1, 3072),
+    "type_vocab_size": (1, 2),
+    # The fp32 graph is traced with 8-token inputs (to_onnx), so fewer positions cannot even be exported.
+    "max_position_embeddings": (8, 512),
+}
+# Optional: every published ALBERT has these at the defaults transformers uses, so a missing one is no surprise.
+OPTIONAL_SIZES: dict[str, tuple[int, int]] = {"num_hidden_groups": (1, 1), "inner_group_num": (1, 1)}
+# name -> (low, high, low inclusive, albert-base-v2's value)
+OPTIONAL_NUMBERS: dict[str, tuple[float, float, bool, float]] = {
+    "layer_norm_eps": (0.0, 1.0, False, 1e-12),
+    "initializer_range": (0.0, 10.0, False, 0.02),
+    "hidden_dropout_prob": (0.0, 1.0, True, 0.0),
+    "attention_probs_dropout_prob": (0.0, 1.0, True, 0.0),
+}
 
 
 @dataclass
@@ -30,35 +57,154 @@ class LoadedModel:
     weights_file: str | None
 
 
-def _shipped_name(source: str) -> str | None:
+def shipped_name(source: str) -> str | None:
     """The shipped size config that ``source`` names (``albert-base-v2`` or ``albert/albert-base-v2``), if any."""
     name = source.split("/")[-1]
     return name if name in SHIPPED_SIZES and source in (name, f"albert/{name}") else None
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` with its whitespace collapsed, cut at ``limit`` characters: a library's message inside ours."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def hub_failure(source: str, what: str, error: OSError) -> ExportError:
+    """The ExportError for a hub download that failed (offline, no network, unknown id, gated repo)."""
+    from transformers.utils import is_offline_mode
+
+    reason = one_line(str(error).splitlines()[0] if str(error).strip() else type(error).__name__, 200)
+    if is_offline_mode():
+        fix = ("HF_HUB_OFFLINE is set and the Hugging Face cache has no copy: unset HF_HUB_OFFLINE and run once with "
+               "network access, or pass a local folder")
+    else:
+        fix = "check the id and the network (run once online to fill the cache), or pass a local folder"
+    return ExportError(f"source={source!r} is not a local folder, and {what} could not be fetched from the Hugging Face hub "
+                       f"({reason}); {fix}")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``.
+
+    Raises:
+        ExportError: Not UTF-8, not JSON, or not an object, naming the file, the place and the fix.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ExportError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged: restore it from the checkpoint's source") from None
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                          "the file is damaged: restore it from the checkpoint's source") from None
+    if not isinstance(raw, dict):
+        raise ExportError(f"{path}: holds a JSON {type(raw).__name__}, not an object; restore it from the checkpoint's source")
+    return raw
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return (text if len(text) <= 40 else text[:37] + "...") + ("" if isinstance(value, (int, float)) and not isinstance(value, bool) else f" ({type(value).__name__})")
+
+
+def check_config(raw: dict, origin: str) -> None:
+    """Check the architecture fields of an ALBERT config.json before transformers builds anything from it.
+
+    Args:
+        raw: The config as read, without transformers' defaults filled in.
+        origin: The file, for the message.
+
+    Raises:
+        ExportError: One error listing every field that is missing, of the wrong type or out of range, each with its
+            value and albert-base-v2's value as an example.
+    """
+    problems = []
+
+    def integer(name: str, minimum: int, example: int, required: bool) -> int | None:
+        if name not in raw:
+            if required:
+                problems.append(f"{name} is missing (albert-base-v2: {example})")
+            return None
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name}={_shown(value)} must be an integer >= {minimum} (albert-base-v2: {example})")
+            return None
+        if value < minimum:
+            problems.append(f"{name}={value} must be >= {minimum} (albert-base-v2: {example})")
+            return None
+        return value
+
+    sizes = {name: integer(name, low, example, True) for name, (low, example) in REQUIRED_SIZES.items()}
+    groups = {name: integer(name, low, example, False) for name, (low, example) in OPTIONAL_SIZES.items()}
+    hidden, heads, layers = sizes["hidden_size"], sizes["num_attention_heads"], sizes["num_hidden_layers"]
+    if hidden is not None and heads is not None and hidden % heads:
+        problems.append(f"hidden_size={hidden} must be divisible by num_attention_heads={heads} (albert-base-v2: 768 and 12)")
+    if layers is not None and groups["num_hidden_groups"] is not None and groups["num_hidden_groups"] > layers:
+        problems.append(f"num_hidden_groups={groups['num_hidden_groups']} must be <= num_hidden_layers={layers} (albert-base-v2: 1)")
+    pad = raw.get("pad_token_id")
+    if pad is not None and sizes["vocab_size"] is not None and (isinstance(pad, bool) or not isinstance(pad, int)
+                                                                 or not 0 <= pad < sizes["vocab_size"]):
+        problems.append(f"pad_token_id={_shown(pad)} must be an id from 0 to vocab_size-1={sizes['vocab_size'] - 1} (albert-base-v2: 0)")
+
+    act = raw.get("hidden_act")
+    if "hidden_act" not in raw:
+        problems.append("hidden_act is missing (albert-base-v2: 'gelu_new', v1 models: 'gelu')")
+    elif not isinstance(act, str) or act not in ACT2FN:
+        problems.append(f"hidden_act={_shown(act)} must be one of transformers' activations, e.g. 'gelu_new' (v2) or 'gelu' (v1)")
+    position = raw.get("position_embedding_type", "absolute")
+    if position != "absolute":
+        problems.append(f"position_embedding_type={_shown(position)} must be 'absolute': the fused Attention has no relative positions")
+    for name, (low, high, low_ok, example) in OPTIONAL_NUMBERS.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{name}={_shown(value)} must be a number (albert-base-v2: {example})")
+        elif not (low <= value if low_ok else low < value) or value > high:
+            problems.append(f"{name}={value} must be in {'[' if low_ok else '('}{low}, {high}] (albert-base-v2: {example})")
+    if problems:
+        raise ExportError(f"{origin} is not a usable ALBERT config: {'; '.join(problems)}; fix these fields in {origin}")
+
+
+def _looks_like_path(source: str) -> bool:
+    """True when ``source`` cannot be a hub id (``name`` or ``org/name``), so it was meant as a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return True
+    return False
+
+
 def _read_config(source: str, revision: str | None) -> AlbertConfig:
     local = Path(source)
-    shipped = _shipped_name(source)
+    shipped = shipped_name(source)
     if local.is_dir():
         config_path = local / "config.json"
         if not config_path.is_file():
             raise ExportError(f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id")
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
+        raw, origin = read_json(config_path), str(config_path)
     elif local.exists():
         raise ExportError(f"source={source!r} is a file; pass the checkpoint folder that holds config.json")
     elif shipped is not None:
         # The published configs ship with the package, so a size can be named with no download.
         raw = json.loads(resources.files(__package__).joinpath("configs", f"{shipped}.json").read_text(encoding="utf-8"))
+        origin = f"the shipped config {shipped}.json"
+    elif _looks_like_path(source):
+        raise ExportError(f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
+                          f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
     else:
-        from transformers import AutoConfig  # the hub path: what users with internet get
-
-        raw = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False).to_dict()
+        try:
+            # The raw config.json (what users with internet get), without transformers' defaults filled in.
+            raw, _ = AlbertConfig.get_config_dict(source, revision=revision)
+        except OSError as error:
+            raise hub_failure(source, "its config.json", error) from error
+        origin = f"{source}'s config.json (hub)"
     model_type = raw.get("model_type")
     if model_type != "albert":
-        raise ExportError(
-            f"source={source!r} is a {model_type!r} checkpoint, not ALBERT (model_type must be 'albert'); "
-            "albert-onnx exports ALBERT models only"
-        )
+        what = "has no model_type" if model_type is None else f"is a {model_type!r} checkpoint, not ALBERT"
+        raise ExportError(f"source={source!r} {what} (model_type must be 'albert'); albert-onnx exports ALBERT models only")
+    check_config(raw, origin)
     config = AlbertConfig.from_dict(raw)
     # Eager attention: ONNX Runtime's Attention fusion matches the eager graph, not SDPA's.
     config._attn_implementation = "eager"
@@ -83,6 +229,44 @@ def randomize_weights(model: AlbertModel, seed: int) -> None:
                 param.copy_(std * noise)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        chain.append(error)
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def weights_failure(path: Path | str, error: Exception) -> ExportError:
+    """The ExportError for a weights file that transformers could not load, naming the file, the reason and the fix."""
+    from safetensors import SafetensorError
+
+    chain = _causes(error)
+    refused = [e for e in chain if isinstance(e, pickle.UnpicklingError)]
+    damaged = [e for e in chain if isinstance(e, SafetensorError)]
+    mismatch = [line.strip() for e in chain if isinstance(e, RuntimeError) for line in str(e).splitlines() if "size mismatch" in line]
+    if refused:
+        return ExportError(f"{path}: torch.load(weights_only=True) refused it ({one_line(refused[-1], 160)}): it holds Python "
+                           "objects besides tensors (possibly malicious) or is damaged; do not load it with weights_only=False: "
+                           "get the weights as model.safetensors from a source you trust")
+    if damaged:
+        return ExportError(f"{path}: not a valid safetensors file ({one_line(damaged[-1], 160)}); the file is damaged or "
+                           "truncated: download it again")
+    if mismatch:
+        return ExportError(f"{path}: the weights do not fit config.json ({one_line(mismatch[0], 200)}); use the config.json "
+                           "that came with these weights")
+    return ExportError(f"{path}: could not be loaded ({one_line(error, 200)}); check the file, or download the checkpoint again")
+
+
+def _check_not_lfs_pointer(path: Path) -> None:
+    """A Git LFS pointer (a clone without git-lfs) is a 130-byte text file named like the weights."""
+    with path.open("rb") as handle:
+        head = handle.read(40)
+    if head.startswith(b"version https://git-lfs"):
+        raise ExportError(f"{path} is a Git LFS pointer, not the weights; run `git lfs pull` in {path.parent} (install git-lfs first)")
+
+
 def load_albert(source: str, *, revision: str | None = None, random_weights: bool = False, seed: int = 0) -> LoadedModel:
     """Load an ALBERT model for export.
 
@@ -97,7 +281,9 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         The loaded model in eval mode and its provenance.
 
     Raises:
-        ExportError: The source is not ALBERT, has no weights (and ``random_weights`` is off), or is malformed.
+        ExportError: The source is missing, unreachable, not ALBERT, has a config with missing or invalid
+            architecture fields, has no weights (and ``random_weights`` is off), or a weights file that is
+            damaged, unsafe to unpickle, or does not fit the config; one line naming the file and the fix.
     """
     config = _read_config(source, revision)
     local = Path(source)
@@ -117,18 +303,30 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
                 f"source={source!r} has no model.safetensors or pytorch_model.bin; "
                 "add the weights, or pass --random-weights to export the architecture with seeded random weights"
             )
-    elif _shipped_name(source) == source:
+        _check_not_lfs_pointer(local / weights)
+    elif shipped_name(source) == source:
         raise ExportError(
             f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}"
         )
     else:
         weights, use_safetensors = None, None  # hub: transformers prefers safetensors when the repo has them
-    model = AlbertModel.from_pretrained(
-        source,
-        config=config,
-        revision=None if local.is_dir() else revision,
-        use_safetensors=use_safetensors,
-        trust_remote_code=False,
-        attn_implementation="eager",
-    )
+    from safetensors import SafetensorError
+
+    try:
+        model = AlbertModel.from_pretrained(
+            source,
+            config=config,
+            revision=None if local.is_dir() else revision,
+            use_safetensors=use_safetensors,
+            trust_remote_code=False,
+            attn_implementation="eager",
+        )
+    except (OSError, pickle.UnpicklingError, SafetensorError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "size mismatch" not in str(error):
+            raise  # not about the file (out of memory, a torch bug): its own message says more than ours would
+        if local.is_dir():
+            raise weights_failure(local / weights, error) from error
+        if isinstance(error, OSError) and not any(isinstance(e, pickle.UnpicklingError) for e in _causes(error)):
+            raise hub_failure(source, "its weights", error) from error
+        raise weights_failure(f"{source} (hub)", error) from error
     return LoadedModel(model.eval(), config, source, revision, False, None, weights)

@@ -97,7 +97,7 @@ def export_model(options: ExportOptions) -> Path:
         weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
         step(1, f"loaded {options.source} with {weights_note}")
 
-        slow = tok.load_slow_tokenizer(options.tokenizer or options.source, options.revision)
+        slow = tok.load_slow_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
         fast = tok.build_fast_tokenizer(slow)
         fast.save(str(folder / "tokenizer.json"))
         vset = validate.validation_set(options.validation_texts, options.validation_samples)
@@ -150,7 +150,7 @@ def export_model(options: ExportOptions) -> Path:
         manifest = Manifest(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             source=Source(options.source, options.revision, loaded.random_weights, loaded.seed, loaded.weights_file,
-                          options.tokenizer or options.source),
+                          str(slow.name_or_path)),  # the folder or hub id the vocabulary really came from
             versions=_versions(),
             opset=to_onnx.OPSET,
             model=Architecture("albert", config.hidden_size, config.embedding_size, config.num_hidden_layers,

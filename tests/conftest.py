@@ -1,9 +1,13 @@
 """Shared fixtures: one tiny random ALBERT exported once per session (in a subprocess, so runtime tests never
-import torch), and the real albert-base-v2 architecture for the tests marked ``base``."""
+import torch), the real albert-base-v2 architecture for the tests marked ``base``, and a Hugging Face hub cache
+laid out like the real one for the size-name exports (``sizes``; the slow ones, ``slow_size``, run only when
+selected: ``pytest -m sizes``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,9 +34,27 @@ def need_shared() -> None:
         pytest.skip("../shared (albert-base-v2 vocabulary and STS-B) is not beside the project; CI always has it")
 
 
-def run_cli(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``albert-onnx ...`` in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", *args], capture_output=True, text=True, input=stdin)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the slow size exports unless the -m expression names them (``-m sizes`` runs all eight)."""
+    expression = config.getoption("markexpr") or ""
+    if "sizes" in expression or "slow_size" in expression:
+        return
+    skip = pytest.mark.skip(reason="slow size export: run with pytest -m sizes (all eight) or -m slow_size")
+    for item in items:
+        if "slow_size" in item.keywords:
+            item.add_marker(skip)
+
+
+def run_cli(*args: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``albert-onnx ...`` in a fresh interpreter; ``env`` adds to (or, with None values, removes from) os.environ."""
+    child_env = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            child_env.pop(name, None)
+        else:
+            child_env[name] = value
+    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", *args], capture_output=True, text=True, input=stdin,
+                            env=child_env)
     if check and result.returncode != 0:
         raise AssertionError(f"albert-onnx {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -45,6 +67,32 @@ def make_tiny_source(folder: Path) -> Path:
     for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(BASE_SOURCE / name, folder / name)
     return folder
+
+
+def make_hub_cache(cache: Path, repo: str = "albert/albert-base-v2", spiece: bytes | None = None) -> Path:
+    """A hub cache like huggingface_hub's: blobs by sha256, a snapshot with a relative symlink, refs/main.
+
+    ``spiece`` defaults to the real vocabulary, copied from ../shared at test time (never committed).
+    """
+    data = (BASE_SOURCE / "spiece.model").read_bytes() if spiece is None else spiece
+    digest = hashlib.sha256(data).hexdigest()
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    commit = "8e2f239c5f8a2c3d6f6a4e0b1f7d9c2a5b4e3d21"
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "blobs" / digest).write_bytes(data)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "spiece.model").symlink_to(Path("..") / ".." / "blobs" / digest)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory) -> Path:
+    """A hub cache holding only albert/albert-base-v2's spiece.model, as `huggingface-cli download` leaves it."""
+    need_shared()
+    return make_hub_cache(tmp_path_factory.mktemp("hf") / "hub")
 
 
 @pytest.fixture(scope="session")

@@ -94,3 +94,18 @@ def test_per_tensor_int8_fails_the_batch_invariance_gate(tiny_folder, reference,
     assert result.status == "failed"
     assert [phrase.split("=")[0] for phrase in failed] == ["batch_invariance_max_abs_diff"], failed
     assert result.metrics["batch_invariance_max_abs_diff"] > 1e-4
+
+
+def test_degenerate_reference_gates_on_token_agreement():
+    """Deep random models give sentence vectors within 1% of their mean: ranking metrics are noise there, and the
+    gate says so and checks token-level agreement instead (still able to fail)."""
+    healthy = {"centred_cosine_mean": 0.41, "rank_agreement": 0.98, "token_cosine_min": 0.998, "raw_cosine_min": 0.99985,
+               "batch_invariance_max_abs_diff": 0.0, "reference_spread": 0.008}
+    gates, failed, reason = validate.judge("int8", healthy)
+    assert failed == [] and "within 0.80% of their mean" in reason
+    assert set(gates) == {"token_cosine_min", "raw_cosine_min", "batch_invariance_max_abs_diff"}
+    _, failed, _ = validate.judge("int8", {**healthy, "token_cosine_min": 0.95})
+    assert [phrase.split("=")[0] for phrase in failed] == ["token_cosine_min"]
+    gates, failed, reason = validate.judge("int8", {**healthy, "reference_spread": 0.19})
+    assert reason is None and set(gates) == set(validate.GATES["int8"])
+    assert {phrase.split("=")[0] for phrase in failed} == {"centred_cosine_mean", "rank_agreement"}

@@ -1,12 +1,17 @@
-"""tokenizer.json reproduces the SentencePiece AlbertTokenizer id for id."""
+"""tokenizer.json reproduces the SentencePiece AlbertTokenizer id for id; the vocabulary is found offline for size names."""
 
 from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 from transformers import AlbertTokenizer
 
-from albert_onnx_export.tokenizer import build_fast_tokenizer, mismatches
-from tests.conftest import BASE_SOURCE, need_shared
+from albert_onnx_export.errors import ExportError
+from albert_onnx_export.tokenizer import ALBERT_SPIECE_SHA256, build_fast_tokenizer, load_slow_tokenizer, mismatches
+from tests.conftest import BASE_SOURCE, make_hub_cache, need_shared, run_cli
 
 HARD_CASES = [
     "Héllo Wörld naïve café façade", "ÀÉÎÕÜ ÇÑ Ångström", "1,000,000 people, 3,5 or 12,345.67", "9,9 99,99 999,999,999,",
@@ -36,6 +41,97 @@ def test_hard_cases(tokenizers):
 
 
 def test_mask_has_no_extra_piece(tokenizers):
+    """[MASK] is one token with no "▁" piece before or after it."""
     _, fast = tokenizers
-    assert fast.encode("the [MASK] sat").tokens == ["[CLS]", "▁the", "[MASK]", "▁sat", "[SEP]"] or \
-        fast.encode("the [MASK] sat").ids[2:4] == [4, fast.token_to_id("▁sat")]
+    encoding = fast.encode("the [MASK] sat")
+    assert encoding.tokens == ["[CLS]", "▁the", "[MASK]", "▁sat", "[SEP]"]
+    assert encoding.ids == [2, fast.token_to_id("▁the"), 4, fast.token_to_id("▁sat"), 3]
+
+
+# --- where the vocabulary comes from ------------------------------------------------------------------------------
+
+def _clear_hub_env(monkeypatch) -> None:
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME"])
+def test_size_name_finds_the_vocabulary_in_the_hub_cache(tmp_path, monkeypatch, tokenizers, variable):
+    """albert-large-v2 has no spiece.model of its own here; albert-base-v2's cached copy (same sha256) is used."""
+    need_shared()
+    home = tmp_path / "hf"
+    cache = make_hub_cache(home / "hub")
+    _clear_hub_env(monkeypatch)
+    monkeypatch.setenv(variable, str(cache if variable == "HF_HUB_CACHE" else home))
+    slow = load_slow_tokenizer("albert-large-v2", vocab_size=30000)
+    blob = cache / "models--albert--albert-base-v2" / "blobs" / ALBERT_SPIECE_SHA256
+    assert Path(slow.vocab_file).resolve() == blob.resolve()
+    reference, _ = tokenizers
+    assert [slow(text)["input_ids"] for text in HARD_CASES] == [reference(text)["input_ids"] for text in HARD_CASES]
+    # a snapshot has no tokenizer_config.json: the Rust tokenizer built from it must still match
+    assert mismatches(reference, build_fast_tokenizer(slow), HARD_CASES) == []
+
+
+def test_source_folder_comes_before_the_cache(tmp_path, monkeypatch):
+    need_shared()
+    _clear_hub_env(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(make_hub_cache(tmp_path / "hub")))
+    folder = tmp_path / "own"
+    folder.mkdir()
+    shutil.copy(BASE_SOURCE / "spiece.model", folder / "spiece.model")
+    assert Path(load_slow_tokenizer(str(folder)).vocab_file) == folder / "spiece.model"
+
+
+def _export_offline(tmp_path: Path, cache: Path):
+    return run_cli("export", "albert-base-v2", "--random-weights", "--variants", "fp32", "-o", str(tmp_path / "out"), check=False,
+                   env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": None})
+
+
+def test_no_vocabulary_offline_is_one_line(tmp_path):
+    """The cache holds only another file named spiece.model (wrong sha256: not used) and the hub is off."""
+    need_shared()
+    cache = make_hub_cache(tmp_path / "hub", "albert/albert-large-v1", spiece=(BASE_SOURCE / "spiece.model").read_bytes() + b"\0")
+    result = _export_offline(tmp_path, cache)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert re.match(r"albert-onnx export: error: no vocabulary for 'albert-base-v2': ALBERT's spiece\.model \(sha256 fefb02b667a6\.\.\.\) "
+                    rf"is not in the Hugging Face cache \({re.escape(str(cache))}\) and the hub could not be reached", result.stderr)
+    assert "pass --tokenizer FOLDER (a folder with spiece.model" in result.stderr and "run once online" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]
+
+
+def test_damaged_cached_vocabulary_is_named(tmp_path):
+    """transformers' own cache lookup would take a damaged albert/albert-base-v2 spiece.model: the sha256 check refuses it."""
+    need_shared()
+    cache = make_hub_cache(tmp_path / "hub", spiece=(BASE_SOURCE / "spiece.model").read_bytes()[:-10])
+    result = _export_offline(tmp_path, cache)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    snapshot_file = next(cache.glob("models--albert--albert-base-v2/snapshots/*/spiece.model"))
+    assert result.stderr.startswith(f"albert-onnx export: error: {snapshot_file}: spiece.model of albert/albert-base-v2 has sha256 ")
+    assert "the cached copy is damaged: delete it and run once online" in result.stderr
+
+
+def test_folder_without_spiece_model(tmp_path):
+    with pytest.raises(ExportError, match=r"has no spiece\.model; pass --tokenizer FOLDER"):
+        load_slow_tokenizer(str(tmp_path))
+
+
+def test_damaged_spiece_model_is_named(tmp_path):
+    (tmp_path / "spiece.model").write_bytes(b"not a model" * 10)
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(tmp_path / 'spiece.model'))}: not a SentencePiece model"):
+        load_slow_tokenizer(str(tmp_path))
+
+
+def test_damaged_tokenizer_config_is_named(tmp_path):
+    need_shared()
+    shutil.copy(BASE_SOURCE / "spiece.model", tmp_path / "spiece.model")
+    (tmp_path / "tokenizer_config.json").write_text("{bad")
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(tmp_path / 'tokenizer_config.json'))}: not valid JSON \(line 1, column 2"):
+        load_slow_tokenizer(str(tmp_path))
+
+
+def test_vocabulary_larger_than_the_model(tmp_path):
+    need_shared()
+    with pytest.raises(ExportError, match=r"has 30000 tokens but the model's vocab_size is 1000"):
+        load_slow_tokenizer(str(BASE_SOURCE), vocab_size=1000)

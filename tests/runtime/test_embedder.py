@@ -1,7 +1,12 @@
-"""AlbertEmbedder on the tiny exported model: API, batching, bad input. Never imports torch."""
+"""AlbertEmbedder on the tiny exported model: API, pooling definitions, long texts, variants. Never imports torch.
+
+Invariance across batches lives in test_batch_invariance.py; refusal of bad input in test_hostile.py.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import warnings
 
 import numpy as np
@@ -20,6 +25,12 @@ def int8(tiny_folder) -> AlbertEmbedder:
     return AlbertEmbedder.from_pretrained(tiny_folder, threads=2)
 
 
+def graph_outputs(embedder: AlbertEmbedder, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """last_hidden_state (S, H) with [CLS]/[SEP] and pooler_output (H,) of one text, straight from the graph."""
+    hidden, pooler = embedder._runner.run(embedder.tokenize([text]), ["last_hidden_state", "pooler_output"])
+    return hidden[0], pooler[0]
+
+
 def test_auto_picks_int8_on_cpu(int8):
     assert (int8.variant, int8.device) == ("int8", "cpu")
     assert int8.providers == ["CPUExecutionProvider"]
@@ -32,43 +43,45 @@ def test_encode_shapes_and_normalization(fp32, sts_texts):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     raw = fp32.encode(sts_texts[:10], normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-
-
-def test_batched_equals_one_at_a_time(fp32, sts_texts):
-    texts = sts_texts[:40] + ["", "a", sts_texts[100] * 5]
-    batched = fp32.encode(texts, batch_size=8)
-    single = np.stack([fp32.encode([text])[0] for text in texts])
-    assert np.abs(batched - single).max() <= 1e-5
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), vectors, atol=1e-6)
 
 
 def test_input_order_is_restored(fp32, sts_texts):
     texts = sorted(sts_texts[:20], key=len, reverse=True)
     forward = fp32.encode(texts, batch_size=4)
     backward = fp32.encode(texts[::-1], batch_size=4)[::-1]
-    np.testing.assert_allclose(forward, backward, atol=1e-5)
+    np.testing.assert_array_equal(forward, backward)
+    assert len({tuple(row) for row in forward.round(5)}) == len(set(texts))  # rows are not all the same vector
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler", "max"])
-def test_poolings_differ_and_are_finite(fp32, pooling):
-    vectors = fp32.encode(["A man is playing a guitar.", "Stocks fell."], pooling=pooling)
-    assert vectors.shape == (2, 128) and np.isfinite(vectors).all()
+def test_each_pooling_is_its_definition(fp32, pooling):
+    text = "A man is playing a guitar."
+    hidden, pooler = graph_outputs(fp32, text)
+    expected = {"mean": hidden.mean(axis=0), "cls": hidden[0], "pooler": pooler, "max": hidden.max(axis=0)}
+    np.testing.assert_allclose(fp32.encode([text], pooling=pooling, normalize=False)[0], expected[pooling], atol=1e-6)
 
 
-def test_mean_pooling_in_graph_matches_numpy_from_tokens(fp32):
-    text = "The quick brown fox jumps over the lazy dog."
-    graph = fp32.encode([text], normalize=False)[0]
-    tokens = fp32.encode_tokens([text])[0].vectors
-    # the graph's mean also covers [CLS] and [SEP]; recompute with them from layer -1
-    full = fp32.encode([text], normalize=False, layer=-1)[0]
-    np.testing.assert_allclose(graph, full, atol=1e-5)
-    assert tokens.shape[0] == len(fp32.encode_tokens([text])[0].tokens)
+def test_poolings_differ(fp32):
+    vectors = {p: fp32.encode(["A man is playing a guitar."], pooling=p)[0] for p in ("mean", "cls", "pooler", "max")}
+    names = sorted(vectors)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert np.abs(vectors[a] - vectors[b]).max() > 1e-3, (a, b)
+
+
+def test_mean_pooling_matches_the_graphs_masked_mean(fp32, sts_texts):
+    # the embedder pools in numpy (batch-invariant); the graph's sentence_embedding is the same mean
+    feeds = fp32.tokenize(sts_texts[:8])
+    (graph,) = fp32._runner.run(feeds, ["sentence_embedding"])
+    np.testing.assert_allclose(fp32.encode(sts_texts[:8], normalize=False), graph, atol=1e-6)
 
 
 def test_layer_choice(fp32):
     last = fp32.encode(["layer test"], layer=-1)
     second = fp32.encode(["layer test"], layer=-2)
-    np.testing.assert_allclose(last, fp32.encode(["layer test"]), atol=1e-5)
-    assert not np.allclose(last, second)
+    np.testing.assert_array_equal(last, fp32.encode(["layer test"]))
+    assert np.abs(last - second).max() > 1e-3
     with pytest.raises(ValueError, match="layer=13"):
         fp32.encode(["x"], layer=13)
 
@@ -78,32 +91,16 @@ def test_empty_inputs(fp32):
     empty = fp32.encode([""])
     assert empty.shape == (1, 128) and np.isfinite(empty).all()
     assert fp32.encode_tokens([""])[0].vectors.shape == (0, 128)
+    assert fp32.word_vectors([]).shape == (0, 32)
 
 
 def test_single_string_is_one_text(fp32):
-    np.testing.assert_allclose(fp32.encode("one text"), fp32.encode(["one text"]))
+    np.testing.assert_array_equal(fp32.encode("one text"), fp32.encode(["one text"]))
+    assert fp32.encode("one text").shape == (1, 128)
 
 
-@pytest.mark.parametrize("bad, index", [(["ok", None], 1), ([b"bytes"], 0), (["a", "b", 3], 2)])
-def test_non_str_items_name_the_index(fp32, bad, index):
-    with pytest.raises(TypeError, match=rf"texts\[{index}\]"):
-        fp32.encode(bad)
-
-
-@pytest.mark.parametrize("texts", [None, b"raw bytes", 42])
-def test_non_list_inputs(fp32, texts):
-    with pytest.raises(TypeError, match="texts must be"):
-        fp32.encode(texts)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [({"pooling": "sum"}, "pooling='sum'"), ({"batch_size": 0}, "batch_size=0"), ({"max_length": 513}, "max_length=513"),
-     ({"long_text": "drop"}, "long_text='drop'"), ({"pooling": "pooler", "layer": -2}, "pooler")],
-)
-def test_bad_arguments(fp32, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        fp32.encode(["x"], **kwargs)
+def test_tuples_and_other_sequences_are_accepted(fp32):
+    np.testing.assert_array_equal(fp32.encode(("a b", "c d")), fp32.encode(["a b", "c d"]))
 
 
 def test_long_text_truncation_warns_with_count(fp32):
@@ -113,7 +110,7 @@ def test_long_text_truncation_warns_with_count(fp32):
     assert vectors.shape == (3, 128)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fp32.encode(["short"])
+        fp32.encode(["short", "word " * 510])  # exactly 510 pieces + [CLS] [SEP]: fits, no warning
 
 
 def test_long_text_window_covers_the_whole_text(fp32):
@@ -122,7 +119,7 @@ def test_long_text_window_covers_the_whole_text(fp32):
     with pytest.warns(UserWarning):
         truncated = fp32.encode([text], max_length=64)
     windowed = fp32.encode([text], max_length=64, long_text="window")
-    assert not np.allclose(truncated, windowed, atol=1e-3)
+    assert np.abs(truncated - windowed).max() > 1e-3
     tokens = fp32.encode_tokens([text], max_length=64, long_text="window")[0]
     assert len(tokens.tokens) == len(fp32._tokenizer.encode([text])[0].ids) == tokens.vectors.shape[0]
 
@@ -135,12 +132,15 @@ def test_encode_tokens_offsets_and_word_merge(fp32):
     assert words.tokens == ["The", "key-board", "is", "[MASK]", "nice"]
     assert [text[s:e] for s, e in words.offsets] == words.tokens
     np.testing.assert_allclose(words.vectors[1], pieces.vectors[1:4].mean(axis=0), atol=1e-6)
+    hidden, _ = graph_outputs(fp32, text)
+    np.testing.assert_array_equal(pieces.vectors, hidden[1:-1])  # [CLS] and [SEP] left out, nothing else
 
 
-def test_word_vectors(fp32, int8, tiny_folder):
+def test_word_vectors(fp32, int8):
     static = fp32.word_vectors(["guitar", "keyboard", "guitar"])
     assert static.shape == (3, 32)
     np.testing.assert_array_equal(static[0], static[2])
+    assert np.abs(static[0] - static[1]).max() > 1e-3
     assert fp32.word_vectors("guitar", projected=True).shape == (1, 128)
     # same rows from every variant's initializers (int8 to 8 bits)
     np.testing.assert_allclose(int8.word_vectors(["guitar", "keyboard"]), static[:2], atol=2e-3)
@@ -152,20 +152,34 @@ def test_similarity(fp32):
     scores = fp32.similarity(["a dog runs", "stocks fell"], ["a dog runs", "markets dropped", "x"])
     assert scores.shape == (2, 3)
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(scores, fp32.encode(["a dog runs", "stocks fell"]) @ fp32.encode(["a dog runs", "markets dropped", "x"]).T, atol=1e-6)
+    assert fp32.similarity("a", "b", pooling="cls").shape == (1, 1)
+
+
+def centred_cosine(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Row cosine after subtracting the reference's mean vector: random-weight ALBERT vectors share one large
+    common direction, so raw cosine stays above ~0.9 even between different texts."""
+    centre = reference.mean(axis=0)
+    a, b = vectors - centre, reference - centre
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def test_variants_agree(tiny_folder, fp32, sts_texts):
-    texts = sts_texts[:16]
-    reference = fp32.encode(texts)
-    fused = AlbertEmbedder.from_pretrained(tiny_folder, variant="fused", device="cpu").encode(texts)
-    quantized = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8").encode(texts)
+    texts = sts_texts[:64]
+    reference = fp32.encode(texts, normalize=False)
+    fused = AlbertEmbedder.from_pretrained(tiny_folder, variant="fused", device="cpu").encode(texts, normalize=False)
+    quantized = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8").encode(texts, normalize=False)
     assert np.abs(fused - reference).max() < 1e-4
-    assert (quantized * reference).sum(axis=1).min() > 0.99
+    agreement = centred_cosine(quantized, reference)
+    assert agreement.mean() >= 0.95 and agreement.min() >= 0.85  # the export's int8 gate is mean >= 0.95
+    # the metric can fail: the same vectors paired with the wrong texts score far lower
+    assert centred_cosine(np.roll(quantized, 1, axis=0), reference).mean() < 0.5
 
 
 def test_io_binding_matches_plain_run(tiny_folder, fp32, sts_texts):
     bound = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu", io_binding=True)
-    np.testing.assert_allclose(bound.encode(sts_texts[:12]), fp32.encode(sts_texts[:12]), atol=1e-6)
+    assert bound._runner.io_binding and not fp32._runner.io_binding
+    np.testing.assert_array_equal(bound.encode(sts_texts[:12]), fp32.encode(sts_texts[:12]))
 
 
 def test_tokenize_then_encode_ids_equals_encode(fp32, sts_texts):
@@ -176,16 +190,84 @@ def test_tokenize_then_encode_ids_equals_encode(fp32, sts_texts):
     assert feeds["attention_mask"][:, 0].all() and (feeds["input_ids"][:, 0] == 2).all()
     with pytest.warns(UserWarning):
         expected = fp32.encode(texts, normalize=False)
-    assert np.abs(fp32.encode_ids(feeds) - expected).max() <= 1e-5
-    assert np.allclose(np.linalg.norm(fp32.encode_ids(feeds, normalize=True), axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(fp32.encode_ids(feeds), expected)
+    np.testing.assert_allclose(np.linalg.norm(fp32.encode_ids(feeds, normalize=True), axis=1), 1, atol=1e-5)
 
 
-def test_tokenize_and_encode_ids_reject_bad_input(fp32):
-    with pytest.raises(ValueError, match="texts is empty"):
-        fp32.tokenize([])
-    with pytest.raises(TypeError, match=r"texts\[1\]"):
-        fp32.tokenize(["ok", 3])
-    with pytest.raises(ValueError, match="pass input_ids and attention_mask"):
-        fp32.encode_ids({"input_ids": np.ones((1, 4), np.int64)})
-    with pytest.raises(ValueError, match="must share one"):
-        fp32.encode_ids({"input_ids": np.ones((1, 4), np.int64), "attention_mask": np.ones((1, 5), np.int64)})
+def test_encode_ids_accepts_other_integer_dtypes_and_lists(fp32):
+    feeds = fp32.tokenize(["a man plays", "a guitar"])
+    expected = fp32.encode_ids(feeds)
+    as_int32 = {name: array.astype(np.int32) for name, array in feeds.items()}
+    np.testing.assert_array_equal(fp32.encode_ids(as_int32), expected)
+    as_lists = {name: array.tolist() for name, array in feeds.items() if name != "token_type_ids"}
+    np.testing.assert_array_equal(fp32.encode_ids(as_lists), expected)
+
+
+def test_encode_ids_with_no_rows_is_empty_like_encode(fp32, int8):
+    for embedder in (fp32, int8):  # the int8 graph crashed the process (SIGFPE) on a 0-row batch
+        empty = {"input_ids": np.zeros((0, 7), np.int64), "attention_mask": np.zeros((0, 7), np.int64)}
+        result = embedder.encode_ids(empty)
+        assert result.shape == (0, 128) and result.dtype == np.float32
+
+
+def test_token_types_reach_the_graph(fp32):
+    feeds = fp32.tokenize(["first segment second segment"])
+    types = np.zeros_like(feeds["token_type_ids"])
+    types[0, 3:] = 1
+    assert np.abs(fp32.encode_ids({**feeds, "token_type_ids": types}) - fp32.encode_ids(feeds)).max() > 1e-4
+
+
+def hard_long_texts(sts_texts: list[str]) -> dict[str, str]:
+    joined = " ".join(sts_texts[:2000])
+    return {
+        "STS-B joined": joined,
+        "no whitespace": "abcdefghij" * 3000,
+        "CJK, no spaces": "我们今天去公园散步然后吃饭" * 800,
+        "CJK with spaces": " ".join(["我们今天去公园", "散步然后吃饭"] * 800),
+        "many spaces": (" " * 37).join(sts_texts[:300]),
+        "tabs, newlines, odd spaces": "\t\n".join(sts_texts[:200]).replace(" the ", "\u00a0the\u3000 ").replace(" a ", " \u200ba\x1c "),
+        "leading whitespace": " " * 20_000 + joined,
+        "accents and combining marks": " ".join("cafe\u0301 naïve Ünïcödé" for _ in range(2000)),
+        "special tokens and quotes": " ".join("``quoted'' [MASK] key-board [MASK]x" for _ in range(1500)),
+        "one long word then text": "x" * 9_000 + " " + joined,
+    }
+
+
+@pytest.mark.parametrize("limit", [510, 62, 6])
+def test_truncation_keeps_exactly_the_whole_texts_first_pieces(fp32, sts_texts, limit):
+    tokenizer = fp32._tokenizer
+    cases = hard_long_texts(sts_texts)
+    texts = list(cases.values()) + sts_texts[:3000]  # short STS-B texts: many cut points at small limits
+    whole = tokenizer.encode(texts)
+    heads = tokenizer.encode(texts, limit=limit)
+    for text, full, head in zip(texts, whole, heads):
+        name = next((key for key, value in cases.items() if value is text), text[:40])
+        assert head.ids[:limit] == full.ids[:limit], name
+        assert (len(head.ids) > limit) == (len(full.ids) > limit), name
+        assert head.offsets[:limit] == full.offsets[:limit] and head.word_ids[:limit] == full.word_ids[:limit], name
+    # the bound is real: a long text with whitespace is tokenized only in part
+    assert len(heads[0].ids) < len(whole[0].ids) // 4
+
+
+def test_truncated_encode_equals_whole_text_ids(fp32, sts_texts):
+    texts = list(hard_long_texts(sts_texts).values())
+    whole = fp32._tokenizer.encode(texts)
+    framed = [fp32._tokenizer.frame(np.asarray(encoding.ids[:62], np.int64)) for encoding in whole]
+    expected = fp32.encode_ids(fp32._tokenizer.pad(framed))
+    over = sum(len(encoding.ids) > 62 for encoding in whole)
+    assert over >= len(texts) - 2
+    with pytest.warns(UserWarning, match=f"{over} of {len(texts)} texts exceeded max_length=64"):
+        np.testing.assert_array_equal(fp32.encode(texts, max_length=64, normalize=False), expected)
+
+
+def test_no_heads_when_words_are_not_tokenized_apart(tiny_folder, tmp_path, sts_texts):
+    # with a pre-tokenizer that does not split at spaces, a head's pieces could differ: the whole text is used
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["pre_tokenizer"]["split"] = False
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    tokenizer = AlbertEmbedder.from_pretrained(folder, variant="fp32", verify=False)._tokenizer
+    text = " ".join(sts_texts[:500])
+    whole = tokenizer.encode([text])[0]
+    assert len(whole.ids) > 1000 and tokenizer.encode([text], limit=62)[0].ids == whole.ids

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -43,35 +47,113 @@ def test_truncated_tokenizer_is_refused(copy_of):
         AlbertEmbedder.from_pretrained(copy_of)
 
 
-def test_missing_manifest_and_future_format(copy_of, tmp_path):
-    with pytest.raises(ModelFolderError, match="has no manifest.json"):
-        AlbertEmbedder.from_pretrained(tmp_path / "nowhere")
-    manifest = json.loads((copy_of / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (copy_of / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFolderError, match="format_version=99"):
-        AlbertEmbedder.from_pretrained(copy_of)
-
-
-def test_manifest_file_names_cannot_escape(copy_of):
-    manifest = json.loads((copy_of / "manifest.json").read_text())
-    manifest["variants"]["int8"]["file"] = "../outside.onnx"
-    (copy_of / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFolderError, match="only plain file names"):
-        AlbertEmbedder.from_pretrained(copy_of, variant="int8")
-
-
-def test_unknown_variant_and_wrong_device(tiny_folder):
-    with pytest.raises(ModelFolderError, match="variant='int4'"):
+def test_unknown_variant_and_wrong_device(tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match="variant='int4': choose one of 'auto', 'fp32', 'fused', 'int8', 'fp16'"):
         AlbertEmbedder.from_pretrained(tiny_folder, variant="int4")
     with pytest.raises(ValueError, match="variant='fp16' runs on"):
         AlbertEmbedder.from_pretrained(tiny_folder, variant="fp16", device="cpu")
-    with pytest.raises(ValueError, match="device='tpu'"):
-        AlbertEmbedder.from_pretrained(tiny_folder, device="tpu")
-    with pytest.raises(ValueError, match="threads=0"):
-        AlbertEmbedder.from_pretrained(tiny_folder, threads=0)
-    with pytest.raises(ValueError, match="spin_wait='no'"):
-        AlbertEmbedder.from_pretrained(tiny_folder, spin_wait="no")
+    only_fp32 = tmp_path / "model"
+    shutil.copytree(tiny_folder, only_fp32)
+    manifest = json.loads((only_fp32 / "manifest.json").read_text())
+    manifest["variants"] = {"fp32": manifest["variants"]["fp32"]}
+    (only_fp32 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"variant='int8' is not in .* \(it has fp32\)"):
+        AlbertEmbedder.from_pretrained(only_fp32, variant="int8")
+    assert AlbertEmbedder.from_pretrained(only_fp32, device="cpu").variant == "fp32"  # auto: what the folder has
+
+
+# -- files that are not what the manifest says, with verify=False (no size or hash check) ----------------
+
+def load_in_subprocess(folder, timeout: float = 60) -> subprocess.CompletedProcess:
+    """from_pretrained(verify=False) in a fresh interpreter: a FIFO that got opened would block it forever."""
+    code = ("import sys\nfrom albert_onnx import AlbertEmbedder, ModelFolderError\n"
+            "try:\n    AlbertEmbedder.from_pretrained(sys.argv[1], variant='fp32', verify=False)\n"
+            "except ModelFolderError as error:\n    print('refused:', error)\n")
+    return subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["model_fp32.onnx", "tokenizer.json", "manifest.json"])
+def test_fifo_is_refused_quickly(copy_of, name):
+    (copy_of / name).unlink()
+    os.mkfifo(copy_of / name)
+    started = time.perf_counter()
+    result = load_in_subprocess(copy_of)
+    assert time.perf_counter() - started < 30
+    assert result.returncode == 0, result.stderr
+    assert f"refused: {copy_of / name} is not a regular file" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["model_fp32.onnx", "tokenizer.json", "manifest.json"])
+def test_symlink_is_refused_even_unverified(copy_of, tmp_path, name):
+    outside = tmp_path / f"outside-{name}"
+    shutil.move(copy_of / name, outside)
+    (copy_of / name).symlink_to(outside)  # same bytes, same hash: still refused
+    with pytest.raises(ModelFolderError, match=rf"{name} is a symbolic link"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+def edit_tokenizer(folder, edit) -> None:
+    path = folder / "tokenizer.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    edit(spec)
+    path.write_text(json.dumps(spec), encoding="utf-8")
+
+
+def add_piece(spec: dict) -> None:
+    spec["model"]["vocab"].append(["▁extra", -20.0])
+
+
+def swap_sep_and_mask(spec: dict) -> None:
+    vocab = spec["model"]["vocab"]
+    vocab[3], vocab[4] = vocab[4], vocab[3]
+    for token in spec["added_tokens"]:
+        token["id"] = {3: 4, 4: 3}.get(token["id"], token["id"])
+
+
+def bad_charsmap(spec: dict) -> None:
+    (charsmap,) = [step for step in spec["normalizer"]["normalizers"] if step["type"] == "Precompiled"]
+    charsmap["precompiled_charsmap"] = "AAAA"  # tokenizers panics (PanicException, a BaseException) on this
+
+
+@pytest.mark.parametrize("edit, match", [
+    (add_piece, r"tokenizer\.json has ids up to 30000 but manifest\.json says vocab_size=30000"),
+    (swap_sep_and_mask, r"tokenizer\.json: special token sep \('\[SEP\]'\) has id 4, manifest\.json says 3"),
+    (bad_charsmap, r"tokenizer\.json: tokenizers failed to parse it"),
+])
+def test_swapped_or_crafted_tokenizer_is_refused_even_unverified(copy_of, edit, match):
+    edit_tokenizer(copy_of, edit)
+    with pytest.raises(ModelFolderError, match=match):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"{not json", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read"),
+    (b"\xff\xfe", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read \(UnicodeDecodeError"),
+])
+def test_unparsable_tokenizer_is_refused(copy_of, content, match):
+    (copy_of / "tokenizer.json").write_bytes(content)
+    with pytest.raises(ModelFolderError, match=match):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data, tokenizer: tokenizer,  # another file of the folder
+    lambda data, tokenizer: data[: len(data) // 2],  # truncated: INVALID_PROTOBUF
+    lambda data, tokenizer: data[:500] + bytes([data[500] ^ 0xFF]) + data[501:],  # parses, invalid: INVALID_ARGUMENT
+])
+def test_graph_that_is_not_onnx_is_refused_naming_it(copy_of, corrupt):
+    graph = copy_of / "model_fp32.onnx"
+    graph.write_bytes(corrupt(graph.read_bytes(), (copy_of / "tokenizer.json").read_bytes()))
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: ONNX Runtime cannot load it"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+def test_graph_with_other_outputs_is_refused(copy_of):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["outputs"].append("attentions")
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx lacks the outputs \['attentions'\]"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
 
 
 @pytest.mark.parametrize("spin_wait, entry", [(True, "1"), (False, "0")])

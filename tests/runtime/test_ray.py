@@ -1,16 +1,21 @@
-"""Corpus embedding on a local Ray (2 CPUs): same vectors as in-process, every id once, resume."""
+"""Corpus embedding on a local Ray (2 CPUs): same vectors as in-process, every id once and of its input type,
+resume only the same job, deterministic shards, bad rows kept by id, one-line errors before Ray starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from albert_onnx import AlbertEmbedder  # noqa: E402
+from albert_onnx import AlbertEmbedder, ray_job  # noqa: E402
 from albert_onnx.ray_job import RayJobOptions, plan_actors, run_ray_job  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -23,34 +28,65 @@ def local_ray():
     ray.shutdown()
 
 
-def _read_all(folder):
+def _block_ray(monkeypatch) -> None:
+    """From here on the test fails if the job starts Ray or puts anything into it."""
+    def refuse(*args, **kwargs):
+        pytest.fail("the job started Ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(ray, "put", refuse)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    _block_ray(monkeypatch)
+
+
+def _options(folder, source, out, **changes) -> RayJobOptions:
+    return RayJobOptions(folder=str(folder), input=str(source), output=out, **{"variant": "fp32", "device": "cpu", "actors": 1, **changes})
+
+
+def _read_all(folder) -> dict:
     rows = {}
     for part in sorted(folder.glob("part-*.parquet")):
-        table = pq.read_table(part).to_pylist()
-        for row in table:
-            assert row["id"] not in rows, f"id {row['id']} twice"
+        for row in pq.read_table(part).to_pylist():
+            assert row["id"] not in rows, f"id {row['id']!r} twice"
             rows[row["id"]] = row
     return rows
 
 
-def test_ray_job_matches_in_process_and_resumes(local_ray, tiny_folder, sts_texts, tmp_path, capsys):
-    texts = sts_texts[:500]
-    records = [{"id": f"s{i}", "text": t} for i, t in enumerate(texts)] + [{"id": "bad", "text": None}, {"id": "nokey"}]
-    source = tmp_path / "corpus.jsonl"
-    source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    out = tmp_path / "vectors"
-    options = RayJobOptions(folder=str(tiny_folder), input=str(source), output=out, variant="fp32", device="cpu", shard_rows=128, actors=1)
-    counts = run_ray_job(options)
-    assert counts == {"shards": 4, "skipped": 0, "written": 4, "rows": 502, "bad_rows": 2}
-    printed = capsys.readouterr().out
-    assert "bad row id=bad: 'text' is missing" in printed and "bad row id=nokey" in printed
+def _write_jsonl(path, records) -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
+
+def _vectors(rows: dict, ids) -> np.ndarray:
+    return np.stack([np.asarray(rows[i]["vector"], np.float32) for i in ids])
+
+
+def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_folder, sts_texts, tmp_path, caplog):
+    texts = sts_texts[:500]
+    records = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    records += [{"id": 1000, "text": None}, {"id": 1001}, {"id": 1002, "text": 7}, {"id": 1003, "text": "a\ud800b"}]
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, records)  # json.dumps writes the lone surrogate as the escape \ud800: valid JSON
+    out = tmp_path / "vectors"
+    options = _options(tiny_folder, source, out, shard_rows=128)
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        counts = run_ray_job(options)
+    assert counts == {"shards": 4, "skipped": 0, "written": 4, "rows": 504, "bad_rows": 4}
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged == ["bad row id=1000 (corpus.jsonl:501): 'text' is missing", "bad row id=1001 (corpus.jsonl:502): 'text' is missing",
+                      "bad row id=1002 (corpus.jsonl:503): 'text' is int, not str",
+                      "bad row id=1003 (corpus.jsonl:504): 'text' has a lone surrogate '\\ud800' at character 1, which is not valid Unicode"]
+
+    assert pq.read_schema(out / "part-000000.parquet").field("id").type == pa.int64()  # ints stay ints
     rows = _read_all(out)
-    assert set(rows) == {r["id"] for r in records}
-    assert rows["bad"]["vector"] is None and rows["bad"]["error"] == "'text' is missing"
+    assert set(rows) == {record["id"] for record in records}
+    for row_id in (1000, 1001, 1002, 1003):
+        assert rows[row_id]["vector"] is None and rows[row_id]["error"] is not None
+    assert all(rows[i]["error"] is None for i in range(len(texts)))
     expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(texts)
-    got = np.stack([np.asarray(rows[f"s{i}"]["vector"], np.float32) for i in range(len(texts))])
-    assert np.abs(got - expected).max() <= 1e-5
+    assert np.abs(_vectors(rows, range(len(texts))) - expected).max() <= 1e-5
 
     # an interrupted run: two shards never finished, one left a temporary file behind
     (out / "part-000001.parquet").unlink()
@@ -58,41 +94,224 @@ def test_ray_job_matches_in_process_and_resumes(local_ray, tiny_folder, sts_text
     (out / ".part-000003.parquet.tmp").write_bytes(b"half")
     counts = run_ray_job(options)
     assert (counts["skipped"], counts["written"]) == (2, 2)
-    again = _read_all(out)
-    assert set(again) == set(rows)
+    assert _read_all(out) == rows  # the same rows, ids and vectors (each part is written in input order)
     assert run_ray_job(options)["written"] == 0  # complete: nothing to do
 
 
-def test_strict_mode_fails_on_bad_rows(local_ray, tiny_folder, tmp_path):
+def test_rerunning_another_job_into_the_output_is_refused_in_one_line(local_ray, tiny_folder, sts_texts, tmp_path, monkeypatch):
+    records = [{"id": f"s{i:03d}", "text": t} for i, t in enumerate(sts_texts[:40])]
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, records)
+    out = tmp_path / "vectors"
+    options = _options(tiny_folder, source, out, shard_rows=16)
+    assert run_ray_job(options)["written"] == 3
+    rows = _read_all(out)
+    assert sorted(rows) == [f"s{i:03d}" for i in range(40)]
+    parts = {path.name: path.read_bytes() for path in out.glob("part-*")}
+
+    def refused(options: RayJobOptions) -> str:
+        with pytest.raises(ValueError) as caught:
+            run_ray_job(options)
+        message = str(caught.value)
+        assert "\n" not in message
+        assert ": pass overwrite=True (--overwrite) to restart, or another output folder" in message
+        assert {path.name: path.read_bytes() for path in out.glob("part-*")} == parts  # nothing touched
+        return message
+
+    _block_ray(monkeypatch)  # a refused job starts nothing
+    original = source.read_bytes()
+    _write_jsonl(source, records + [{"id": f"x{i}", "text": "more"} for i in range(100)])  # a grown input
+    assert refused(options).startswith(f"output {out}/ holds a job with input 'corpus.jsonl' ({len(original)} bytes, sha256 ")
+    edited = original.replace(b"A ", b"a ", 1)  # changed text, same size
+    assert len(edited) == len(original) and edited != original
+    source.write_bytes(edited)
+    assert "holds a job with input 'corpus.jsonl'" in refused(options)
+    source.write_bytes(original)
+    other = tmp_path / "other.jsonl"
+    _write_jsonl(other, records[:39] + [{"id": "s039", "text": "another text"}])
+    assert "this run has input 'other.jsonl'" in refused(_options(tiny_folder, other, out, shard_rows=16))
+    assert refused(_options(tiny_folder, source, out, shard_rows=16, pooling="cls")) == (
+        f"output {out}/ holds a job with pooling='mean'; this run has pooling='cls': pass overwrite=True (--overwrite) to "
+        "restart, or another output folder")
+    for change, fact in [({"max_length": 64}, "max_length=512"), ({"normalize": False}, "normalize=True"),
+                         ({"long_text": "window"}, "long_text='truncate'"), ({"shard_rows": 8}, "shard_rows=16"),
+                         ({"variant": "fused"}, "variant='fp32'"), ({"text_field": "body"}, "text_field='text'"),
+                         ({"pooling": "cls", "normalize": False}, "pooling='mean'")]:
+        message = refused(_options(tiny_folder, source, out, **{"shard_rows": 16, **change}))
+        assert f"holds a job with {fact}; this run has" in message
+    assert message.endswith("(also changed: normalize)")
+
+    monkeypatch.undo()
+    # overwrite=True restarts cleanly: the old job's parts go (a stray one too), other files stay
+    (out / "part-000099.parquet").write_bytes(b"stale")
+    (out / "notes.txt").write_text("mine")
+    changed = _options(tiny_folder, source, out, shard_rows=16, pooling="cls", normalize=False, max_length=16, overwrite=True)
+    assert run_ray_job(changed)["written"] == 3
+    assert sorted(path.name for path in out.iterdir()) == ["_job.json", "notes.txt", "part-000000.parquet", "part-000001.parquet",
+                                                            "part-000002.parquet"]
+    rows = _read_all(out)
+    expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(sts_texts[:40], pooling="cls", normalize=False, max_length=16)
+    assert np.abs(_vectors(rows, [f"s{i:03d}" for i in range(40)]) - expected).max() <= 1e-5
+    _block_ray(monkeypatch)  # a finished job has nothing to embed
+    assert run_ray_job(dataclasses.replace(changed, overwrite=False))["skipped"] == 3  # the same job again: resumes (nothing left)
+    assert json.loads((out / "_job.json").read_text())["job"]["pooling"] == "cls"
+
+
+def test_shards_follow_input_order_in_every_run(local_ray, tiny_folder, tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    start = 0
+    for index, size in enumerate([60, 5, 40, 1, 20, 3]):  # Ray's parquet reader returned these files out of order
+        ids = np.arange(start, start + size, dtype=np.int32)
+        pq.write_table(pa.table({"id": ids, "text": [f"text number {i}" for i in ids]}), folder / f"f{index:02d}.parquet")
+        start += size
+    contents = []
+    for run in range(2):
+        out = tmp_path / f"vectors{run}"
+        assert run_ray_job(_options(tiny_folder, folder, out, shard_rows=16))["shards"] == 9
+        contents.append([pq.read_table(part) for part in sorted(out.glob("part-*.parquet"))])
+    for shard, (first, second) in enumerate(zip(*contents)):
+        assert first.schema.field("id").type == pa.int32()  # the column's own type
+        assert first["id"].to_pylist() == list(range(16 * shard, min(16 * shard + 16, 129)))  # rows in input order
+        assert first.equals(second)
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("null.jsonl", '{"id": 1, "text": "a"}\n{"id": null, "text": "b"}\n', "null.jsonl:2: 'id' is missing; every row needs an id"),
+    ("nokey.jsonl", '{"id": 1, "text": "a"}\n{"text": "b"}\n', "nokey.jsonl:2: 'id' is missing"),
+    ("mixed.jsonl", '{"id": 1, "text": "a"}\n\n{"id": "x", "text": "b"}\n',
+     "mixed.jsonl:3: id='x' is str, but the ids before it are int (from mixed.jsonl:1); write every id as one type"),
+    ("float.jsonl", '{"id": 1.5, "text": "a"}\n', "float.jsonl:1: id=1.5 is float; ids must be int or str"),
+    ("empty.csv", "id,text\n1,a\n,b\n", "empty.csv:3: 'id' is missing"),
+    ("twice.jsonl", '{"id": 5, "text": "a"}\n{"id": 6, "text": "b"}\n{"id": 5, "text": "c"}\n',
+     "id=5 is on rows 0 and 2 of the input (counting from 0): give every row its own id"),
+    ("twice.csv", "id,text\n007,a\n7,b\n007,c\n", "id='007' is on rows 0 and 2"),
+    ("broken.jsonl", '{"id": 1, "text": "a"}\n{"id": 2, \n', "broken.jsonl:2: not valid JSON"),
+])
+def test_ids_that_cannot_identify_a_row_stop_the_job(local_ray, tiny_folder, tmp_path, name, text, problem):
+    source = tmp_path / name
+    source.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="^" + re.escape(problem)):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_ids_keep_the_type_they_were_written_in(local_ray, tiny_folder, tmp_path):
+    ints, strs, jsonl = tmp_path / "ints.csv", tmp_path / "strs.csv", tmp_path / "strs.jsonl"
+    ints.write_text('id,text\n3,"first, with a comma"\n-1,second\n10,\n')
+    strs.write_text("id,text\n3,first\n007,second\n")
+    _write_jsonl(jsonl, [{"id": "007", "text": "first"}, {"id": "7", "text": "second"}])  # Ray's pandas reader made both 7
+    assert run_ray_job(_options(tiny_folder, ints, tmp_path / "a", shard_rows=2))["rows"] == 3
+    assert run_ray_job(_options(tiny_folder, strs, tmp_path / "b", shard_rows=2))["rows"] == 2
+    assert run_ray_job(_options(tiny_folder, jsonl, tmp_path / "c", shard_rows=2))["rows"] == 2
+    assert sorted(_read_all(tmp_path / "a")) == [-1, 3, 10]  # csv: int when every id is a plain integer
+    assert _read_all(tmp_path / "a")[10]["error"] is None  # an empty cell is an empty text, embedded
+    assert sorted(_read_all(tmp_path / "b")) == ["007", "3"]  # 007 would become 7: every id stays str
+    assert sorted(_read_all(tmp_path / "c")) == ["007", "7"]
+
+
+def test_strict_stops_at_the_first_bad_row_in_one_line_and_leaves_no_folder(no_ray, tiny_folder, tmp_path, capsys):
+    from albert_onnx.cli import main
+
     source = tmp_path / "bad.jsonl"
-    source.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": null}\n')
-    with pytest.raises(Exception, match="row id='2'"):
-        run_ray_job(RayJobOptions(folder=str(tiny_folder), input=str(source), output=tmp_path / "o", device="cpu", strict=True, actors=1))
+    source.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": null}\n{"id": "3", "text": 4}\n')
+    with pytest.raises(ValueError) as caught:
+        run_ray_job(_options(tiny_folder, source, tmp_path / "new" / "out", strict=True))
+    assert str(caught.value) == ("row id='2' (bad.jsonl:2): 'text' is missing (strict=True: fix the row, or run without strict to "
+                                 "keep bad rows with a null vector and the reason in the error column)")
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["embed", str(tiny_folder), "--engine", "ray", "--input", str(source), "--output", str(mine), "--strict",
+                 "--variant", "fp32", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"albert-onnx embed: error: {caught.value}"]
+    assert [path.name for path in mine.iterdir()] == ["notes.txt"]
 
 
-def test_bad_shard_rows_is_named(tmp_path):
-    with pytest.raises(ValueError, match="shard_rows=0: pass a positive int"):
-        run_ray_job(RayJobOptions(folder="m", input="x.jsonl", output=tmp_path, shard_rows=0))
+def test_a_failed_run_removes_only_what_it_wrote(tiny_folder, tmp_path, monkeypatch):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    monkeypatch.setattr(ray_job, "_start_ray", lambda options: None)
+    monkeypatch.setattr(ray, "put", lambda table: table)
+
+    def crash(*args):
+        raise RuntimeError("an actor died")
+    monkeypatch.setattr(ray_job, "_embed", crash)
+    for out in (tmp_path / "made" / "here", tmp_path / "mine"):
+        if out.name == "mine":
+            out.mkdir()
+            (out / "notes.txt").write_text("keep")
+        with pytest.raises(RuntimeError, match="an actor died"):
+            run_ray_job(_options(tiny_folder, source, out))
+    assert not (tmp_path / "made").exists()  # nor the parent it had to make
+    assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
-def test_actor_plan_fits_the_cpus():
-    assert plan_actors("cpu", None, None, 2) == (2, 1)
-    assert plan_actors("cpu", 1, None, 2) == (1, 2)
+@pytest.mark.parametrize("change, error, message", [
+    ({"batch_size": 0}, ValueError, "batch_size=0: pass an int >= 1"),
+    ({"batch_size": "8"}, TypeError, "batch_size='8': pass an int >= 1"),
+    ({"shard_rows": 0}, ValueError, "shard_rows=0: pass an int >= 1"),
+    ({"actors": 0}, ValueError, "actors=0: pass an int >= 1"),
+    ({"threads_per_actor": 1.5}, TypeError, "threads_per_actor=1.5: pass an int >= 1"),
+    ({"pooling": "sum"}, ValueError, "pooling='sum': choose one of 'mean', "),
+    ({"device": "tpu"}, ValueError, "device='tpu': choose one of 'auto', 'cpu', 'cuda'"),
+    ({"variant": "int4"}, ValueError, "variant='int4': choose one of 'auto', 'fp32'"),
+    ({"normalize": "no"}, TypeError, "normalize='no': pass True or False"),
+    ({"max_length": 2}, ValueError, "max_length=2: pass an int >= 3"),
+    ({"max_length": 513}, ValueError, "max_length=513: pass an int from 3 to 512"),
+    ({"long_text": "wrap"}, ValueError, "long_text='wrap': choose one of 'truncate', 'window'"),
+    ({"strict": 1}, TypeError, "strict=1: pass True or False"),
+    ({"overwrite": "yes"}, TypeError, "overwrite='yes': pass True or False"),
+    ({"id_field": ""}, ValueError, "id_field='': pass a non-empty name"),
+    ({"input": "missing.jsonl"}, ValueError, "input='missing.jsonl' does not exist; pass an existing .jsonl, .json, .csv"),
+    ({"input": "corpus.tsv"}, ValueError, "input='corpus.tsv' is not a .jsonl, .json, .csv, .txt, .parquet file, or a folder"),
+    ({"input": "s3://bucket/corpus.parquet"}, ValueError, "input='s3://bucket/corpus.parquet' is a URI; pass a local"),
+    ({"output": "corpus.jsonl"}, ValueError, "output='corpus.jsonl' is a file, not a folder"),
+    ({"variant": "fp16"}, ValueError, "variant='fp16' runs on ['cuda'], not device='cpu'"),
+])
+def test_options_are_checked_before_ray_starts(no_ray, tiny_folder, tmp_path, monkeypatch, change, error, message):
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "corpus.jsonl", [{"id": 1, "text": "a"}])
+    (tmp_path / "corpus.tsv").write_text("id\ttext\n")
+    options = _options(tiny_folder, "corpus.jsonl", "out")
+    for name, value in change.items():
+        setattr(options, name, value)
+    with pytest.raises(error) as caught:
+        run_ray_job(options)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_actor_plan_fits_the_cpus_and_gives_each_gpu_an_actor():
+    assert plan_actors("cpu", None, None, 2, 0) == (2, 1)
+    assert plan_actors("cpu", 1, None, 2, 0) == (1, 2)
     with pytest.raises(ValueError, match="actors=2 x threads=2 > 2 CPUs"):
-        plan_actors("cpu", 2, 2, 2)
+        plan_actors("cpu", 2, 2, 2, 0)
+    assert plan_actors("cuda", None, None, 64, 4) == (4, 1)  # one actor per GPU across the cluster
+    assert plan_actors("cuda", 2, 3, 64, 4) == (2, 3)
+    with pytest.raises(ValueError, match="actors=5 but the Ray cluster has 4 GPUs and each actor holds one; pass at most 4"):
+        plan_actors("cuda", 5, None, 64, 4)
+    with pytest.raises(ValueError, match="device='cuda' but the Ray cluster has no GPU"):
+        plan_actors("cuda", None, None, 64, 0)
 
 
 def test_cli_ray_engine_two_actors_one_thread_each(local_ray, tiny_folder, sts_texts, tmp_path, capsys):
     from albert_onnx.cli import main
 
     source = tmp_path / "corpus.txt"
-    source.write_text("\n".join(sts_texts[:300]) + "\n")
+    lines = [text.encode() for text in sts_texts[:300]]
+    lines[3] = b"caf\xed\xa0\x80"  # a lone surrogate written as UTF-8 bytes: not valid UTF-8
+    source.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "vectors"
     assert main(["embed", str(tiny_folder), "--engine", "ray", "--input", str(source), "--output", str(out),
                  "--actors", "2", "--threads", "1", "--variant", "fp32", "--device", "cpu"]) == 0
-    assert "300 rows in 1 shards: 1 written, 0 already done, 0 bad rows" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "albert-onnx embed: warning: bad row id=3 (corpus.txt:4): line is not valid UTF-8 (byte 0xed at byte 3)" in err
+    assert "300 rows in 1 shards: 1 written, 0 already done, 1 bad rows" in err
     rows = _read_all(out)
-    assert set(rows) == {str(n) for n in range(300)}  # txt ids are line numbers
+    assert set(rows) == set(range(300))  # txt ids are line numbers from 0, as ints
+    assert rows[3]["vector"] is None
     expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(sts_texts[:3])
-    got = np.stack([np.asarray(rows[str(n)]["vector"], np.float32) for n in range(3)])
-    assert np.abs(got - expected).max() <= 1e-5
+    assert np.abs(_vectors(rows, range(3)) - expected).max() <= 1e-5

@@ -1,0 +1,301 @@
+"""Hostile input, one parametrized test per class: feeds, arguments, texts, resources, folder trust.
+
+Each case asserts the exact exception type (not a subclass, not a crash inside ONNX Runtime or tokenizers)
+and that the message names the argument (or manifest field) at fault. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from albert_onnx import AlbertEmbedder, ModelFolderError
+
+
+@dataclass
+class Env:
+    embedder: AlbertEmbedder
+    folder: Path
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_folder) -> AlbertEmbedder:
+    return AlbertEmbedder.from_pretrained(tiny_folder, threads=1)  # int8: the variant that crashed on 0 rows
+
+
+@pytest.fixture()
+def env(embedder, tiny_folder, tmp_path) -> Env:
+    return Env(embedder, tiny_folder, tmp_path)
+
+
+def check(entry: tuple[Callable[[Env], object], type, str], env: Env) -> None:
+    case, expected, match = entry
+    with pytest.raises(BaseException) as caught:
+        case(env)
+    assert type(caught.value) is expected, f"{type(caught.value).__name__}: {caught.value}"
+    assert caught.match(match)
+
+
+# -- feeds (encode_ids) ---------------------------------------------------------------------------------
+
+def ids_mask(ids, mask=None, **extra) -> dict:
+    ids = np.asarray(ids)
+    return {"input_ids": ids, "attention_mask": np.ones(ids.shape, np.int64) if mask is None else np.asarray(mask), **extra}
+
+
+GOOD = [[2, 48, 3, 0], [2, 99, 77, 3]]
+GOOD_MASK = [[1, 1, 1, 0], [1, 1, 1, 1]]
+
+FEEDS = {
+    "list instead of mapping": (lambda e: e.embedder.encode_ids(GOOD), TypeError, r"feeds is a list"),
+    "array instead of mapping": (lambda e: e.embedder.encode_ids(np.asarray(GOOD)), TypeError, r"feeds is a ndarray"),
+    "no attention_mask": (lambda e: e.embedder.encode_ids({"input_ids": np.asarray(GOOD)}), ValueError, r"feeds has keys \['input_ids'\].*attention_mask"),
+    "unknown key": (lambda e: e.embedder.encode_ids({**ids_mask(GOOD, GOOD_MASK), "position_ids": np.asarray(GOOD)}), ValueError, r"drop \['position_ids'\]"),
+    "float ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, np.float32), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype float32"),
+    "bool mask": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, np.asarray(GOOD_MASK, bool))), TypeError, r"feeds\['attention_mask'\] has dtype bool"),
+    "object ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, object), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype object"),
+    "str types": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, GOOD_MASK, token_type_ids=np.full((2, 4), "0"))), TypeError, r"feeds\['token_type_ids'\] has dtype <U1"),
+    "ragged lists": (lambda e: e.embedder.encode_ids({"input_ids": [[2, 3], [2, 5, 3]], "attention_mask": [[1, 1], [1, 1, 1]]}), ValueError, r"feeds\['input_ids'\] is not a rectangular array"),
+    "1-D ids": (lambda e: e.embedder.encode_ids(ids_mask([2, 48, 3])), ValueError, r"feeds\['input_ids'\] has shape \(3,\)"),
+    "3-D ids": (lambda e: e.embedder.encode_ids(ids_mask(np.full((1, 2, 3), 5))), ValueError, r"feeds\['input_ids'\] has shape \(1, 2, 3\)"),
+    "shapes differ": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, [[1, 1, 1]])), ValueError, r"attention_mask \(1, 3\)"),
+    "too many columns": (lambda e: e.embedder.encode_ids(ids_mask(np.full((1, 513), 5))), ValueError, r"feeds\['input_ids'\] has 513 columns"),
+    "no columns": (lambda e: e.embedder.encode_ids(ids_mask(np.zeros((2, 0), np.int64))), ValueError, r"feeds\['input_ids'\] has 0 columns"),
+    "id past the vocabulary": (lambda e: e.embedder.encode_ids(ids_mask([[2, 30000, 3]])), ValueError, r"feeds\['input_ids'\]\[0, 1\]=30000"),
+    "negative id": (lambda e: e.embedder.encode_ids(ids_mask([[2, 5, 3], [2, -1, 3]])), ValueError, r"feeds\['input_ids'\]\[1, 1\]=-1"),
+    "mask value 2": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, [[1, 1, 2, 0], [1, 1, 1, 1]])), ValueError, r"feeds\['attention_mask'\]\[0, 2\]=2"),
+    "token type 2": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, GOOD_MASK, token_type_ids=np.full((2, 4), 2))), ValueError, r"feeds\['token_type_ids'\]\[0, 0\]=2"),
+    "mask with a hole": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, [[1, 1, 1, 0], [1, 0, 1, 1]])), ValueError, r"feeds\['attention_mask'\] row 1 is 1011"),
+    "row with no token": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, [[1, 1, 1, 0], [0, 0, 0, 0]])), ValueError, r"feeds\['attention_mask'\] row 1 is all 0s"),
+}
+
+
+@pytest.mark.parametrize("name", FEEDS)
+def test_hostile_feeds(env, name):
+    check(FEEDS[name], env)
+
+
+# -- arguments ------------------------------------------------------------------------------------------
+
+def load(**options) -> Callable[[Env], object]:
+    return lambda e: AlbertEmbedder.from_pretrained(e.folder, **options)
+
+
+def on(method: str, *args, **options) -> Callable[[Env], object]:
+    return lambda e: getattr(e.embedder, method)(*args, **options)
+
+
+ARGUMENTS = {
+    "variant unknown": (load(variant="int4"), ValueError, r"variant='int4'"),
+    "variant not str": (load(variant=8), ValueError, r"variant=8"),
+    "device unknown": (load(device="tpu"), ValueError, r"device='tpu'"),
+    "threads zero": (load(threads=0), ValueError, r"threads=0"),
+    "threads string": (load(threads="2"), TypeError, r"threads='2'"),
+    "threads float": (load(threads=2.0), TypeError, r"threads=2.0"),
+    "verify string": (load(verify="no"), TypeError, r"verify='no'"),
+    "spin_wait int": (load(spin_wait=1), TypeError, r"spin_wait=1"),
+    "io_binding string": (load(io_binding="yes"), TypeError, r"io_binding='yes'"),
+    "folder None": (lambda e: AlbertEmbedder.from_pretrained(None), TypeError, r"folder=None"),
+    "batch_size negative": (on("encode", ["x"], batch_size=-1), ValueError, r"batch_size=-1"),
+    "batch_size zero": (on("encode", ["x"], batch_size=0), ValueError, r"batch_size=0"),
+    "batch_size string": (on("encode", ["x"], batch_size="8"), TypeError, r"batch_size='8'"),
+    "batch_size bool": (on("encode", ["x"], batch_size=True), TypeError, r"batch_size=True"),
+    "normalize string": (on("encode", ["x"], normalize="no"), TypeError, r"normalize='no'"),
+    "normalize int": (on("encode", ["x"], normalize=0), TypeError, r"normalize=0"),
+    "pooling unknown": (on("encode", ["x"], pooling="sum"), ValueError, r"pooling='sum'"),
+    "pooler with layer": (on("encode", ["x"], pooling="pooler", layer=-2), ValueError, r"pooling='pooler'"),
+    "long_text unknown": (on("encode", ["x"], long_text="drop"), ValueError, r"long_text='drop'"),
+    "layer out of range": (on("encode", ["x"], layer=13), ValueError, r"layer=13"),
+    "layer string": (on("encode", ["x"], layer="1"), TypeError, r"layer='1'"),
+    "max_length over the model's": (on("encode", ["x"], max_length=513), ValueError, r"max_length=513"),
+    "max_length too small": (on("tokenize", ["x"], max_length=2), ValueError, r"max_length=2"),
+    "max_length float": (on("encode", ["x"], max_length=64.0), TypeError, r"max_length=64.0"),
+    "merge unknown": (on("encode_tokens", ["x"], merge="words"), ValueError, r"merge='words'"),
+    "encode_tokens batch_size": (on("encode_tokens", ["x"], batch_size=0), ValueError, r"batch_size=0"),
+    "projected string": (on("word_vectors", ["x"], projected="yes"), TypeError, r"projected='yes'"),
+    "word_vectors batch_size": (on("word_vectors", ["x"], batch_size=-3), ValueError, r"batch_size=-3"),
+    "similarity batch_size": (on("similarity", ["x"], ["y"], batch_size="4"), TypeError, r"batch_size='4'"),
+    "encode_ids normalize": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), normalize="yes"), TypeError, r"normalize='yes'"),
+    "encode_ids batch_size": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), batch_size=0), ValueError, r"batch_size=0"),
+}
+
+
+@pytest.mark.parametrize("name", ARGUMENTS)
+def test_hostile_arguments(env, name):
+    check(ARGUMENTS[name], env)
+
+
+# -- texts ----------------------------------------------------------------------------------------------
+
+def frame():
+    pandas = pytest.importorskip("pandas")
+    return pandas.DataFrame({"text": ["a", "b"]})
+
+
+TEXTS = {
+    "None": (on("encode", None), TypeError, r"texts is a NoneType"),
+    "number": (on("encode", 42), TypeError, r"texts is a int"),
+    "bytes": (on("encode", b"raw bytes"), TypeError, r"texts is a bytes"),
+    "set": (on("encode", {"a", "b"}), TypeError, r"texts is a set.*sorted"),
+    "dict": (on("encode", {"a": 1}), TypeError, r"texts is a dict"),
+    "generator": (on("encode", (t for t in ["a"])), TypeError, r"texts is a generator.*list\(\.\.\.\)"),
+    "DataFrame": (lambda e: e.embedder.encode(frame()), TypeError, r"texts is a DataFrame.*df\[column\]\.tolist\(\)"),
+    "None item": (on("encode", ["ok", None]), TypeError, r"texts\[1\] is NoneType"),
+    "bytes item": (on("encode", [b"bytes"]), TypeError, r"texts\[0\] is bytes"),
+    "lone surrogate": (on("encode", ["ok", "bad \ud800 text"]), ValueError, r"texts\[1\] has a lone surrogate"),
+    "lone surrogate in tokenize": (on("tokenize", ["\udfff"]), ValueError, r"texts\[0\] has a lone surrogate"),
+    "encode_tokens item": (on("encode_tokens", ["a", 3]), TypeError, r"texts\[1\] is int"),
+    "word_vectors item": (on("word_vectors", ["guitar", 3.5]), TypeError, r"words\[1\] is float"),
+    "word_vectors set": (on("word_vectors", {"guitar"}), TypeError, r"words is a set"),
+    "similarity a": (on("similarity", {"x"}, ["y"]), TypeError, r"a is a set"),
+    "similarity b": (on("similarity", ["x"], ["y", 3]), TypeError, r"b\[1\] is int"),
+    "empty word": (on("word_vectors", ["ok", "   "]), ValueError, r"words\[1\]='   ' has no pieces"),
+    "tokenize nothing": (on("tokenize", []), ValueError, r"texts is empty"),
+}
+
+
+@pytest.mark.parametrize("name", TEXTS)
+def test_hostile_texts(env, name):
+    check(TEXTS[name], env)
+
+
+# -- resources ------------------------------------------------------------------------------------------
+
+def big_manifest(env: Env):
+    (env.tmp / "manifest.json").write_text(" " * (2 << 20))
+    return AlbertEmbedder.from_pretrained(env.tmp)
+
+
+def big_tokenizer(env: Env):
+    import albert_onnx.tokenizer as tokenizer
+
+    original = tokenizer.MAX_TOKENIZER_BYTES
+    tokenizer.MAX_TOKENIZER_BYTES = 1000  # the real cap is 64 MiB; the check is the same
+    try:
+        return AlbertEmbedder.from_pretrained(env.folder, verify=False)
+    finally:
+        tokenizer.MAX_TOKENIZER_BYTES = original
+
+
+RESOURCES = {
+    "a million threads": (load(threads=10**6), ValueError, r"threads=1000000: pass an int from 1 to \d+"),
+    "a wide batch": (on("encode_ids", ids_mask(np.full((2, 100_000), 5))), ValueError, r"feeds\['input_ids'\] has 100000 columns"),
+    "a huge word": (on("word_vectors", ["ok", "word " * 200_000]), ValueError, r"words\[1\]='word word.* has \d+ pieces; pass a word with 1 to 512"),
+    "a huge manifest": (big_manifest, ModelFolderError, r"manifest\.json is over 1048576 bytes"),
+    "a huge tokenizer.json": (big_tokenizer, ModelFolderError, r"tokenizer\.json is over 1000 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", RESOURCES)
+def test_hostile_resources(env, name):
+    started = time.perf_counter()
+    check(RESOURCES[name], env)
+    assert time.perf_counter() - started < 5, "refused, but only after doing the work"
+
+
+TEN_MB = """
+import json, resource, sys, time, warnings
+from albert_onnx import AlbertEmbedder
+embedder = AlbertEmbedder.from_pretrained(sys.argv[1], threads=1)
+embedder.encode(["warm up"])
+text = ("The quick brown fox jumps over the lazy dog. " * 233017)[: 10 * 2**20]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    vector = embedder.encode(text)
+seconds = time.perf_counter() - started
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"seconds": seconds, "rss_mb": grown, "shape": vector.shape, "warned": len(caught)}))
+"""
+
+
+def test_ten_megabyte_text_costs_what_is_kept(tiny_folder):
+    # before: the whole text was tokenized, then truncated: 10-18 s and +1.25 GB RSS
+    result = subprocess.run([sys.executable, "-c", TEN_MB, str(tiny_folder)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shape"] == [1, 128] and report["warned"] == 1
+    assert report["seconds"] < 1.0, report
+    assert report["rss_mb"] < 100, report
+
+
+# -- folder trust (manifest.json) -----------------------------------------------------------------------
+
+def with_manifest(edit: Callable[[dict], object]) -> Callable[[Env], object]:
+    """Write ``edit(manifest)`` as the manifest.json of an empty folder and load it (no other file is reached)."""
+
+    def case(env: Env):
+        manifest = json.loads((env.folder / "manifest.json").read_text())
+        (env.tmp / "manifest.json").write_text(json.dumps(edit(manifest)))
+        return AlbertEmbedder.from_pretrained(env.tmp, verify=False)
+
+    return case
+
+
+def with_text(text: str | bytes) -> Callable[[Env], object]:
+    def case(env: Env):
+        path = env.tmp / "manifest.json"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return AlbertEmbedder.from_pretrained(env.tmp, verify=False)
+
+    return case
+
+
+def setter(path: str, value: object) -> Callable[[dict], dict]:
+    """An edit that sets the dotted ``path`` to ``value`` (KeyError: deletes it)."""
+    *parents, last = path.split(".")
+
+    def edit(manifest: dict) -> dict:
+        node = manifest
+        for key in parents:
+            node = node[key]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+        return manifest
+
+    return edit
+
+
+FOLDER = {
+    "a list": (with_manifest(lambda m: [m]), ModelFolderError, r"the manifest must be a JSON object, got \[.*\(list\)"),
+    "null": (with_manifest(lambda m: None), ModelFolderError, r"the manifest must be a JSON object, got None"),
+    "a string": (with_manifest(lambda m: "manifest"), ModelFolderError, r"the manifest must be a JSON object, got 'manifest'"),
+    "no model": (with_manifest(setter("model", KeyError)), ModelFolderError, r"field 'model' is missing"),
+    "no variants": (with_manifest(setter("variants", KeyError)), ModelFolderError, r"field 'variants' is missing"),
+    "no tokenizer sha256": (with_manifest(setter("tokenizer.sha256", KeyError)), ModelFolderError, r"field 'tokenizer\.sha256' is missing"),
+    "size as a string": (with_manifest(setter("tokenizer.size", "2272383")), ModelFolderError, r"tokenizer\.size must be an integer >= 0, got '2272383'"),
+    "vocab_size as a string": (with_manifest(setter("model.vocab_size", "30000")), ModelFolderError, r"model\.vocab_size must be an integer >= 1"),
+    "variants as a list": (with_manifest(setter("variants", [])), ModelFolderError, r"variants must be a JSON object, got \[\]"),
+    "validation as a list": (with_manifest(setter("variants.int8.validation", [])), ModelFolderError, r"variants\.int8\.validation must be a JSON object"),
+    "special_ids as a string": (with_manifest(setter("tokenizer.special_ids", "x")), ModelFolderError, r"tokenizer\.special_ids must be a JSON object"),
+    "special id out of range": (with_manifest(setter("tokenizer.special_ids.mask", 30000)), ModelFolderError, r"tokenizer\.special_ids\.mask must be an id from 0 to 29999"),
+    "random_weights as a string": (with_manifest(setter("source.random_weights", "yes")), ModelFolderError, r"source\.random_weights must be true or false"),
+    "devices as a string": (with_manifest(setter("variants.fp32.devices", "cpu")), ModelFolderError, r"variants\.fp32\.devices must be a list of strings"),
+    "escaping file name": (with_manifest(setter("variants.int8.file", "../outside.onnx")), ModelFolderError, r"variants\.int8\.file must be a plain file name"),
+    "future format_version": (with_manifest(setter("format_version", 99)), ModelFolderError, r"format_version=99 is not supported"),
+    "format_version 2.0": (with_manifest(setter("format_version", 2.0)), ModelFolderError, r"format_version=2\.0 is not supported"),
+    "other format": (with_manifest(setter("format", "onnx")), ModelFolderError, r"format='onnx'"),
+    "invalid JSON": (with_text('{\n  "format": "albert-onnx-model-folder",\n  oops\n}'), ModelFolderError, r"manifest\.json: not valid JSON \(line 3"),
+    "not UTF-8": (with_text(b'{"format": "\xff"}'), ModelFolderError, r"manifest\.json: not UTF-8 text"),
+    "nested too deep": (with_text("[" * 100_000 + "]" * 100_000), ModelFolderError, r"manifest\.json: not a manifest albert-onnx can read"),
+    "a 5000-digit number": (with_text('{"format_version": ' + "9" * 5000 + "}"), ModelFolderError, r"manifest\.json: not a manifest albert-onnx can read"),
+    "no manifest": (lambda e: AlbertEmbedder.from_pretrained(e.tmp), ModelFolderError, r"has no manifest\.json"),
+    "no folder": (lambda e: AlbertEmbedder.from_pretrained(e.tmp / "nowhere"), ModelFolderError, r"folder='.*nowhere' does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", FOLDER)
+def test_hostile_folder(env, name):
+    check(FOLDER[name], env)
