@@ -87,7 +87,7 @@ def input_path(name: str, value: object, suffixes: Sequence[str], folder_of: str
 
     Raises:
         TypeError: Not a str or an ``os.PathLike``.
-        ValueError: A URI, a path that does not exist, or a file with another suffix.
+        ValueError: A URI, a path that does not exist, or a file with another suffix (compared in lower case).
     """
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name}={_shown(value)}: pass the input file as a str or pathlib.Path")
@@ -97,7 +97,7 @@ def input_path(name: str, value: object, suffixes: Sequence[str], folder_of: str
         raise ValueError(f"{name}={_shown(str(value))} is a URI; pass a local {kinds} (copy the input to this machine first)")
     if not path.exists():
         raise ValueError(f"{name}={_shown(str(value))} does not exist; pass an existing {kinds}")
-    if (path.is_dir() and folder_of is None) or (not path.is_dir() and path.suffix not in suffixes):
+    if (path.is_dir() and folder_of is None) or (not path.is_dir() and path.suffix.lower() not in suffixes):
         raise ValueError(f"{name}={_shown(str(value))} is not a {kinds}; pass one (the suffix names the format)")
     return path
 
@@ -229,13 +229,17 @@ def token_feeds(value: object, vocab_size: int, type_vocab_size: int, max_length
                          + (f"; drop {unknown}" if unknown else ""))
     arrays = {}
     for key in FEEDS:
-        if key not in value:
+        if key not in value or (key == "token_type_ids" and value[key] is None):  # None: absent, zeros
+            continue
+        raw = value[key]
+        if isinstance(raw, (list, tuple)) and not raw:  # [] is a batch of no rows (numpy would call it float64)
+            arrays[key] = np.zeros((0, 0), np.int64)
             continue
         try:
-            array = np.asarray(value[key])
+            array = np.asarray(raw)
         except (TypeError, ValueError) as error:  # ragged nested lists
             raise ValueError(f"{name}[{key!r}] is not a rectangular array ({error}); pad the rows to one length") from None
-        if not np.issubdtype(array.dtype, np.integer):
+        if array.dtype.kind not in "iu":  # numpy counts timedelta64 as an integer type: it is not token ids
             raise TypeError(f"{name}[{key!r}] has dtype {array.dtype}; pass integer token ids (int64, as tokenize() returns): "
                             "floats, bools and objects are refused, not rounded")
         if array.ndim != 2:

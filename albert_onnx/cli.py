@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from .pooling import POOLINGS
 from .session import DEVICES
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader went away (`| head -1`)
 OWN_LOGGERS = ("albert_onnx", "albert_onnx_export")
 # Loggers kept at WARNING while a command runs, so third-party INFO chatter never shows even when something
@@ -38,6 +40,7 @@ QUIET_LOGGERS = ("", "onnxruntime", "onnx", "onnxscript", "torch", "transformers
 RAY_ONLY_FLAGS = {"actors": "--actors", "address": "--address", "strict": "--strict", "overwrite": "--overwrite",
                   "id_field": "--id-field"}
 RAY_ONLY_SUFFIXES = (".parquet", ".csv", ".json")
+LOCAL_SUFFIXES = (".txt", ".jsonl", "")  # compared in lower case; no suffix (a device, a plain name) reads as lines
 
 
 class CommandError(Exception):
@@ -61,12 +64,18 @@ def _variant_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _folder_path(text: str) -> Path:
+    if not text:  # Path("") is ".": an empty argument (an unset shell variable) must not mean the current directory
+        raise argparse.ArgumentTypeError("'' names no folder (it would mean the current directory); pass the model folder to create")
+    return Path(text)
+
+
 def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="checkpoint -> validated ONNX model folder (needs the export extra)",
                                  description="Export an ALBERT checkpoint to a validated ONNX model folder. "
                                              "Needs: pip install 'albert-onnx[export]'.")
     export.add_argument("source", help="hub id (albert/albert-base-v2), local HF folder, or a size name with --random-weights")
-    export.add_argument("-o", "--output", required=True, type=Path, help="model folder to create")
+    export.add_argument("-o", "--output", required=True, type=_folder_path, help="model folder to create")
     export.add_argument("--revision", help="hub revision (branch, tag or commit)")
     export.add_argument("--random-weights", action="store_true", help="seeded random weights from the config (no checkpoint needed)")
     export.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
@@ -170,6 +179,11 @@ def _embed_local(args: argparse.Namespace) -> int:
     except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
         raise CommandError(str(error)) from error
     max_length = embedder.max_length if args.max_length is None else arguments.count("--max-length", args.max_length, 3, embedder.max_length)
+    if args.layer is not None:
+        layers = embedder.folder.model.num_hidden_layers + 1  # the embeddings and every layer's output
+        arguments.count("--layer", args.layer, -layers, layers - 1)
+        if "hidden_states" not in embedder.folder.manifest.outputs:
+            raise CommandError(f"--layer {args.layer}: {args.folder} has no hidden states; re-export it with --hidden-states")
     chunk = args.batch_size * 8  # progress granularity: a few batches per bar update
     parts = [np.zeros((0, embedder.dim), np.float32)]
     with tqdm(total=len(texts), unit="text", file=sys.stderr, disable=len(texts) <= chunk) as bar:
@@ -280,8 +294,12 @@ def read_texts(source: str, field: str = "text") -> list[str]:
             raise CommandError(f"--input {source!r} is a directory; pass a .txt or .jsonl file, or - for stdin")
         if not path.exists():
             raise CommandError(f"--input {source!r} does not exist; pass a .txt or .jsonl file, or - for stdin")
-        if path.suffix in RAY_ONLY_SUFFIXES:
+        kind = path.suffix.lower()
+        if kind in RAY_ONLY_SUFFIXES:
             raise CommandError(f"--input {source!r}: {path.suffix} is read by --engine ray; locally pass a .txt or .jsonl file")
+        if kind not in LOCAL_SUFFIXES:
+            raise CommandError(f"--input {source!r}: the suffix {path.suffix!r} names no format this command reads; pass a .txt "
+                               "(one text per line) or .jsonl file (rename the file to say which it is), or - for stdin")
         name, data = source, path.read_bytes()
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
@@ -294,7 +312,7 @@ def read_texts(source: str, field: str = "text") -> list[str]:
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    if source != "-" and Path(source).suffix == ".jsonl":
+    if source != "-" and Path(source).suffix.lower() == ".jsonl":
         return _jsonl_texts(name, lines, field)
     return lines
 
@@ -364,6 +382,30 @@ class _WriteAll:
         return len(data)
 
 
+def _remove_dead_temporaries(target: Path) -> None:
+    """Delete the ``.NAME.PID.tmp`` files that runs killed while writing ``target`` left (their PID is gone).
+
+    A file whose PID is alive (or belongs to another user) is left alone: that writer may still be running.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.tmp")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return  # the write itself will report the folder
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue  # another user's process, or no PID at all: not ours to judge
+        (target.parent / name).unlink(missing_ok=True)
+
+
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` in .npy format to exactly ``path`` (no ``.npy`` appended).
 
@@ -381,6 +423,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
                 np.save(_WriteAll(handle), array)
             return
         target = Path(os.path.realpath(path))
+        _remove_dead_temporaries(target)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
         try:
@@ -485,12 +528,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 done, 2 a user error (reported in one line on stderr), 141 stdout closed early.
+        The exit status: 0 done, 2 a user error (reported in one line on stderr), 130 interrupted (Ctrl-C),
+        141 stdout closed early.
     """
     try:
         status = _run(argv)
         sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
         return status
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a bug: no traceback. What was being written is left whole or not at all
+        # (write_npy's rename, the export's staging folder, the Ray job's part files).
+        print("albert-onnx: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:
         # Point stdout at /dev/null so the interpreter's own flush at exit does not report the pipe again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

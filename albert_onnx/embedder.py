@@ -15,10 +15,13 @@ from . import arguments
 from . import pooling as pool
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError
 from .session import DEVICES, GraphRunner, create_session, resolve_device
-from .tokenizer import AlbertTokenizer, unpad
+from .tokenizer import AlbertTokenizer, unpad, word_numbers, word_spans
 
 logger = logging.getLogger("albert_onnx")
 LONG_TEXT = ("truncate", "window")
+# Most tokens in one ONNX Runtime call, whatever batch_size says: b128 x s128, b32 x s512. A row's vector does not
+# depend on its batch, so splitting changes no result, and memory stays bounded (batch_size=10**9 held 9.4 GB).
+MAX_CALL_TOKENS = 16384
 _DEFAULT_VARIANT = {"cpu": "int8", "cuda": "fp16"}
 
 
@@ -29,6 +32,17 @@ class TokenEmbeddings:
     tokens: list[str]
     offsets: list[tuple[int, int]]
     vectors: np.ndarray
+
+
+def _warn_unless_passed(folder: ModelFolder, variant: str) -> None:
+    """A warning when the variant failed its gate (written with --force) or was not validated where it runs."""
+    check = folder.variants[variant].validation
+    if check.status == "failed":
+        warnings.warn(f"variant {variant!r} of {folder.path} FAILED its accuracy gate at export and was written only because of "
+                      f"--force ({', '.join(f'{k}={v:.6g}' for k, v in check.metrics.items() if k in check.gates)}); its vectors may "
+                      "be wrong: re-export it, or load another variant", stacklevel=3)
+    elif check.status == "not-validated":
+        warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=3)
 
 
 class AlbertEmbedder:
@@ -103,6 +117,8 @@ class AlbertEmbedder:
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
+        model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map)
+        _warn_unless_passed(model, variant)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, resolved, verify)
         return cls(model, variant, resolved, GraphRunner(session, resolved, io_binding))
 
@@ -172,8 +188,9 @@ class AlbertEmbedder:
             by_length.setdefault(len(sequence), []).append(index)
         for length in sorted(by_length):
             group = by_length[length]
-            for start in range(0, len(group), batch_size):
-                indices = group[start : start + batch_size]
+            rows = max(1, min(batch_size, MAX_CALL_TOKENS // length))  # memory grows with rows x length: bound it
+            for start in range(0, len(group), rows):
+                indices = group[start : start + rows]
                 ids = np.stack([sequences[i] for i in indices])
                 kinds = np.zeros_like(ids) if types is None else np.stack([types[i] for i in indices])
                 feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": kinds}
@@ -196,7 +213,8 @@ class AlbertEmbedder:
 
         Args:
             texts: A str (one text) or an ordered sequence of str.
-            batch_size: Most sequences per ONNX Runtime call (each call holds one sequence length).
+            batch_size: Most sequences per ONNX Runtime call (each call holds one sequence length, and at most
+                ``MAX_CALL_TOKENS`` tokens).
             pooling: ``mean`` (over every token, [CLS]/[SEP] included), ``cls``, ``pooler`` or ``max``.
             normalize: L2-normalize each vector.
             layer: Hidden layer to pool (``-2``: second to last); needs a folder exported with --hidden-states.
@@ -336,11 +354,8 @@ class AlbertEmbedder:
             count = len(vectors)
             tokens, offsets = list(encoding.tokens[:count]), [tuple(o) for o in encoding.offsets[:count]]
             if merge == "word":
-                word_ids = [w if w is not None else -1 - i for i, w in enumerate(encoding.word_ids[:count])]
-                vectors, groups = pool.merge_pieces(vectors, word_ids)
-                spans = [(offsets[g[0]][0], offsets[g[-1]][1]) for g in groups]
-                # a piece's span includes the space its "▁" stands for; a word's span should not
-                offsets = [(start + len(text[start:end]) - len(text[start:end].lstrip()), end) for start, end in spans]
+                vectors, groups = pool.merge_pieces(vectors, word_numbers(text, offsets))
+                offsets = word_spans(text, offsets, groups, complete=count == len(encoding.ids))
                 tokens = [text[start:end] for start, end in offsets]
             results.append(TokenEmbeddings(tokens, offsets, vectors))
         return results

@@ -21,6 +21,7 @@ FORMAT = "albert-onnx-model-folder"
 FORMAT_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~5 KB; refuse to parse anything huge
 
 Variant = Literal["fp32", "fused", "int8", "fp16"]
@@ -33,6 +34,11 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PADDING = "right"
 SPECIAL_TOKENS = ("pad", "unk", "cls", "sep", "mask")
 VALIDATION_STATUSES = ("passed", "failed", "not-validated")
+# Each graph carries, in its ONNX metadata under this key, the manifest facts the runtime computes with (the
+# architecture, the tokenizer's length limit and special ids, the outputs, the padding rule). The graph's sha256
+# is in the manifest, so with the graph verified an edited manifest cannot pass; without it, a manifest from
+# another export still cannot: :meth:`ModelFolder.check_graph_stamp` compares the two at load.
+STAMP_KEY = "albert_onnx.manifest_facts"
 
 
 class ModelFolderError(ValueError):
@@ -335,9 +341,26 @@ class Manifest:
         if tuple(inputs) != INPUTS or "sentence_embedding" not in outputs:
             raise ModelFolderError(f"{origin}: inputs {inputs} / outputs {outputs} are not those of an albert-onnx graph; re-export the folder")
         padding = f.choice("padding", (PADDING,))
+        tokenizer = TokenizerSettings.read(f.obj("tokenizer"), model.vocab_size)
+        if tokenizer.max_length > model.max_position_embeddings:
+            raise ModelFolderError(f"{origin}: tokenizer.max_length={tokenizer.max_length} is over model.max_position_embeddings="
+                                   f"{model.max_position_embeddings}, the most positions the graph has; the manifest was edited: re-export the folder")
+        if model.hidden_size % model.num_attention_heads:
+            raise ModelFolderError(f"{origin}: model.hidden_size={model.hidden_size} is not a multiple of model.num_attention_heads="
+                                   f"{model.num_attention_heads}; the manifest was edited: re-export the folder")
         return cls(f.str("created"), Source.read(f.obj("source")), f.mapping("versions", str), f.int("opset", minimum=1), model,
-                   outputs, TokenizerSettings.read(f.obj("tokenizer"), model.vocab_size), variants,
-                   f.obj("validation_texts").raw, f.obj("export").raw, inputs, padding)
+                   outputs, tokenizer, variants, f.obj("validation_texts").raw, f.obj("export").raw, inputs, padding)
+
+    def graph_facts(self) -> dict[str, Any]:
+        """What every graph of the folder is stamped with (:data:`STAMP_KEY`)."""
+        return graph_facts(self.model, self.tokenizer.max_length, self.tokenizer.special_ids, self.outputs, self.padding)
+
+
+def graph_facts(model: Architecture, max_length: int, special_ids: dict[str, int], outputs: list[str],
+                padding: str = PADDING) -> dict[str, Any]:
+    """The manifest facts the runtime computes with, as stamped into every graph under :data:`STAMP_KEY`."""
+    return {"model": asdict(model), "max_length": max_length, "special_ids": dict(special_ids), "outputs": list(outputs),
+            "padding": padding}
 
 
 def regular_file(path: Path, what: str) -> Path:
@@ -421,6 +444,42 @@ class ModelFolder:
                 "choose one of those or re-export with --variants"
             )
         return self.file(self.variants[variant].file)
+
+    def check_graph_stamp(self, variant: str, metadata: dict[str, str]) -> None:
+        """Check that ``variant``'s graph was exported with the facts manifest.json states (see :data:`STAMP_KEY`).
+
+        Args:
+            variant: The variant whose graph was loaded.
+            metadata: The graph's ONNX metadata (``session.get_modelmeta().custom_metadata_map``).
+
+        Raises:
+            ModelFolderError: The graph has no stamp, or one that differs from the manifest, naming the first
+                field that differs and both values.
+        """
+        path = self.path / self.variants[variant].file
+        text = metadata.get(STAMP_KEY)
+        if text is None:
+            raise ModelFolderError(f"{path} carries no {STAMP_KEY!r} metadata, so nothing shows it belongs to this manifest.json; "
+                                   "it was replaced or written by another tool: re-export the folder")
+        try:
+            stamp = json.loads(text)
+        except ValueError:
+            raise ModelFolderError(f"{path}: its {STAMP_KEY!r} metadata is not JSON; the file is damaged: re-export the folder") from None
+        expected = self.manifest.graph_facts()
+        if not isinstance(stamp, dict):
+            stamp = {}
+        for key, value in expected.items():
+            found = stamp.get(key)
+            if isinstance(value, dict) and isinstance(found, dict):
+                fields = [(f"{key}.{name}", value[name], found.get(name)) for name in value] + [
+                    (f"{key}.{name}", None, found[name]) for name in found if name not in value]
+            else:
+                fields = [(key, value, found)]
+            for name, want, got in fields:
+                if want != got:
+                    where = "tokenizer." + name if name in ("max_length", "special_ids") or name.startswith("special_ids.") else name
+                    raise ModelFolderError(f"{MANIFEST} says {where}={want!r} but {path.name} was exported with {got!r}; the manifest "
+                                           "was edited or belongs to another export: re-export the folder")
 
     def verify(self, variant: str) -> None:
         """Check the size and sha256 of the variant's graph and of tokenizer.json against the manifest.

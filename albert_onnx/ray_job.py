@@ -138,7 +138,7 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     folder = arguments.path("folder", options.folder)
     source = arguments.input_path("input", options.input, INPUT_SUFFIXES, folder_of=".parquet")
     output = arguments.output_folder("output", options.output)
-    if id_field == text_field and source.suffix != ".txt":
+    if id_field == text_field and source.suffix.lower() != ".txt":
         raise ValueError(f"id_field and text_field are both {id_field!r}; name the id column and the text column")
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"output={str(output)!r} is inside input={str(source)!r}, whose .parquet files are the input; "
@@ -155,8 +155,8 @@ def _input_files(source: Path) -> list[Path]:
     """
     if not source.is_dir():
         return [source]
-    files = sorted(path for path in source.rglob("*.parquet")
-                   if path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(source).parts))
+    files = sorted(path for path in source.rglob("*") if path.suffix.lower() == ".parquet"
+                   and path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(source).parts))
     if not files:
         raise ValueError(f"input={str(source)!r} is a folder with no .parquet files; pass a file or a folder of .parquet files")
     return files
@@ -202,7 +202,7 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
     root = options.input if options.input.is_dir() else options.input.parent
     entries = [{"file": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": sha256_of(path)} for path in files]
     digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
-    txt = options.input.suffix == ".txt"
+    txt = options.input.suffix.lower() == ".txt"
     return {
         "input": {"name": options.input.name, "files": entries, "bytes": sum(e["size"] for e in entries), "sha256": digest},
         "id_field": None if txt else options.id_field,
@@ -418,7 +418,7 @@ def _json_rows(path: Path, rows: _Rows) -> Iterator[None]:
     """JSON Lines (.jsonl, and .json that does not start with "["; blank lines skipped), or a .json array."""
     with path.open("rb") as handle:
         head = handle.read(4096).removeprefix(_BOM).lstrip()
-    if path.suffix == ".json" and head.startswith(b"["):
+    if path.suffix.lower() == ".json" and head.startswith(b"["):
         try:
             records = json.loads(path.read_bytes().decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
@@ -471,7 +471,7 @@ def _csv_rows(path: Path, rows: _Rows) -> Iterator[None]:
 
 def _python_chunks(path: Path, options: RayJobOptions) -> Iterator[tuple[pa.Table, Where]]:
     rows = _Rows(options.id_field, options.text_field)
-    read = {".txt": _txt_rows, ".csv": _csv_rows}.get(path.suffix, _json_rows)
+    read = {".txt": _txt_rows, ".csv": _csv_rows}.get(path.suffix.lower(), _json_rows)
     for _ in read(path, rows):
         if len(rows) >= options.shard_rows:
             yield rows.take()
@@ -488,13 +488,16 @@ def _parquet_chunks(files: list[Path], root: Path, options: RayJobOptions) -> It
     id_type = None
     for path in files:
         name = path.relative_to(root).as_posix()
-        handle = pq.ParquetFile(path)
+        try:
+            handle = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"{name}: not a readable parquet file ({str(error)[:120]}); fix or remove it") from None
         columns = handle.schema_arrow.names
         for column in (options.id_field, options.text_field):
             if column not in columns:
                 raise ValueError(f"{name} has no column {column!r} (columns: {columns}); pass id_field/text_field (--id-field/--text-field)")
         offset = 0
-        for batch in handle.iter_batches(batch_size=options.shard_rows, columns=[options.id_field, options.text_field]):
+        for batch in _batches(handle, name, options):
             ids, texts = (_decoded(batch.column(column)) for column in (options.id_field, options.text_field))
             if not (pa.types.is_integer(ids.type) or pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
                 raise ValueError(f"{name}: column {options.id_field!r} is {ids.type}; ids must be integers or strings")
@@ -510,6 +513,21 @@ def _parquet_chunks(files: list[Path], root: Path, options: RayJobOptions) -> It
             texts, errors = _arrow_texts(texts, options.text_field, name)
             yield pa.table({"id": ids, "text": texts, "error": errors}), (lambda i, name=name, offset=offset: f"{name} row {offset + i}")
             offset += batch.num_rows
+
+
+def _batches(handle, name: str, options: RayJobOptions) -> Iterator[pa.RecordBatch]:
+    """The id and text columns of a parquet file, ``shard_rows`` rows at a time; a damaged page names the file."""
+    import pyarrow as pa
+
+    batches = handle.iter_batches(batch_size=options.shard_rows, columns=[options.id_field, options.text_field])
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"{name}: cannot be read past this point ({str(error)[:120]}); the file is damaged: fix or remove it") from None
+        yield batch
 
 
 def _decoded(array: pa.Array) -> pa.Array:
@@ -615,7 +633,7 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
     """
     import pyarrow as pa
 
-    parquet = options.input.is_dir() or options.input.suffix == ".parquet"
+    parquet = options.input.is_dir() or options.input.suffix.lower() == ".parquet"
     root = options.input if options.input.is_dir() else options.input.parent
     chunks = _parquet_chunks(files, root, options) if parquet else _python_chunks(options.input, options)
     sizes: list[int] = []
@@ -647,7 +665,7 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
         logger.warning("%d more bad rows: each has a null vector and its reason in the error column", bad - _LOGGED_BAD_ROWS)
     all_ids = pa.chunked_array([chunk for array in ids for chunk in array.chunks], ids[0].type) if ids else pa.chunked_array([], pa.int64())
     _unique_ids(all_ids, options.id_field)
-    return _Corpus(sizes, todo, _final_id_type(all_ids, options.input.suffix == ".csv"), len(all_ids), bad)
+    return _Corpus(sizes, todo, _final_id_type(all_ids, options.input.suffix.lower() == ".csv"), len(all_ids), bad)
 
 
 # -- embedding -----------------------------------------------------------------------------------------
@@ -787,6 +805,10 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     device = resolve_device(options.device)
     variant = _resolve_variant(folder, options.variant, device)
     folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
+    if device == "cpu":  # load it once here too: a graph that does not match manifest.json fails in one line, before Ray
+        from .embedder import AlbertEmbedder
+
+        AlbertEmbedder.from_pretrained(options.folder, variant=variant, device=device, threads=1, verify=False)
     limit = folder.tokenizer.max_length
     max_length = limit if options.max_length is None else arguments.count("max_length", options.max_length, 3, limit)
     files = _input_files(options.input)

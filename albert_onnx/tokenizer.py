@@ -13,9 +13,16 @@ from tokenizers import Encoding, Tokenizer
 from .model_folder import ModelFolderError, TokenizerSettings
 
 MAX_TOKENIZER_BYTES = 64 << 20  # ALBERT's is 2.3 MB; refuse to parse anything huge
-# Where a head of a text may end: ASCII whitespace, which the normalizer turns into a word boundary (\s+ -> " ")
-_CUT = re.compile(r"[ \t\n\r\f\v]")
+# Where a head of a text may end: Unicode White_Space (what the Rust regex \s matches), which the normalizer's first
+# steps turn into a word boundary (Strip, then \s+ -> " ") before anything else sees the text
+_CUT = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _CHARS_PER_PIECE = 8  # a first head of 8 characters per wanted piece: STS-B English averages ~4.5
+# A head in a whitespace-free run longer than the head's length (CJK, a URL, base64) is cut inside it, at twice that.
+# Unigram picks the best segmentation of the whole run, so pieces near an inner cut can differ from the whole
+# run's; the head is kept only once the last wanted piece ends _SETTLED characters before the cut, where the two
+# segmentations have long agreed (ALBERT's longest piece has 16 characters).
+_SETTLED = 256
+_MAX_PIECE = 16  # characters in ALBERT's longest piece; a periodic run's segmentation repeats within it
 
 
 def _read(path: Path) -> tuple[Tokenizer, bool]:
@@ -79,12 +86,17 @@ class AlbertTokenizer:
 
         Args:
             texts: The texts.
-            limit: Only the first ``limit`` pieces are wanted. Each text is then tokenized through a head that
-                ends before whitespace, grown until it gives more than ``limit`` pieces or is the whole text,
-                so the work is bounded by what is kept. Exact: the normalizer turns whitespace into one space
-                and the Metaspace pre-tokenizer splits there, so each word is tokenized on its own and a head's
-                pieces are the whole text's first pieces. A text with no whitespace is tokenized whole, and so is
-                every text if tokenizer.json lacks that normalizer step or splitting pre-tokenizer.
+            limit: Only the first ``limit`` pieces are wanted. Each text is then tokenized through a head,
+                grown until it gives more than ``limit`` pieces or is the whole text, so the work is bounded by
+                what is kept. A head ends before whitespace where it can, and is exact there: the normalizer
+                turns whitespace into one space and the Metaspace pre-tokenizer splits there, so each word is
+                tokenized on its own and the head's pieces are the whole text's first pieces. A head cut inside
+                a long whitespace-free run is kept only if its last wanted piece ends ``_SETTLED`` characters
+                before the cut and its wanted pieces stay the same when the cut moves (see ``_settled``); else
+                the text is tokenized whole (a periodic run: 10 MB of "a" takes 13 s). The work is then bounded by the characters the kept pieces span: a run of
+                characters the vocabulary lacks is one <unk> piece however long it is (10 MB of CJK: 2 pieces),
+                so it is read whole. Every text is tokenized whole if tokenizer.json lacks that normalizer step
+                or splitting pre-tokenizer.
 
         Returns:
             One Encoding per text: of the text, or of a head with more than ``limit`` pieces.
@@ -93,15 +105,37 @@ class AlbertTokenizer:
             return self.tokenizer.encode_batch(texts, add_special_tokens=False)
         results: list[Encoding | None] = [None] * len(texts)
         pending, chars = list(range(len(texts))), max(limit, 16) * _CHARS_PER_PIECE
+        unsettled: set[int] = set()  # texts whose run did not settle: tokenized whole
         while pending:
-            heads = [_head(texts[index], chars) for index in pending]
-            encodings = self.tokenizer.encode_batch(heads, add_special_tokens=False)
-            for index, head, encoding in zip(pending, heads, encodings):
-                if len(encoding.ids) > limit or len(head) == len(texts[index]):
+            heads = [(texts[index], True) if index in unsettled else _head(texts[index], chars) for index in pending]
+            encodings = self.tokenizer.encode_batch([head for head, _ in heads], add_special_tokens=False)
+            inside = [(index, head, encoding) for index, (head, at_space), encoding in zip(pending, heads, encodings)
+                      if not at_space and len(encoding.ids) > limit and encoding.offsets[limit - 1][1] <= len(head) - _SETTLED]
+            settled = self._settled(texts, inside, limit)
+            unsettled.update(index for index, _, _ in inside if index not in settled)
+            for index, (head, at_space), encoding in zip(pending, heads, encodings):
+                whole = len(head) == len(texts[index])
+                if whole or (at_space and len(encoding.ids) > limit) or index in settled:
                     results[index] = encoding
             pending = [index for index in pending if results[index] is None]
             chars *= 4
         return results
+
+    def _settled(self, texts: list[str], inside: list[tuple[int, str, Encoding]], limit: int) -> set[int]:
+        """Of heads cut inside a whitespace-free run, the texts whose first ``limit`` pieces stay the same when the cut
+        moves by 1 to ``_MAX_PIECE`` - 1 characters. Unigram's segmentation of a periodic run ("aaaa...") depends on the
+        run's length modulo the piece lengths (measured: "a" * n starts "▁aaa" or "▁a" by n % 3), so a head is kept
+        only where that length no longer matters."""
+        if not inside:
+            return set()
+        moved = [texts[index][: len(head) + shift] for index, head, _ in inside for shift in range(1, _MAX_PIECE)]
+        others = self.tokenizer.encode_batch(moved, add_special_tokens=False)
+        settled = set()
+        for number, (index, _, encoding) in enumerate(inside):
+            wanted = encoding.ids[:limit]
+            if all(other.ids[:limit] == wanted for other in others[number * (_MAX_PIECE - 1) : (number + 1) * (_MAX_PIECE - 1)]):
+                settled.add(index)
+        return settled
 
     def frame(self, pieces: np.ndarray) -> np.ndarray:
         """``[CLS] pieces [SEP]`` as int64 ids."""
@@ -118,12 +152,51 @@ class AlbertTokenizer:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def _head(text: str, chars: int) -> str:
-    """``text`` up to the first cut point at or after ``chars`` characters (all of it if there is none)."""
+def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """For each piece (its character span in ``text``), the number of the whitespace-separated word it belongs to.
+
+    A piece starts a new word when whitespace (as the normalizer sees it) lies between it and the previous piece or
+    opens its own span (a "▁" piece spans the space it stands for). Special tokens inside a word ("[MASK]x") stay in
+    it; the tokenizer's own word ids would split them off.
+    """
+    numbers, word, previous = [], -1, None
+    for start, end in offsets:
+        if previous is None or _CUT.search(text, previous, max(start, previous)) or (end > start and _CUT.match(text, start)):
+            word += 1
+        numbers.append(word)
+        previous = end
+    return numbers
+
+
+def word_spans(text: str, offsets: list[tuple[int, int]], groups: list[list[int]], complete: bool) -> list[tuple[int, int]]:
+    """The character span of each word (``groups`` of piece indices), without the whitespace around it.
+
+    A word ends at the whitespace after its last piece, so characters the normalizer dropped (a combining accent)
+    stay in it; the last word ends at its last piece unless ``complete`` (no piece of the text was cut off).
+    """
+    spans = []
+    for number, group in enumerate(groups):
+        start, end = offsets[group[0]][0], offsets[group[-1]][1]
+        while start < end and _CUT.match(text, start):  # a "▁" piece's span starts with the space it stands for
+            start += 1
+        if number + 1 < len(groups) or complete:
+            stop = offsets[groups[number + 1][0]][0] if number + 1 < len(groups) else len(text)
+            gap = _CUT.search(text, end, max(stop, end))
+            end = gap.start() if gap else max(stop, end)
+        spans.append((start, end))
+    return spans
+
+
+def _head(text: str, chars: int) -> tuple[str, bool]:
+    """``text`` up to the first whitespace at or after ``chars`` characters, or, where the next whitespace is
+    further than ``2 * chars`` (or there is none), up to ``2 * chars`` characters; and whether it ends at whitespace
+    (or is the whole text)."""
     if len(text) <= chars:
-        return text
-    cut = _CUT.search(text, chars)
-    return text if cut is None else text[: cut.start()]
+        return text, True
+    cut = _CUT.search(text, chars, 2 * chars + 1)
+    if cut is not None:
+        return text[: cut.start()], True
+    return (text, True) if len(text) <= 2 * chars else (text[: 2 * chars], False)
 
 
 def unpad(ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

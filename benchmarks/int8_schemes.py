@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from albert_onnx_export.validate import _sentence_pairs
 
     folder = ModelFolder.load(args.folder)
-    tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer.special_ids)
+    tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
     work = args.out / "int8-schemes"
     work.mkdir(parents=True, exist_ok=True)
     graphs = {"fused fp32 (reference)": folder.variant_path("fused"), "per-token (shipped int8)": folder.variant_path("int8")}

@@ -21,20 +21,22 @@ SHIPPED_SIZES = tuple(
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
-# name -> (smallest value, albert-base-v2's value, for the message's example)
-REQUIRED_SIZES: dict[str, tuple[int, int]] = {
-    "vocab_size": (1, 30000),
-    "embedding_size": (1, 128),
-    "hidden_size": (1, 768),
-    "num_hidden_layers": (1, 12),
-    "num_attention_heads": (1, 12),
-    "intermediate_size": (1, 3072),
-    "type_vocab_size": (1, 2),
+# name -> (smallest value, albert-base-v2's value for the message's example, largest value). The largest values
+# are far past every published ALBERT (xxlarge: hidden 4096, intermediate 16384, 64 heads); past them a typo such
+# as vocab_size=10**12 would only fail inside torch's allocator.
+REQUIRED_SIZES: dict[str, tuple[int, int, int]] = {
+    "vocab_size": (1, 30000, 1_000_000),
+    "embedding_size": (1, 128, 16384),
+    "hidden_size": (1, 768, 16384),
+    "num_hidden_layers": (1, 12, 256),
+    "num_attention_heads": (1, 12, 1024),
+    "intermediate_size": (1, 3072, 65536),
+    "type_vocab_size": (1, 2, 1024),
     # The fp32 graph is traced with 8-token inputs (to_onnx), so fewer positions cannot even be exported.
-    "max_position_embeddings": (8, 512),
+    "max_position_embeddings": (8, 512, 65536),
 }
 # Optional: every published ALBERT has these at the defaults transformers uses, so a missing one is no surprise.
-OPTIONAL_SIZES: dict[str, tuple[int, int]] = {"num_hidden_groups": (1, 1), "inner_group_num": (1, 1)}
+OPTIONAL_SIZES: dict[str, tuple[int, int, int]] = {"num_hidden_groups": (1, 1, 256), "inner_group_num": (1, 1, 256)}
 # name -> (low, high, low inclusive, albert-base-v2's value)
 OPTIONAL_NUMBERS: dict[str, tuple[float, float, bool, float]] = {
     "layer_norm_eps": (0.0, 1.0, False, 1e-12),
@@ -119,7 +121,7 @@ def check_config(raw: dict, origin: str) -> None:
     """
     problems = []
 
-    def integer(name: str, minimum: int, example: int, required: bool) -> int | None:
+    def integer(name: str, minimum: int, example: int, maximum: int, required: bool) -> int | None:
         if name not in raw:
             if required:
                 problems.append(f"{name} is missing (albert-base-v2: {example})")
@@ -128,13 +130,13 @@ def check_config(raw: dict, origin: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             problems.append(f"{name}={_shown(value)} must be an integer >= {minimum} (albert-base-v2: {example})")
             return None
-        if value < minimum:
-            problems.append(f"{name}={value} must be >= {minimum} (albert-base-v2: {example})")
+        if not minimum <= value <= maximum:
+            problems.append(f"{name}={value} must be from {minimum} to {maximum} (albert-base-v2: {example})")
             return None
         return value
 
-    sizes = {name: integer(name, low, example, True) for name, (low, example) in REQUIRED_SIZES.items()}
-    groups = {name: integer(name, low, example, False) for name, (low, example) in OPTIONAL_SIZES.items()}
+    sizes = {name: integer(name, low, example, high, True) for name, (low, example, high) in REQUIRED_SIZES.items()}
+    groups = {name: integer(name, low, example, high, False) for name, (low, example, high) in OPTIONAL_SIZES.items()}
     hidden, heads, layers = sizes["hidden_size"], sizes["num_attention_heads"], sizes["num_hidden_layers"]
     if hidden is not None and heads is not None and hidden % heads:
         problems.append(f"hidden_size={hidden} must be divisible by num_attention_heads={heads} (albert-base-v2: 768 and 12)")
@@ -165,7 +167,7 @@ def check_config(raw: dict, origin: str) -> None:
         raise ExportError(f"{origin} is not a usable ALBERT config: {'; '.join(problems)}; fix these fields in {origin}")
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     """True when ``source`` cannot be a hub id (``name`` or ``org/name``), so it was meant as a path."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -190,7 +192,7 @@ def _read_config(source: str, revision: str | None) -> AlbertConfig:
         # The published configs ship with the package, so a size can be named with no download.
         raw = json.loads(resources.files(__package__).joinpath("configs", f"{shipped}.json").read_text(encoding="utf-8"))
         origin = f"the shipped config {shipped}.json"
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise ExportError(f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
                           f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
     else:
@@ -267,6 +269,34 @@ def _check_not_lfs_pointer(path: Path) -> None:
         raise ExportError(f"{path} is a Git LFS pointer, not the weights; run `git lfs pull` in {path.parent} (install git-lfs first)")
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
+
+
+def hub_weights(source: str, revision: str | None) -> Path:
+    """The local path of a hub repository's weights file: from the Hugging Face cache, or downloaded into it.
+
+    Raises:
+        ExportError: The hub cannot be reached (or HF_HUB_OFFLINE is set) and the cache has no copy, the id is
+            unknown, or the repository has neither weights file.
+    """
+    from transformers.utils import cached_file, is_offline_mode
+
+    for name in WEIGHT_FILES:
+        try:
+            found = cached_file(source, name, revision=revision, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False)
+        except OSError as error:
+            raise hub_failure(source, "its weights", error) from error
+        if found is not None:
+            return Path(found)
+    if is_offline_mode():
+        raise ExportError(f"source={source!r}: HF_HUB_OFFLINE is set and the Hugging Face cache has no {' or '.join(WEIGHT_FILES)} "
+                          "of it; unset HF_HUB_OFFLINE and run once with network access, pass a local folder, or pass "
+                          "--random-weights to export the architecture only")
+    raise ExportError(f"source={source!r}: neither {' nor '.join(WEIGHT_FILES)} could be found on the Hugging Face hub or in its cache "
+                      "(no network, or the repository has no such file); check the id and the network, or pass a local folder")
+
+
 def load_albert(source: str, *, revision: str | None = None, random_weights: bool = False, seed: int = 0) -> LoadedModel:
     """Load an ALBERT model for export.
 
@@ -289,7 +319,13 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     local = Path(source)
     if random_weights:
         torch.manual_seed(seed)
-        model = AlbertModel(config, add_pooling_layer=True)
+        try:
+            model = AlbertModel(config, add_pooling_layer=True)
+        except RuntimeError as error:
+            if "can't allocate memory" not in str(error) and "not enough memory" not in str(error):
+                raise
+            raise ExportError(f"source={source!r}: its config.json sizes need more memory than this machine has "
+                              f"({one_line(error, 160)}); check vocab_size, hidden_size and intermediate_size") from None
         randomize_weights(model, seed)
         return LoadedModel(model.eval(), config, source, revision, True, seed, None)
 
@@ -309,14 +345,17 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
             f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}"
         )
     else:
-        weights, use_safetensors = None, None  # hub: transformers prefers safetensors when the repo has them
+        # Fetch (or find in the cache) the weights file first, then load from its snapshot folder: offline with an
+        # empty cache, transformers' from_pretrained(hub id) fails with an AttributeError that names nothing.
+        fetched = hub_weights(source, revision)
+        local, weights, use_safetensors = fetched.parent, fetched.name, fetched.suffix == ".safetensors"
+        _check_not_lfs_pointer(fetched)
     from safetensors import SafetensorError
 
     try:
         model = AlbertModel.from_pretrained(
-            source,
+            str(local),
             config=config,
-            revision=None if local.is_dir() else revision,
             use_safetensors=use_safetensors,
             trust_remote_code=False,
             attn_implementation="eager",
@@ -324,9 +363,5 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     except (OSError, pickle.UnpicklingError, SafetensorError, RuntimeError) as error:
         if isinstance(error, RuntimeError) and "size mismatch" not in str(error):
             raise  # not about the file (out of memory, a torch bug): its own message says more than ours would
-        if local.is_dir():
-            raise weights_failure(local / weights, error) from error
-        if isinstance(error, OSError) and not any(isinstance(e, pickle.UnpicklingError) for e in _causes(error)):
-            raise hub_failure(source, "its weights", error) from error
-        raise weights_failure(f"{source} (hub)", error) from error
+        raise weights_failure(local / weights, error) from error
     return LoadedModel(model.eval(), config, source, revision, False, None, weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import platform
 import resource
@@ -16,6 +17,7 @@ import onnx
 from albert_onnx import arguments
 from albert_onnx.model_folder import (
     INPUTS, VARIANT_DEVICES, VARIANT_FILES, VARIANTS, Architecture, FileEntry, Manifest, Source, TokenizerSettings, VariantEntry,
+    TOKENIZER_FILE, graph_facts,
 )
 
 from . import optimize, quantize, to_onnx, tokenizer as tok, validate, write
@@ -77,8 +79,19 @@ def export_model(options: ExportOptions) -> Path:
 
     Raises:
         ExportError: Bad input, an existing output without ``overwrite``, a tokenizer mismatch, or a variant
-            that failed its gates without ``force``.
+            that failed its gates without ``force``, or a full disk.
     """
+    try:
+        return _export(options)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ExportError(f"output={str(options.output)!r}: the disk is full ({error.strerror}); nothing was written and the "
+                          "staging folder was removed: free some space (the folder takes about 4x the fp32 weights, e.g. 130 MB "
+                          "for albert-base) or choose another output") from error
+
+
+def _export(options: ExportOptions) -> Path:
     import onnxruntime as ort
 
     _check_options(options)
@@ -99,7 +112,7 @@ def export_model(options: ExportOptions) -> Path:
 
         slow = tok.load_slow_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
         fast = tok.build_fast_tokenizer(slow)
-        fast.save(str(folder / "tokenizer.json"))
+        fast.save(str(folder / TOKENIZER_FILE))
         vset = validate.validation_set(options.validation_texts, options.validation_samples)
         bad = tok.mismatches(slow, fast, vset.texts)
         if bad:
@@ -140,25 +153,29 @@ def export_model(options: ExportOptions) -> Path:
         for name in VARIANTS:
             if name not in options.variants:
                 (folder / VARIANT_FILES[name]).unlink(missing_ok=True)
+        architecture = Architecture("albert", config.hidden_size, config.embedding_size, config.num_hidden_layers,
+                                    config.num_attention_heads, config.intermediate_size, config.vocab_size,
+                                    config.type_vocab_size, config.max_position_embeddings, config.hidden_act)
+        settings = tok.tokenizer_settings(slow, config.max_position_embeddings)
+        outputs = to_onnx.output_names(options.hidden_states)
+        facts = graph_facts(architecture, settings["max_length"], settings["special_ids"], outputs)
         variants = {}
         for name in options.variants:
             write.check_external_data(folder / VARIANT_FILES[name])
+            write.stamp_graph(folder / VARIANT_FILES[name], facts)
             entry = FileEntry.of(folder, VARIANT_FILES[name])
             variants[name] = VariantEntry(entry.file, entry.size, entry.sha256, VARIANT_DEVICES[name], ops[name], results[name],
                                           quantization.get(name))
-        tokenizer_entry = FileEntry.of(folder, "tokenizer.json")
+        tokenizer_entry = FileEntry.of(folder, TOKENIZER_FILE)
         manifest = Manifest(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             source=Source(options.source, options.revision, loaded.random_weights, loaded.seed, loaded.weights_file,
                           str(slow.name_or_path)),  # the folder or hub id the vocabulary really came from
             versions=_versions(),
             opset=to_onnx.OPSET,
-            model=Architecture("albert", config.hidden_size, config.embedding_size, config.num_hidden_layers,
-                               config.num_attention_heads, config.intermediate_size, config.vocab_size,
-                               config.type_vocab_size, config.max_position_embeddings, config.hidden_act),
-            outputs=to_onnx.output_names(options.hidden_states),
-            tokenizer=TokenizerSettings(tokenizer_entry.file, tokenizer_entry.size, tokenizer_entry.sha256,
-                                        **tok.tokenizer_settings(slow, config.max_position_embeddings)),
+            model=architecture,
+            outputs=outputs,
+            tokenizer=TokenizerSettings(tokenizer_entry.file, tokenizer_entry.size, tokenizer_entry.sha256, **settings),
             variants=variants,
             validation_texts={"source": vset.source, "texts": len(vset.texts), "pairs": len(vset.pairs)},
             export={"seconds": round(time.perf_counter() - started, 1),

@@ -107,16 +107,16 @@ class _PerRowRewriter:
         """
         if x not in self.rows:
             p = f"q/{x}"
-            high = self._node("ReduceMax", [x, "q/last_axis"], f"{p}/max", keepdims=1)
             if self.producers.get(x) in GELU_OPS:
+                high = self._node("ReduceMax", [x, "q/last_axis"], f"{p}/max", keepdims=1)
                 # scale = max(row max / (255 - zp), floor / zp): the row's maximum and -GELU_FLOOR both fit in 0..255
                 scale = self._node("Max", [self._node("Mul", [high, "q/gelu_inv_levels"], f"{p}/max_scale"), "q/gelu_min_scale"], f"{p}/scale")
                 zero = self._zero_point(GELU_ZERO_POINT, scale, per_token)
                 quantized = self._node("QuantizeLinear", [x, scale, zero], f"{p}/uint8", axis=-1, block_size=width)
                 self.rows[x] = (quantized, scale, "q/gelu_zero_point")
             else:
-                low = self._node("Neg", [self._node("ReduceMin", [x, "q/last_axis"], f"{p}/min", keepdims=1)], f"{p}/neg_min")
-                scale = self._node("Mul", [self._node("Max", [high, low, "q/tiny"], f"{p}/absmax"), "q/inv127"], f"{p}/scale")
+                absmax = self._node("ReduceMax", [self._node("Abs", [x], f"{p}/abs"), "q/last_axis"], f"{p}/absmax", keepdims=1)
+                scale = self._node("Mul", [absmax, "q/inv127"], f"{p}/scale")
                 zero = self._zero_point(128, scale, per_token)
                 quantized = self._node("QuantizeLinear", [x, scale, zero], f"{p}/uint8", axis=-1, block_size=width)
                 self.rows[x] = (quantized, scale, "q/zero_point")

@@ -17,7 +17,7 @@ from transformers.convert_slow_tokenizer import AlbertConverter
 from albert_onnx.model_folder import sha256_of
 
 from .errors import ExportError
-from .load import hub_failure, one_line, read_json, shipped_name
+from .load import looks_like_path, hub_failure, one_line, read_json, shipped_name
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,9 @@ def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: in
         slow, where = _from_folder(local), f"{local / VOCABULARY}"
     elif local.exists():
         raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
+    elif official is None and looks_like_path(source):
+        raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
+                          "or a hub id such as albert/albert-base-v2")
     elif official is not None and (cached := find_cached_vocabulary(official)) is not None:
         slow, where = _from_folder(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
     else:

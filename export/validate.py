@@ -92,10 +92,17 @@ def read_texts(path: Path) -> list[str]:
     """
     if not path.is_file():
         raise ExportError(f"validation_texts={str(path)!r} is not a file; pass an STS-B .csv, a .jsonl or a .txt file")
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".tsv", ".jsonl", ".txt"):
+        raise ExportError(f"validation_texts={str(path)!r}: the suffix {path.suffix!r} names no format this reads; pass an STS-B "
+                          ".csv/.tsv, a .jsonl (a \"text\" field per line) or a .txt (one text per line)")
     try:
-        if path.suffix in (".csv", ".tsv"):
+        if kind in (".csv", ".tsv"):
             texts = [text for pair in _sentence_pairs(path) for text in pair]
-        elif path.suffix == ".jsonl":
+            if not texts:
+                raise ExportError(f"validation_texts={str(path)!r} holds no STS-B sentence pairs (tab-separated, the sentences in "
+                                  "columns 6 and 7); pass such a file, a .jsonl with a \"text\" field, or a .txt with one text per line")
+        elif kind == ".jsonl":
             texts = []
             with path.open(encoding="utf-8") as handle:
                 for number, line in enumerate(handle, start=1):
@@ -123,7 +130,7 @@ def validation_set(path: Path | None, count: int) -> ValidationSet:
     From an STS-B file, whole pairs are taken and ranked; from other files (or the built-in sentences), all
     pairs among the chosen texts are.
     """
-    if path is not None and path.suffix in (".csv", ".tsv"):
+    if path is not None and path.suffix.lower() in (".csv", ".tsv"):
         pairs = sorted(set(_sentence_pairs(path)), key=lambda p: (len(p[0]) + len(p[1]), p))
         if not pairs:
             read_texts(path)  # raises, naming the file

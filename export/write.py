@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from typing import Iterator
 
 import onnx
 
-from albert_onnx.model_folder import MANIFEST, Manifest
+from albert_onnx.model_folder import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, STAMP_KEY, TOKENIZER_FILE, VARIANT_FILES, Manifest
 
 from .errors import ExportError
 
@@ -66,6 +67,16 @@ def check_external_data(path: Path) -> None:
             target = (folder / entry.value).resolve()
             if Path(entry.value).is_absolute() or folder not in target.parents:
                 raise ExportError(f"{path.name}: initializer {tensor.name!r} points to {entry.value!r}, outside the model folder")
+
+
+def stamp_graph(path: Path, facts: dict) -> None:
+    """Write ``facts`` into the graph's ONNX metadata (``STAMP_KEY``), which the runtime checks against manifest.json."""
+    model = onnx.load(str(path), load_external_data=False)
+    kept = [entry for entry in model.metadata_props if entry.key != STAMP_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=STAMP_KEY, value=json.dumps(facts, sort_keys=True))
+    onnx.save(model, str(path))
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,31 @@ def _install(claim: _Claim, overwrite: bool) -> None:
     _remove(claim.staging, "the folder this export replaced")
 
 
+def _check_replaceable(target: Path) -> None:
+    """``--overwrite`` replaces a model folder an export wrote (or an empty folder), never a folder with other files.
+
+    Raises:
+        ExportError: ``target`` holds files other than a model folder's, or has no albert-onnx manifest.json.
+    """
+    own = {MANIFEST, TOKENIZER_FILE, *VARIANT_FILES.values()}
+    names = sorted(os.listdir(target))
+    if not names:
+        return
+    others = [name for name in names if name not in own]
+    fix = "choose another folder, or move those files out first"
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ExportError(f"output={str(target)!r} holds {shown}, which no export wrote; --overwrite replaces only a model folder: {fix}")
+    try:
+        with open(target / MANIFEST, "rb") as handle:
+            format_name = json.loads(handle.read(MAX_MANIFEST_BYTES)).get("format")
+    except (OSError, ValueError, AttributeError):
+        format_name = None
+    if format_name != FORMAT:
+        raise ExportError(f"output={str(target)!r} has no albert-onnx {MANIFEST}, so it is not a model folder an export wrote; "
+                          f"--overwrite replaces only a model folder: {fix}")
+
+
 @contextlib.contextmanager
 def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty folder beside ``target``; on success it replaces ``target`` in one rename or atomic exchange.
@@ -281,9 +317,13 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         ExportError: ``target`` exists and ``overwrite`` is False (or appeared meanwhile), it is a file, or its parent
             folder cannot be written.
     """
+    if str(target) == "":
+        raise ExportError("output='' names no folder (it would mean the current directory); pass the model folder to create")
     target = Path(target).resolve()
     if target.exists() and not target.is_dir():
         raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
+    if overwrite and target.is_dir():
+        _check_replaceable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         settle_dead_exports(target.parent)

@@ -6,6 +6,7 @@ selected: ``pytest -m sizes``)."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -29,9 +30,24 @@ TINY_CONFIG = {
 }
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")  # .ci/run sets CI=true
+
+
 def need_shared() -> None:
-    if not (BASE_SOURCE / "spiece.model").is_file() or not (STS_DIR / "sts-dev.csv").is_file():
-        pytest.skip("../shared (albert-base-v2 vocabulary and STS-B) is not beside the project; CI always has it")
+    """Skip a test that needs ../shared when it is missing, except in CI, where a missing ../shared fails it."""
+    if (BASE_SOURCE / "spiece.model").is_file() and (STS_DIR / "sts-dev.csv").is_file():
+        return
+    message = f"{SHARED} (albert-base-v2 vocabulary and STS-B) is not beside the project"
+    if IN_CI:
+        pytest.fail(f"{message}, and CI must run every test (CI=true)")
+    pytest.skip(f"{message}; CI always has it")
+
+
+def need_module(name: str):
+    """``pytest.importorskip`` outside CI; in CI (CI=true) a missing module fails instead of skipping."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -69,22 +85,25 @@ def make_tiny_source(folder: Path) -> Path:
     return folder
 
 
-def make_hub_cache(cache: Path, repo: str = "albert/albert-base-v2", spiece: bytes | None = None) -> Path:
-    """A hub cache like huggingface_hub's: blobs by sha256, a snapshot with a relative symlink, refs/main.
+def make_hub_cache(cache: Path, repo: str = "albert/albert-base-v2", spiece: bytes | None = None,
+                   extra: dict[str, bytes] | None = None) -> Path:
+    """A hub cache like huggingface_hub's: blobs by sha256, a snapshot of relative symlinks, refs/main.
 
-    ``spiece`` defaults to the real vocabulary, copied from ../shared at test time (never committed).
+    ``spiece`` defaults to the real vocabulary, copied from ../shared at test time (never committed); ``extra``
+    adds more files of the repository (config.json, model.safetensors).
     """
-    data = (BASE_SOURCE / "spiece.model").read_bytes() if spiece is None else spiece
-    digest = hashlib.sha256(data).hexdigest()
+    files = {"spiece.model": (BASE_SOURCE / "spiece.model").read_bytes() if spiece is None else spiece, **(extra or {})}
     repo_dir = cache / f"models--{repo.replace('/', '--')}"
     commit = "8e2f239c5f8a2c3d6f6a4e0b1f7d9c2a5b4e3d21"
     (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "blobs" / digest).write_bytes(data)
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / "main").write_text(commit)
     snapshot = repo_dir / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
-    (snapshot / "spiece.model").symlink_to(Path("..") / ".." / "blobs" / digest)
+    for name, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        (repo_dir / "blobs" / digest).write_bytes(data)
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / digest)
     return cache
 
 
@@ -118,6 +137,14 @@ def tiny_folder(tiny_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     run_cli("export", str(tiny_source), "--random-weights", "--seed", "1", "--hidden-states",
             "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def plain_folder(tiny_source, tmp_path_factory) -> Path:
+    """The tiny model exported as fp32 only and without hidden states (what a default export gives)."""
+    out = tmp_path_factory.mktemp("plain") / "model"
+    run_cli("export", str(tiny_source), "--random-weights", "--seed", "1", "--variants", "fp32", "--validation-samples", "8", "-o", str(out))
     return out
 
 

@@ -219,9 +219,12 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
 
 
+OLD_MANIFEST = '{"format": "albert-onnx-model-folder", "note": "old"}'  # --overwrite replaces only model folders
+
+
 def _old_model_folder(path: Path) -> None:
     path.mkdir(parents=True)
-    (path / "manifest.json").write_text("old")
+    (path / "manifest.json").write_text(OLD_MANIFEST)
     (path / "model_fp32.onnx").write_bytes(b"old weights")
 
 
@@ -242,7 +245,7 @@ def test_overwrite_killed_between_renames_is_restored(tmp_path):
     with pytest.raises(ExportError, match="already exists; pass --overwrite"):
         with staging_folder(out, overwrite=False):
             pass
-    assert (out / "manifest.json").read_text() == "old" and (out / "model_fp32.onnx").read_bytes() == b"old weights"
+    assert (out / "manifest.json").read_text() == OLD_MANIFEST and (out / "model_fp32.onnx").read_bytes() == b"old weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -256,7 +259,7 @@ def test_overwrite_killed_after_atomic_exchange(tmp_path):
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert (out / "manifest.json").read_text() == "new"
     left = [p for p in tmp_path.iterdir() if p.name != "out"]
-    assert any(p.is_dir() and (p / "manifest.json").read_text() == "old" for p in left)
+    assert any(p.is_dir() and (p / "manifest.json").read_text() == OLD_MANIFEST for p in left)
     with staging_folder(tmp_path / "other", overwrite=False) as folder:
         (folder / "manifest.json").write_text("other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "out"]
@@ -299,7 +302,7 @@ def test_leftovers_of_an_older_version(tmp_path, caplog):
         with pytest.raises(ExportError, match="already exists"):
             with staging_folder(tmp_path / "out", overwrite=False):
                 pass
-    assert (tmp_path / "out" / "manifest.json").read_text() == "old"
+    assert (tmp_path / "out" / "manifest.json").read_text() == OLD_MANIFEST
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-8fh3_1q", "out"]
     assert "left alone in" in caplog.text and ".out.tmp-8fh3_1q (2.0 MB)" in caplog.text and "delete them by hand" in caplog.text
 
@@ -327,14 +330,16 @@ def _config_folder(tmp_path: Path, config: object) -> Path:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"num_hidden_layers": -1}, r"num_hidden_layers=-1 must be >= 1 \(albert-base-v2: 12\)"),
-    ({"num_hidden_layers": 0}, r"num_hidden_layers=0 must be >= 1"),
+    ({"num_hidden_layers": -1}, r"num_hidden_layers=-1 must be from 1 to 256 \(albert-base-v2: 12\)"),
+    ({"num_hidden_layers": 0}, r"num_hidden_layers=0 must be from 1 to 256"),
     ({"hidden_size": "768"}, r"hidden_size='768' \(str\) must be an integer >= 1"),
     ({"num_attention_heads": 12.0}, r"num_attention_heads=12\.0 must be an integer >= 1"),
     ({"intermediate_size": True}, r"intermediate_size=True \(bool\) must be an integer"),
     ({"hidden_size": 130}, r"hidden_size=130 must be divisible by num_attention_heads=4"),
     ({"hidden_act": "gelu_nwe"}, r"hidden_act='gelu_nwe' \(str\) must be one of transformers' activations"),
-    ({"max_position_embeddings": 4}, r"max_position_embeddings=4 must be >= 8"),
+    ({"max_position_embeddings": 4}, r"max_position_embeddings=4 must be from 8 to 65536"),
+    ({"vocab_size": 10**12}, r"vocab_size=1000000000000 must be from 1 to 1000000"),
+    ({"max_position_embeddings": 10**9}, r"max_position_embeddings=1000000000 must be from 8 to 65536"),
     ({"pad_token_id": 30000}, r"pad_token_id=30000 must be an id from 0 to vocab_size-1=29999"),
     ({"num_hidden_groups": 13}, r"num_hidden_groups=13 must be <= num_hidden_layers=12"),
     ({"layer_norm_eps": 0}, r"layer_norm_eps=0 must be in \(0\.0, 1\.0\]"),
@@ -359,7 +364,7 @@ def test_config_of_only_model_type_lists_every_missing_field(tmp_path):
 
 def test_several_bad_fields_in_one_error(tmp_path):
     folder = _config_folder(tmp_path, {**TINY_CONFIG, "num_hidden_layers": -1, "hidden_size": "128"})
-    with pytest.raises(ExportError, match=r"hidden_size='128' \(str\) must be an integer >= 1.*; num_hidden_layers=-1 must be >= 1"):
+    with pytest.raises(ExportError, match=r"hidden_size='128' \(str\) must be an integer >= 1.*; num_hidden_layers=-1 must be from 1 to 256"):
         load_albert(str(folder), random_weights=True)
 
 

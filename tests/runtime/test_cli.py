@@ -263,7 +263,7 @@ def test_embed_max_length_truncates_with_one_warning_line(tiny_folder, fp32, tmp
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-5)
 
 
-def test_embed_layer(tiny_folder, fp32, tmp_path, capsys):
+def test_embed_layer(tiny_folder, plain_folder, fp32, tmp_path, capsys):
     (tmp_path / "in.txt").write_text("one\ntwo\n")
     status, _, _ = cli(capsys, "embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
                        "--variant", "fp32", "--layer", "-2")
@@ -271,16 +271,13 @@ def test_embed_layer(tiny_folder, fp32, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), fp32.encode(["one", "two"], layer=-2), atol=1e-5)
     assert not np.allclose(np.load(tmp_path / "v.npy"), fp32.encode(["one", "two"]), atol=1e-3)  # another layer than the last
 
-    plain = tmp_path / "no-hidden-states"
-    plain.mkdir()
-    for name in ("tokenizer.json", "model_fp32.onnx"):
-        shutil.copy(tiny_folder / name, plain / name)
-    manifest = json.loads((tiny_folder / "manifest.json").read_text())
-    manifest["outputs"].remove("hidden_states")
-    (plain / "manifest.json").write_text(json.dumps(manifest))
-    status, _, err = cli(capsys, "embed", str(plain), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "w.npy"),
+    status, _, err = cli(capsys, "embed", str(plain_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "w.npy"),
                          "--variant", "fp32", "--layer", "-2")
-    assert status == 2 and "re-export the folder with --hidden-states" in error_line(err, "embed")
+    assert status == 2 and "has no hidden states; re-export it with --hidden-states" in error_line(err, "embed")
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "w.npy"),
+                         "--variant", "fp32", "--layer", "40")
+    assert status == 2 and "--layer=40: pass an int from -13 to 12" in error_line(err, "embed")
+    assert not (tmp_path / "w.npy").exists()
 
 
 def test_info(tiny_folder, capsys):

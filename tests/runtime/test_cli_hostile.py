@@ -221,3 +221,52 @@ def test_an_os_error_naming_no_file_keeps_its_traceback(tiny_folder, texts_file,
     monkeypatch.setattr(AlbertEmbedder, "encode", broken)
     with pytest.raises(OSError, match="device failure"):
         main(["embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy")])
+
+
+# -- found by an attack on this CLI: each went wrong before its fix -------------------------------------
+
+
+def test_input_suffixes_are_read_in_any_case(tiny_folder, fp32, tmp_path, capsys):
+    # before: up.JSONL was read as lines of text, and the JSON itself was embedded, with status 0
+    (tmp_path / "up.JSONL").write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert embed(capsys, tiny_folder, tmp_path / "up.JSONL", tmp_path / "v.npy")[0] == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), fp32.encode(["a", "b"]), atol=1e-6)
+    (tmp_path / "up.CSV").write_text("id,text\n1,a\n")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "up.CSV", tmp_path / "w.npy")
+    assert status == 2 and ".CSV is read by --engine ray" in error_line(err, "embed")
+
+
+@pytest.mark.parametrize("name", ["texts.tsv", "texts.text", "notes.2024"])
+def test_an_input_suffix_that_names_no_format_is_refused(tiny_folder, tmp_path, capsys, name):
+    (tmp_path / name).write_text("one\ttwo\n")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / name, tmp_path / "v.npy")
+    suffix = os.path.splitext(name)[1]
+    assert status == 2 and f"the suffix {suffix!r} names no format this command reads" in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_an_input_without_suffix_is_read_as_lines(tiny_folder, fp32, tmp_path, capsys):
+    (tmp_path / "texts").write_text("one\ntwo\n")
+    assert embed(capsys, tiny_folder, tmp_path / "texts", tmp_path / "v.npy")[0] == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), fp32.encode(["one", "two"]), atol=1e-6)
+
+
+def test_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tiny_folder, texts_file, tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".v.npy.{dead}.tmp").write_bytes(b"left by a killed run")
+    (tmp_path / f".v.npy.{os.getppid()}.tmp").write_bytes(b"a live writer's")  # our parent is alive
+    (tmp_path / ".other.npy.1.tmp").write_bytes(b"another file's")
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npy.1.tmp", f".v.npy.{os.getppid()}.tmp", "in.txt", "v.npy"]
+
+
+def test_ctrl_c_ends_quietly_with_130(tiny_folder, texts_file, tmp_path, capsys, monkeypatch):
+    from albert_onnx import embedder
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedder.AlbertEmbedder, "encode", interrupted)
+    status, out, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
+    assert (status, out, err) == (130, "", "albert-onnx: interrupted\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

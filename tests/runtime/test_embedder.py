@@ -5,7 +5,9 @@ Invariance across batches lives in test_batch_invariance.py; refusal of bad inpu
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import shutil
 import warnings
 
@@ -230,6 +232,11 @@ def hard_long_texts(sts_texts: list[str]) -> dict[str, str]:
         "accents and combining marks": " ".join("cafe\u0301 naïve Ünïcödé" for _ in range(2000)),
         "special tokens and quotes": " ".join("``quoted'' [MASK] key-board [MASK]x" for _ in range(1500)),
         "one long word then text": "x" * 9_000 + " " + joined,
+        "a periodic run": "ab" * 12_000 + "a",
+        "a periodic run, one longer": "ab" * 12_000 + "ab",
+        "a run of one letter": "a" * 20_001,
+        "base64, no whitespace": base64.b64encode(random.Random(1).randbytes(30_000)).decode(),
+        "a URL in text": joined[:3000] + " https://example.com/" + "x1y2z3" * 2000 + "/index.html " + joined,
     }
 
 
@@ -245,8 +252,10 @@ def test_truncation_keeps_exactly_the_whole_texts_first_pieces(fp32, sts_texts, 
         assert head.ids[:limit] == full.ids[:limit], name
         assert (len(head.ids) > limit) == (len(full.ids) > limit), name
         assert head.offsets[:limit] == full.offsets[:limit] and head.word_ids[:limit] == full.word_ids[:limit], name
-    # the bound is real: a long text with whitespace is tokenized only in part
+    # the bound is real: a long text with whitespace is tokenized only in part, and so is a run that is not periodic
     assert len(heads[0].ids) < len(whole[0].ids) // 4
+    run = list(cases).index("base64, no whitespace")
+    assert len(heads[run].ids) < len(whole[run].ids) // 2
 
 
 def test_truncated_encode_equals_whole_text_ids(fp32, sts_texts):

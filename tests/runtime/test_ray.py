@@ -11,9 +11,11 @@ import re
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+from tests.conftest import need_module  # noqa: E402
+
+ray = need_module("ray")
+pa = need_module("pyarrow")
+pq = need_module("pyarrow.parquet")
 
 from albert_onnx import AlbertEmbedder, ray_job  # noqa: E402
 from albert_onnx.ray_job import RayJobOptions, plan_actors, run_ray_job  # noqa: E402
@@ -315,3 +317,27 @@ def test_cli_ray_engine_two_actors_one_thread_each(local_ray, tiny_folder, sts_t
     assert rows[3]["vector"] is None
     expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(sts_texts[:3])
     assert np.abs(_vectors(rows, range(3)) - expected).max() <= 1e-5
+
+
+def test_a_damaged_parquet_file_in_an_input_folder_is_named(no_ray, tiny_folder, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}), source / "a.parquet")
+    (source / "b.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(ValueError, match=r"^b\.parquet: not a readable parquet file \(.*\); fix or remove it$"):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ray, tiny_folder, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in tiny_folder.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model"]["hidden_size"] = 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "a"}])
+    with pytest.raises(ValueError, match=r"manifest\.json says model\.hidden_size=64 but model_fp32\.onnx was exported with 128"):
+        run_ray_job(_options(folder, tmp_path / "in.jsonl", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

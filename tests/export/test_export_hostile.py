@@ -1,0 +1,175 @@
+"""The export step against careless and hostile use: what it replaces, what it reads, how it fails.
+
+Each case was seen to go wrong (a deleted folder, a traceback, a message naming nothing) before its fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from albert_onnx import AlbertEmbedder, ModelFolderError
+from albert_onnx.model_folder import STAMP_KEY, sha256_of
+from albert_onnx_export import export_model, to_onnx
+from albert_onnx_export.errors import ExportError
+from albert_onnx_export.load import load_albert
+from albert_onnx_export.validate import read_texts
+from tests.conftest import make_hub_cache, run_cli
+from tests.export.test_export import _options
+
+
+# -- what --overwrite may replace ---------------------------------------------------------------------------
+
+def test_overwrite_refuses_a_folder_that_is_not_a_model_folder(tiny_source, tmp_path):
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match=r"holds notes\.txt, sub, which no export wrote; --overwrite replaces only a model folder"):
+        export_model(_options(tiny_source, victim, overwrite=True))
+    assert (victim / "notes.txt").read_text() == "mine" and (victim / "sub").is_dir()
+
+
+def test_overwrite_refuses_model_files_without_an_albert_onnx_manifest(tiny_source, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "model_fp32.onnx").write_bytes(b"someone else's graph")
+    (victim / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ExportError, match=r"has no albert-onnx manifest\.json, so it is not a model folder an export wrote"):
+        export_model(_options(tiny_source, victim, overwrite=True))
+    assert (victim / "model_fp32.onnx").read_bytes() == b"someone else's graph"
+
+
+def test_overwrite_replaces_an_empty_folder(tiny_source, tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    export_model(_options(tiny_source, target, overwrite=True, variants=("fp32",)))
+    assert (target / "manifest.json").is_file()
+
+
+def test_an_empty_output_is_not_the_current_directory(tiny_source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("precious")
+    result = run_cli("export", str(tiny_source), "--random-weights", "-o", "", "--overwrite", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("albert-onnx export: error: argument -o/--output: '' names no folder (it would mean the current "
+                                     "directory); pass the model folder to create (see albert-onnx export --help)")
+    assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+
+
+# -- failures of the machine and of the network --------------------------------------------------------------
+
+def test_a_full_disk_is_one_error_and_leaves_nothing(tiny_source, tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what torch.onnx raised on a 6 MB tmpfs: no file named
+
+    monkeypatch.setattr(to_onnx, "export_fp32", full)
+    with pytest.raises(ExportError, match=r"output='.*out': the disk is full \(No space left on device\); nothing was written"):
+        export_model(_options(tiny_source, tmp_path / "out"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
+    # the config ships with the package, so only the weights are missing: transformers raised AttributeError here
+    result = run_cli("export", "albert/albert-base-v2", "-o", str(tmp_path / "out"), check=False,
+                     env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": None})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("albert-onnx export: error: source='albert/albert-base-v2': HF_HUB_OFFLINE is set and the Hugging "
+                                    "Face cache has no model.safetensors or pytorch_model.bin of it")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_exports_offline_from_the_cache(tiny_source, tmp_path):
+    """The hub path users with internet take, run from a cache laid out as huggingface_hub leaves it."""
+    loaded = load_albert(str(tiny_source), random_weights=True, seed=5)
+    checkpoint = tmp_path / "checkpoint"
+    loaded.model.save_pretrained(checkpoint, safe_serialization=True)
+    files = {"config.json": (tiny_source / "config.json").read_bytes(), "model.safetensors": (checkpoint / "model.safetensors").read_bytes()}
+    cache = make_hub_cache(tmp_path / "hub", "someone/albert-tiny", extra=files)
+    out = tmp_path / "out"
+    run_cli("export", "someone/albert-tiny", "--variants", "fp32", "--validation-samples", "8", "-o", str(out),
+            env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": None})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["model"] == "someone/albert-tiny" and manifest["source"]["random_weights"] is False
+    assert manifest["source"]["weights_file"] == "model.safetensors"
+    text = "The same weights, exported from the hub cache."
+    vector = AlbertEmbedder.from_pretrained(out, variant="fp32").encode(text, normalize=False)[0]
+    ids = AlbertEmbedder.from_pretrained(out, variant="fp32").tokenize(text)
+    with torch.inference_mode():
+        hidden = loaded.model(**{name: torch.from_numpy(value) for name, value in ids.items()}).last_hidden_state[0]
+    torch.testing.assert_close(torch.from_numpy(vector), hidden.mean(0), atol=1e-4, rtol=0)
+
+
+def test_a_missing_tokenizer_folder_is_named(tiny_source, tmp_path):
+    with pytest.raises(ExportError, match=r"tokenizer source '/no/such/vocabulary': no such folder; pass --tokenizer FOLDER"):
+        export_model(_options(tiny_source, tmp_path / "out", tokenizer="/no/such/vocabulary"))
+
+
+# -- what the validation texts may be -------------------------------------------------------------------------
+
+def test_validation_csv_without_sts_pairs_says_what_it_needs(tmp_path):
+    path = tmp_path / "texts.csv"
+    path.write_text("id,text\n1,A man plays guitar.\n")
+    with pytest.raises(ExportError, match=r"holds no STS-B sentence pairs \(tab-separated, the sentences in columns 6 and 7\)"):
+        read_texts(path)
+
+
+@pytest.mark.parametrize("name", ["texts.json", "texts.parquet", "texts"])
+def test_validation_file_of_another_format_is_refused(tmp_path, name):
+    path = tmp_path / name
+    path.write_text('[{"text": "a"}]')
+    with pytest.raises(ExportError, match=re.escape(f"the suffix {path.suffix!r} names no format this reads")):
+        read_texts(path)
+
+
+def test_validation_suffix_is_read_in_any_case(tmp_path):
+    path = tmp_path / "texts.JSONL"
+    path.write_text('{"text": "first"}\n{"text": "second"}\n')
+    assert read_texts(path) == ["first", "second"]
+
+
+# -- the graphs carry the manifest's facts --------------------------------------------------------------------
+
+def test_every_graph_is_stamped_with_the_manifests_facts(tiny_folder):
+    manifest = json.loads((tiny_folder / "manifest.json").read_text())
+    for name, entry in manifest["variants"].items():
+        stamp = {prop.key: prop.value for prop in onnx.load(str(tiny_folder / entry["file"]), load_external_data=False).metadata_props}
+        facts = json.loads(stamp[STAMP_KEY])
+        assert facts["model"] == manifest["model"], name
+        assert facts["max_length"] == manifest["tokenizer"]["max_length"] and facts["special_ids"] == manifest["tokenizer"]["special_ids"]
+        assert facts["outputs"] == manifest["outputs"] and facts["padding"] == "right"
+
+
+def test_a_graph_without_the_stamp_is_refused_even_with_matching_hashes(tiny_folder, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in tiny_folder.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    graph = onnx.load(str(folder / "model_fp32.onnx"))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(folder / "model_fp32.onnx"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["variants"]["fp32"].update(size=(folder / "model_fp32.onnx").stat().st_size, sha256=sha256_of(folder / "model_fp32.onnx"))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx carries no 'albert_onnx\.manifest_facts' metadata"):
+        AlbertEmbedder.from_pretrained(folder, variant="fp32")
+
+
+def test_a_manifest_from_another_export_is_refused(tiny_folder, plain_folder, tmp_path):
+    """plain_folder's manifest (no hidden states) beside tiny_folder's graph: the hashes are updated, the stamp differs."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model_fp32.onnx", "tokenizer.json"):
+        (folder / name).write_bytes((tiny_folder / name).read_bytes())
+    manifest = json.loads((plain_folder / "manifest.json").read_text())
+    manifest["variants"]["fp32"].update(size=(folder / "model_fp32.onnx").stat().st_size, sha256=sha256_of(folder / "model_fp32.onnx"))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"manifest\.json says outputs=.* but model_fp32\.onnx was exported with"):
+        AlbertEmbedder.from_pretrained(folder, variant="fp32")
