@@ -5,8 +5,8 @@
     >>> vectors = embedder.encode(["A man is playing a guitar."])
 """
 
-from .embedder import AlbertEmbedder, TokenEmbeddings
+from .embedder import AlbertEmbedder, TokenEmbeddings, TruncationWarning
 from .model_folder import ModelFolder, ModelFolderError
 
-__all__ = ["AlbertEmbedder", "ModelFolder", "ModelFolderError", "TokenEmbeddings"]
+__all__ = ["AlbertEmbedder", "ModelFolder", "ModelFolderError", "TokenEmbeddings", "TruncationWarning"]
 __version__ = "0.1.0"

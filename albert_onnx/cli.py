@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import warnings
 from contextlib import contextmanager
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, NoReturn, Sequence, TextIO
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so temporaries of killed writes are left in place
+    fcntl = None  # type: ignore[assignment]
 
 from . import __version__, arguments
 from .embedder import LONG_TEXT
@@ -166,7 +172,7 @@ def _embed_local(args: argparse.Namespace) -> int:
     """
     from tqdm import tqdm
 
-    from .embedder import AlbertEmbedder
+    from .embedder import AlbertEmbedder, TruncationWarning
 
     given = [flag for name, flag in RAY_ONLY_FLAGS.items() if getattr(args, name) is not None and getattr(args, name) is not False]
     if given:
@@ -184,16 +190,33 @@ def _embed_local(args: argparse.Namespace) -> int:
         arguments.count("--layer", args.layer, -layers, layers - 1)
         if "hidden_states" not in embedder.folder.manifest.outputs:
             raise CommandError(f"--layer {args.layer}: {args.folder} has no hidden states; re-export it with --hidden-states")
-    chunk = args.batch_size * 8  # progress granularity: a few batches per bar update
+    chunk = min(args.batch_size, 4096) * 8  # progress granularity: a few batches per bar update
     parts = [np.zeros((0, embedder.dim), np.float32)]
+    truncated = 0
     with tqdm(total=len(texts), unit="text", file=sys.stderr, disable=len(texts) <= chunk) as bar:
         for start in range(0, len(texts), chunk):
-            parts.append(embedder.encode(texts[start : start + chunk], batch_size=args.batch_size, pooling=args.pooling, layer=args.layer,
-                                         max_length=max_length, long_text=args.long_text, normalize=not args.no_normalize))
+            with warnings.catch_warnings(record=True) as caught:  # one count for the whole input, not one per chunk
+                warnings.simplefilter("always", TruncationWarning)
+                parts.append(embedder.encode(texts[start : start + chunk], batch_size=args.batch_size, pooling=args.pooling,
+                                             layer=args.layer, max_length=max_length, long_text=args.long_text,
+                                             normalize=not args.no_normalize))
+            for record in caught:
+                if isinstance(record.message, TruncationWarning):
+                    truncated += record.message.truncated
+                else:
+                    warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
             bar.update(len(parts[-1]))
+    if truncated:
+        logging.getLogger("albert_onnx").warning(f"{truncated} of {len(texts)} texts exceeded --max-length {max_length} tokens and were "
+                                                 "truncated; pass --long-text window to embed whole texts")
     vectors = np.concatenate(parts)
     if output is None:
-        np.save(_WriteAll(sys.stdout.buffer), vectors)
+        try:
+            np.save(_WriteAll(sys.stdout.buffer), vectors)
+        except OSError as error:
+            if isinstance(error, BrokenPipeError) or error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror, "<stdout>") from error  # a full disk behind a redirect: name it
     else:
         write_npy(output, vectors)
     print(f"{len(vectors)} vectors of dim {embedder.dim} -> {output or 'stdout'} ({embedder.variant} on {embedder.device})", file=sys.stderr)
@@ -382,37 +405,62 @@ class _WriteAll:
         return len(data)
 
 
-def _remove_dead_temporaries(target: Path) -> None:
-    """Delete the ``.NAME.PID.tmp`` files that runs killed while writing ``target`` left (their PID is gone).
+def _temporary_pattern(target: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{16}}\.tmp")
 
-    A file whose PID is alive (or belongs to another user) is left alone: that writer may still be running.
+
+def _remove_dead_temporaries(target: Path) -> None:
+    """Delete the ``.NAME.TOKEN.tmp`` files that writers of ``target`` killed mid-write left.
+
+    Each writer holds an exclusive ``flock`` on its temporary file until the rename, and the kernel drops it when the
+    process ends however it ends, so a file whose lock can be taken is a dead writer's. Where the filesystem has no
+    flock (some network filesystems), nothing can tell, and the files are left alone.
     """
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.tmp")
+    if fcntl is None:
+        return
+    pattern = _temporary_pattern(target)
     try:
-        names = os.listdir(target.parent)
+        names = [name for name in os.listdir(target.parent) if pattern.fullmatch(name)]
     except OSError:
         return  # the write itself will report the folder
     for name in names:
-        match = pattern.fullmatch(name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
         try:
-            os.kill(int(match.group(1)), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue  # another user's process, or no PID at all: not ours to judge
-        (target.parent / name).unlink(missing_ok=True)
+            descriptor = os.open(target.parent / name, os.O_RDWR)
+        except OSError:
+            continue  # renamed or removed meanwhile, or not ours to open
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (target.parent / name).unlink(missing_ok=True)
+        except OSError:
+            pass  # a live writer holds it, or no flock here
+        finally:
+            os.close(descriptor)
+
+
+def _locked_temporary(target: Path) -> tuple[Path, int]:
+    """A new ``.NAME.TOKEN.tmp`` beside ``target``, open for writing and flock-ed (where the filesystem can)."""
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
+        if fcntl is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            except OSError:
+                pass  # no flock on this filesystem: cleaners leave every temporary alone there
+        # Between open and flock a cleaner may have found the file unlocked and removed it: then take another name.
+        if os.fstat(descriptor).st_nlink:
+            return temporary, descriptor
+        os.close(descriptor)
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` in .npy format to exactly ``path`` (no ``.npy`` appended).
 
-    A new or regular file is written to a temporary file in the same folder, synced and renamed over ``path``,
-    so ``path`` holds its old content or the whole new array, never part of one, even if the process is killed.
-    A device or FIFO (/dev/stdout) is written in place: there is nothing to rename over. A symbolic link is
-    followed, so its target is replaced and the link kept.
+    A new or regular file is written to a temporary file in the same folder (``.NAME.TOKEN.tmp``, locked while
+    written), synced and renamed over ``path``, so ``path`` holds its old content or the whole new array, never part
+    of one, even if the process is killed; the next write removes what a killed one left. A device or FIFO
+    (/dev/stdout) is written in place: there is nothing to rename over. A symbolic link is followed, so its target
+    is replaced and the link kept.
 
     Raises:
         OSError: The write failed (a full disk, no permission); the error names ``path``.
@@ -424,14 +472,13 @@ def write_npy(path: Path, array: np.ndarray) -> None:
             return
         target = Path(os.path.realpath(path))
         _remove_dead_temporaries(target)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
+        temporary, descriptor = _locked_temporary(target)
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 np.save(_WriteAll(handle), array)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, target)
+                os.replace(temporary, target)  # still locked: a cleaner never sees this name unlocked
         except BaseException:
             temporary.unlink(missing_ok=True)  # then re-raised: a failed or interrupted write leaves nothing behind
             raise
@@ -533,7 +580,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         status = _run(argv)
-        sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
+        try:
+            sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
+        except OSError as error:
+            if isinstance(error, BrokenPipeError):
+                raise
+            print(f"albert-onnx: error: <stdout>: {error.strerror}", file=sys.stderr)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's own flush would fail again
+            return USAGE_ERROR
         return status
     except KeyboardInterrupt:
         # Ctrl-C is the user's choice, not a bug: no traceback. What was being written is left whole or not at all

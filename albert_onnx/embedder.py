@@ -34,6 +34,14 @@ class TokenEmbeddings:
     vectors: np.ndarray
 
 
+class TruncationWarning(UserWarning):
+    """Some texts had more than ``max_length`` tokens and were cut; ``truncated`` of ``total`` says how many."""
+
+    def __init__(self, truncated: int, total: int, max_length: int, hint: str) -> None:
+        super().__init__(f"{truncated} of {total} texts exceeded max_length={max_length} tokens and were truncated; {hint}")
+        self.truncated, self.total, self.max_length = truncated, total, max_length
+
+
 def _warn_unless_passed(folder: ModelFolder, variant: str) -> None:
     """A warning when the variant failed its gate (written with --force) or was not validated where it runs."""
     check = folder.variants[variant].validation
@@ -104,7 +112,11 @@ class AlbertEmbedder:
         if variant == "auto":  # the device's best variant the folder has (a folder exported with --variants)
             fits = [name for name in (_DEFAULT_VARIANT[resolved], "fused", "fp32")
                     if name in model.variants and resolved in model.variants[name].devices]
-            variant = fits[0] if fits else _DEFAULT_VARIANT[resolved]
+            if not fits:
+                has = ", ".join(f"{name} for {'/'.join(entry.devices)}" for name, entry in model.variants.items())
+                raise ModelFolderError(f"no variant of {path} runs on {resolved} (it has {has}); pass another device, or "
+                                       "re-export the folder with a variant for this one")
+            variant = fits[0]
         graph = model.variant_path(variant)
         if resolved not in model.variants[variant].devices:
             raise ValueError(
@@ -150,13 +162,14 @@ class AlbertEmbedder:
                 raise ValueError(f"layer={layer!r} needs hidden states; re-export the folder with --hidden-states")
         return self.max_length if max_length is None else arguments.count("max_length", max_length, 3, self.max_length)
 
-    def _sequences(self, texts: list[str], max_length: int,
-                   long_text: str) -> tuple[list[Encoding], list[np.ndarray], list[int], list[tuple[int, int]]]:
-        """Framed id sequences (one per window) with their owning text and piece span; warns once about truncation."""
+    def _sequences(self, texts: list[str], max_length: int, long_text: str,
+                   hint: str = "pass long_text='window' to embed whole texts") -> tuple[list[Encoding], list[np.ndarray], list[int]]:
+        """Framed id sequences (one per window) with their owning text; one :class:`TruncationWarning` counts the
+        texts that were cut (``hint`` says what to do instead)."""
         room = max_length - 2
         # truncate keeps room pieces: tokenize only enough of each text to know them (a 10 MB text stays cheap)
         encodings = self._tokenizer.encode(texts, limit=room if long_text == "truncate" else None)
-        sequences, owners, spans = [], [], []
+        sequences, owners = [], []
         truncated = 0
         for index, encoding in enumerate(encodings):
             ids = np.asarray(encoding.ids, dtype=np.int64)
@@ -165,14 +178,9 @@ class AlbertEmbedder:
             for start in starts:
                 sequences.append(self._tokenizer.frame(ids[start : start + room]))
                 owners.append(index)
-                spans.append((start, min(start + room, len(ids))))
         if truncated:
-            warnings.warn(
-                f"{truncated} of {len(texts)} texts exceeded max_length={max_length} tokens and were truncated; "
-                "pass long_text='window' to embed whole texts",
-                stacklevel=3,
-            )
-        return encodings, sequences, owners, spans
+            warnings.warn(TruncationWarning(truncated, len(texts), max_length, hint), stacklevel=3)
+        return encodings, sequences, owners
 
     def _run_grouped(self, sequences: list[np.ndarray], batch_size: int, outputs: list[str],
                      types: list[np.ndarray] | None = None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -236,7 +244,7 @@ class AlbertEmbedder:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        _, sequences, owners, _ = self._sequences(items, max_length, long_text)
+        _, sequences, owners = self._sequences(items, max_length, long_text)
         output = "hidden_states" if layer is not None else "pooler_output" if pooling == "pooler" else "last_hidden_state"
         window_vectors = np.zeros((len(sequences), self.dim), dtype=np.float32)
         for indices, (result,) in self._run_grouped(sequences, batch_size, [output]):
@@ -271,7 +279,7 @@ class AlbertEmbedder:
         max_length = self._options(1, max_length, "truncate", None)
         if not items:
             raise ValueError("texts is empty: pass at least one text to tokenize")
-        _, sequences, _, _ = self._sequences(items, max_length, "truncate")
+        _, sequences, _ = self._sequences(items, max_length, "truncate", hint="encode(..., long_text='window') embeds whole texts")
         return self._tokenizer.pad(sequences)
 
     def encode_ids(self, feeds: Mapping[str, np.ndarray], *, normalize: bool = False, batch_size: int = 32) -> np.ndarray:
@@ -338,7 +346,7 @@ class AlbertEmbedder:
         max_length = self._options(batch_size, max_length, long_text, layer)
         if not items:
             return []
-        encodings, sequences, owners, _ = self._sequences(items, max_length, long_text)
+        encodings, sequences, owners = self._sequences(items, max_length, long_text)
         output = "last_hidden_state" if layer is None else "hidden_states"
         window_rows: dict[int, np.ndarray] = {}
         for indices, (result,) in self._run_grouped(sequences, batch_size, [output]):

@@ -222,6 +222,8 @@ class TokenizerSettings:
         for name in SPECIAL_TOKENS:
             if name not in ids or not 0 <= ids[name] < vocab_size:
                 raise f.error(f"{f.path}.special_ids.{name}", f"an id from 0 to {vocab_size - 1}", ids.get(name))
+            if name not in tokens:
+                raise f.error(f"{f.path}.special_tokens.{name}", "the token's text", None)
         return cls(entry.file, entry.size, entry.sha256, f.int("max_length", minimum=3), f.bool("do_lower_case"),
                    f.bool("keep_accents"), f.bool("remove_space"), ids, tokens)
 
@@ -463,7 +465,7 @@ class ModelFolder:
                                    "it was replaced or written by another tool: re-export the folder")
         try:
             stamp = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise ModelFolderError(f"{path}: its {STAMP_KEY!r} metadata is not JSON; the file is damaged: re-export the folder") from None
         expected = self.manifest.graph_facts()
         if not isinstance(stamp, dict):
@@ -487,10 +489,8 @@ class ModelFolder:
         Raises:
             ModelFolderError: A file is missing, not a regular file, or does not match, naming which.
         """
-        for entry in (self.variants[variant].entry if variant in self.variants else None, self.tokenizer.entry):
-            if entry is None:
-                self.variant_path(variant)  # raises, naming the variants the folder has
-                continue
+        self.variant_path(variant)  # raises, naming the variants the folder has
+        for entry in (self.variants[variant].entry, self.tokenizer.entry):
             path = self.file(entry.file)
             size = path.stat().st_size
             if size != entry.size:

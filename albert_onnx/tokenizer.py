@@ -13,8 +13,8 @@ from tokenizers import Encoding, Tokenizer
 from .model_folder import ModelFolderError, TokenizerSettings
 
 MAX_TOKENIZER_BYTES = 64 << 20  # ALBERT's is 2.3 MB; refuse to parse anything huge
-# Where a head of a text may end: Unicode White_Space (what the Rust regex \s matches), which the normalizer's first
-# steps turn into a word boundary (Strip, then \s+ -> " ") before anything else sees the text
+# Where a head of a text may end: Unicode White_Space (what the normalizer's \s matches), which its first steps turn
+# into a word boundary (Strip, then \s+ -> " ") before anything else sees the text
 _CUT = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _CHARS_PER_PIECE = 8  # a first head of 8 characters per wanted piece: STS-B English averages ~4.5
 # A head in a whitespace-free run longer than the head's length (CJK, a URL, base64) is cut inside it, at twice that.
@@ -87,16 +87,16 @@ class AlbertTokenizer:
         Args:
             texts: The texts.
             limit: Only the first ``limit`` pieces are wanted. Each text is then tokenized through a head,
-                grown until it gives more than ``limit`` pieces or is the whole text, so the work is bounded by
-                what is kept. A head ends before whitespace where it can, and is exact there: the normalizer
+                grown until it gives more than ``limit`` pieces or is the whole text. A head ends before whitespace where it can, and is exact there: the normalizer
                 turns whitespace into one space and the Metaspace pre-tokenizer splits there, so each word is
                 tokenized on its own and the head's pieces are the whole text's first pieces. A head cut inside
                 a long whitespace-free run is kept only if its last wanted piece ends ``_SETTLED`` characters
                 before the cut and its wanted pieces stay the same when the cut moves (see ``_settled``); else
-                the text is tokenized whole (a periodic run: 10 MB of "a" takes 13 s). The work is then bounded by the characters the kept pieces span: a run of
-                characters the vocabulary lacks is one <unk> piece however long it is (10 MB of CJK: 2 pieces),
-                so it is read whole. Every text is tokenized whole if tokenizer.json lacks that normalizer step
-                or splitting pre-tokenizer.
+                the text is tokenized whole (a periodic run: 10 MB of "a" took 7 s), and so is a text whose kept
+                pieces span it all (a run of characters the vocabulary lacks is one <unk> piece however long it
+                is: 10 MB of CJK gives 2 pieces). The settling test is a heuristic, checked on every fuzzed and
+                hand-made case (tests/runtime/test_embedder.py), not a proof. Every text is tokenized whole if
+                tokenizer.json lacks that normalizer step or splitting pre-tokenizer.
 
         Returns:
             One Encoding per text: of the text, or of a head with more than ``limit`` pieces.
@@ -155,9 +155,10 @@ class AlbertTokenizer:
 def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
     """For each piece (its character span in ``text``), the number of the whitespace-separated word it belongs to.
 
-    A piece starts a new word when whitespace (as the normalizer sees it) lies between it and the previous piece or
-    opens its own span (a "▁" piece spans the space it stands for). Special tokens inside a word ("[MASK]x") stay in
-    it; the tokenizer's own word ids would split them off.
+    Words are what ``text.split()`` gives, with Unicode White_Space as the separators: a piece starts a new word when
+    whitespace lies between it and the previous piece or opens its own span (a "▁" piece spans the space it stands
+    for). So a special token inside a word ("[MASK]x") stays in it, and so do characters after which the tokenizer
+    itself starts a new "▁" piece without whitespace (U+200B, U+FEFF).
     """
     numbers, word, previous = [], -1, None
     for start, end in offsets:

@@ -50,7 +50,7 @@ OPTIONAL_NUMBERS: dict[str, tuple[float, float, bool, float]] = {
 class LoadedModel:
     """A PyTorch ALBERT in eval mode plus where it came from."""
 
-    model: AlbertModel
+    model: AlbertModel | None  # None once the export has no more use for it (its memory goes back)
     config: AlbertConfig
     source: str
     revision: str | None
@@ -98,6 +98,9 @@ def read_json(path: Path) -> dict:
     except json.JSONDecodeError as error:
         raise ExportError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                           "the file is damaged: restore it from the checkpoint's source") from None
+    except (ValueError, RecursionError) as error:  # an int of over 4300 digits; arrays nested too deep
+        raise ExportError(f"{path}: not a JSON file this can read ({one_line(error, 100)}); the file is damaged: restore it "
+                          "from the checkpoint's source") from None
     if not isinstance(raw, dict):
         raise ExportError(f"{path}: holds a JSON {type(raw).__name__}, not an object; restore it from the checkpoint's source")
     return raw

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import gc
 import logging
+import math
 import platform
 import resource
 import time
@@ -101,7 +103,8 @@ def _export(options: ExportOptions) -> Path:
 
     def step(index: int, text: str) -> None:
         now = time.perf_counter()
-        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s)")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {peak:.1f} GB)")
         clock[0] = now
 
     with write.staging_folder(Path(options.output), options.overwrite) as folder:
@@ -120,7 +123,15 @@ def _export(options: ExportOptions) -> Path:
         step(2, f"wrote tokenizer.json (identical ids on {len(vset.texts)} validation texts)")
 
         to_onnx.export_fp32(loaded.model, folder / VARIANT_FILES["fp32"], hidden_states=options.hidden_states)
-        step(3, "exported fp32 graph")
+        max_length = min(512, config.max_position_embeddings)
+        # Eager attention holds batch x heads x length^2 scores (x3 with softmax and dropout): 16 rows of 64-head
+        # xxlarge at 350 tokens are ~1.5 GB a copy. Fewer rows per batch for more heads; still mixed lengths.
+        rows = max(2, 16 * 12 // config.num_attention_heads)
+        ref = validate.reference(loaded.model, slow, vset, batch_size=rows, max_length=max_length)
+        # PyTorch is done: free its weights before the graph rewrites need the memory (0.9 GB for xxlarge)
+        loaded.model = None
+        gc.collect()
+        step(3, f"exported fp32 graph, ran the PyTorch reference on {len(vset.texts)} texts")
         ops: dict[str, dict[str, int]] = {"fp32": optimize.fused_op_counts(onnx.load(str(folder / VARIANT_FILES["fp32"])))}
         ops["fused"] = optimize.optimize_fused(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fused"], config)
         step(4, f"fused graph: {ops['fused']['Attention']} Attention, {ops['fused']['SkipLayerNormalization']} SkipLayerNormalization")
@@ -135,14 +146,16 @@ def _export(options: ExportOptions) -> Path:
             ops["fp16"] = optimize.convert_fp16(folder / VARIANT_FILES["fused"], folder / VARIANT_FILES["fp16"])
         step(5, "quantized int8 / converted fp16")
 
-        max_length = min(512, config.max_position_embeddings)
-        ref = validate.reference(loaded.model, slow, vset, batch_size=16, max_length=max_length)
         providers = options.providers or ort.get_available_providers()
         results = {}
         for name in options.variants:
             results[name], failed = validate.validate_variant(name, folder / VARIANT_FILES[name], ref, providers)
             if failed:
                 message = f"variant {name!r} failed its gate: {'; '.join(failed)}"
+                broken = sorted(metric for metric, value in results[name].metrics.items() if not math.isfinite(value))
+                if broken:  # NaN/inf vectors are not a quality trade-off --force could accept, and JSON cannot hold them
+                    raise ExportError(message + f"; {', '.join(broken)} not finite: the graph computes NaN or inf, so it is not "
+                                      "written, even with --force")
                 if not options.force:
                     raise ExportError(message + "; nothing was written. Pass --force to write it anyway")
                 log.warning(message + " (written because --force)")

@@ -224,9 +224,10 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     for feeds, ref_hidden, ref_word in zip(ref.feeds, ref.hidden, ref.word):
         hidden, pooled, vector, word = session.run(names, feeds)
         real = feeds["attention_mask"].astype(bool)
-        hidden_diff = max(hidden_diff, float(np.abs(hidden - ref_hidden)[real].max()))
-        word_diff = max(word_diff, float(np.abs(word - ref_word)[real].max()))
-        token_cosine = min(token_cosine, float(_cosines(hidden[real], ref_hidden[real]).min()))
+        # np.max/np.min keep a NaN (Python's max(0.0, nan) is 0.0): a NaN anywhere must fail the gate, not vanish
+        hidden_diff = float(np.max([hidden_diff, np.abs(hidden - ref_hidden)[real].max()]))
+        word_diff = float(np.max([word_diff, np.abs(word - ref_word)[real].max()]))
+        token_cosine = float(np.min([token_cosine, _cosines(hidden[real], ref_hidden[real]).min()]))
         pooler.append(pooled)
         sentence.append(vector)
     pooler, sentence = np.concatenate(pooler), np.concatenate(sentence)

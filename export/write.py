@@ -212,7 +212,8 @@ def _settle_if_dead(claim: _Claim) -> None:
         if claim.staging.exists():
             log.info(f"removing {claim.staging.name} ({_size_mb(claim.staging):.1f} MB), left by a dead export ({owner})")
         _settle(claim)
-        os.unlink(claim.lock)
+        if not claim.staging.exists() and not claim.retired.exists():  # else keep the lock: the next export retries
+            os.unlink(claim.lock)
     finally:
         os.close(fd)
 
@@ -264,6 +265,8 @@ def _install(claim: _Claim, overwrite: bool) -> None:
     if not overwrite:
         raise ExportError(f"output={str(target)!r} appeared while this export ran (another export?); "
                           "pass --overwrite to replace it, or choose another folder")
+    if target.is_dir():
+        _check_replaceable(target)  # again: it may have appeared, or gained files, while this export ran
     if _exchange(claim.staging, target):
         # Readers see the old folder or the new one, never none; the staging name now holds the old folder.
         _remove(claim.staging, "the folder this export replaced")
@@ -343,7 +346,8 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         _settle(claim)
         raise
     finally:
-        claim.lock.unlink(missing_ok=True)  # before close: once closed, the file could be taken for a dead export's
+        if not claim.staging.exists() and not claim.retired.exists():  # else a later export settles what is left
+            claim.lock.unlink(missing_ok=True)  # before close: once closed, the file could be taken for a dead export's
         os.close(fd)
 
 

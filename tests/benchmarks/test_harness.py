@@ -29,7 +29,8 @@ def test_harness_writes_table_and_plots(tiny_source, tmp_path):
     assert results["profile"]["engine"] == "albert-onnx-int8" and ops[0]["ms_per_call"] > 0
     assert abs(sum(op["share"] for op in ops) - 1) < 1e-6 and "Where the time goes" in table
     single = results["profile"]["single_request"]  # no ordering assert: medians of a noisy machine
-    assert single["graph_ms"] > 0 and single["end_to_end_ms"] > 0
+    assert single["host_ms"] > 0 and single["end_to_end_ms"] > 0 and single["host_share"] == single["host_ms"] / single["end_to_end_ms"]
+    assert "tokenize, frame and pad alone" in table
 
 
 def test_quick_skips_emulated_bf16_and_says_so():
@@ -41,3 +42,35 @@ def test_quick_skips_emulated_bf16_and_says_so():
     assert "without avx512_bf16" in results["engines"]["pytorch-bf16"]["skipped"]
     native = {"machine": {"cpu_flags": {"avx512_bf16": True}}, "engines": {}}
     assert skip_emulated_bf16(names, native) == names and native["engines"] == {}
+
+
+def test_size_table_reads_the_manifest(tiny_folder):
+    from benchmarks.sizes import summarize, table
+
+    row = summarize("tiny", tiny_folder)
+    manifest = json.loads((tiny_folder / "manifest.json").read_text())
+    assert row["peak_rss_mb"] == manifest["export"]["peak_rss_mb"] and row["layers"] == manifest["model"]["num_hidden_layers"]
+    layers = row["layers"]
+    line = table([row]).splitlines()[-1]
+    assert f"| {layers} · {2 * layers} · {layers} FastGelu |" in line
+    assert "| passed · passed · passed · not-validated |" in line
+
+
+def test_size_benchmark_refuses_unknown_names(capsys):
+    import pytest
+
+    from benchmarks.sizes import main as sizes_main
+
+    with pytest.raises(SystemExit) as stopped:
+        sizes_main(["albert-huge-v9"])
+    assert stopped.value.code == 2
+    assert "unknown size albert-huge-v9: choose from albert-base-v1" in capsys.readouterr().err
+
+
+def test_profile_command_prints_ops_per_graph(tiny_folder, capsys):
+    from benchmarks.profile import main as profile_main
+
+    assert profile_main([str(tiny_folder / "model_int8.onnx"), "--shapes", "1x8", "--runs", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("b1·s8 ") and out[0].endswith("ms of kernels per call")
+    assert any(line.split()[0] == "MatMulIntegerToFloat" for line in out[1:])

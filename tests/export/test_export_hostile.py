@@ -21,6 +21,7 @@ from albert_onnx_export import export_model, to_onnx
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validate import read_texts
+from albert_onnx_export.write import staging_folder
 from tests.conftest import make_hub_cache, run_cli
 from tests.export.test_export import _options
 
@@ -51,6 +52,16 @@ def test_overwrite_replaces_an_empty_folder(tiny_source, tmp_path):
     target.mkdir()
     export_model(_options(tiny_source, target, overwrite=True, variants=("fp32",)))
     assert (target / "manifest.json").is_file()
+
+
+def test_overwrite_checks_again_a_folder_that_appeared_during_the_export(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"holds notes\.txt, which no export wrote"):
+        with staging_folder(target, overwrite=True) as folder:
+            (folder / "manifest.json").write_text("new")
+            target.mkdir()  # someone else's folder, made while the export ran
+            (target / "notes.txt").write_text("mine")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and (target / "notes.txt").read_text() == "mine"
 
 
 def test_an_empty_output_is_not_the_current_directory(tiny_source, tmp_path, monkeypatch):

@@ -76,3 +76,25 @@ def test_gelu_rows_use_the_small_zero_point(tiny_folder):
     gelu_inputs = [node for node in model.graph.node if node.op_type == "QuantizeLinear" and producers[node.input[0]].op_type == "FastGelu"]
     assert gelu_inputs and all(node.input[2].endswith(f"zero_point_{quantize.GELU_ZERO_POINT}") for node in gelu_inputs)
     assert quantize.GELU_FLOOR > 0.17004  # the tanh GELU's minimum is -0.170041
+
+
+def test_an_all_zero_row_gives_zeros_and_the_others_their_product(tmp_path):
+    """Scale max|x|/127 has no floor: a zero row's 0/0 must come out as 0, not NaN, and leave the other rows alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((64, 48)) * 0.05).astype(np.float32)
+    # the per-token zero points take their shape from input_ids, as in an exported graph
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "one-matmul",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", 48])], [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fp32.onnx"))
+    quantize.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((1, 5, 64)).astype(np.float32)
+    x[0, 2] = 0.0
+    (y,) = session.run(None, {"input_ids": np.zeros((1, 5), np.int64), "x": x})
+    assert np.isfinite(y).all()
+    np.testing.assert_array_equal(y[0, 2], np.zeros(48, np.float32))
+    np.testing.assert_allclose(y[0, [0, 1, 3, 4]], (x @ weight)[0, [0, 1, 3, 4]], atol=0.02)

@@ -5,8 +5,8 @@ BiasGelu for v1's exact gelu), the shared layer weights stored once in every gra
 vocabulary comes from a Hugging Face cache laid out like the real one (no --tokenizer), which also proves the
 size names export offline.
 
-CI runs albert-base-v1 (the v1 GELU path) and albert-large-v2 (24 layers); ``pytest -m sizes`` runs all eight
-(xlarge and xxlarge take minutes and several GB each).
+CI runs albert-large-v2 (24 layers) and a tiny v1 config (the exact-GELU path, BiasGelu); ``pytest -m sizes``
+runs all eight (xlarge and xxlarge take minutes and several GB each).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import onnxruntime as ort
 import pytest
 
 from albert_onnx_export.load import SHIPPED_SIZES
-from tests.conftest import STS_DIR, run_cli
+from tests.conftest import STS_DIR, TINY_CONFIG, make_tiny_source, run_cli
 
 pytestmark = pytest.mark.sizes
 
-DEFAULT = ("albert-base-v1", "albert-large-v2")
+DEFAULT = ("albert-large-v2",)
 # Texts to validate on, by size: each costs a PyTorch and three ONNX Runtime runs. A .txt source ranks all pairs
 # among them (496, 276, 66, 28), so the rank-agreement gate keeps its meaning with few texts.
 SAMPLES = {"base": 32, "large": 24, "xlarge": 12, "xxlarge": 8}
@@ -103,3 +103,13 @@ def test_size_exports_offline_with_every_fusion(name, hub_cache, validation_text
     check_size_folder(out, shipped_config(name))
     export = json.loads((out / "manifest.json").read_text())["export"]
     print(f"{name}: export {export['seconds']} s, peak RSS {export['peak_rss_mb']} MB, {samples} validation texts")
+
+
+def test_v1_gelu_fuses_into_bias_gelu_in_every_graph(tmp_path, validation_texts):
+    """ALBERT v1 uses the exact GELU: fused to BiasGelu (v2's tanh GELU gives FastGelu); the same per-layer checks."""
+    config = {**TINY_CONFIG, "hidden_act": "gelu"}
+    source = make_tiny_source(tmp_path / "albert-tiny-v1")
+    (source / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "model"
+    run_cli("export", str(source), "--random-weights", "--validation-texts", str(validation_texts), "--validation-samples", "32", "-o", str(out))
+    check_size_folder(out, config)

@@ -255,7 +255,8 @@ def test_embed_max_length_truncates_with_one_warning_line(tiny_folder, fp32, tmp
                          "--variant", "fp32", "--max-length", "8", "--no-normalize")
     assert status == 0
     (warning,) = [line for line in err.splitlines() if "warning" in line]  # one line, not warnings' file:line + source
-    assert warning.startswith("albert-onnx embed: warning: 1 of 1 texts exceeded max_length=8 tokens")
+    assert warning == ("albert-onnx embed: warning: 1 of 1 texts exceeded --max-length 8 tokens and were truncated; "
+                       "pass --long-text window to embed whole texts")
     assert "embedder.py" not in err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

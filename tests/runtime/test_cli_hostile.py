@@ -252,12 +252,20 @@ def test_an_input_without_suffix_is_read_as_lines(tiny_folder, fp32, tmp_path, c
 
 
 def test_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tiny_folder, texts_file, tmp_path, capsys):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    (tmp_path / f".v.npy.{dead}.tmp").write_bytes(b"left by a killed run")
-    (tmp_path / f".v.npy.{os.getppid()}.tmp").write_bytes(b"a live writer's")  # our parent is alive
-    (tmp_path / ".other.npy.1.tmp").write_bytes(b"another file's")
-    assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npy.1.tmp", f".v.npy.{os.getppid()}.tmp", "in.txt", "v.npy"]
+    """A killed writer's temporary is unlocked (the kernel dropped its flock); a live writer's is locked."""
+    dead, live, other = ".v.npy.00000000000000aa.tmp", ".v.npy.00000000000000bb.tmp", ".other.npy.00000000000000cc.tmp"
+    for name in (dead, live, other):
+        (tmp_path / name).write_bytes(b"partial")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(tmp_path / live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, other, "in.txt", "v.npy"])
 
 
 def test_ctrl_c_ends_quietly_with_130(tiny_folder, texts_file, tmp_path, capsys, monkeypatch):
@@ -270,3 +278,24 @@ def test_ctrl_c_ends_quietly_with_130(tiny_folder, texts_file, tmp_path, capsys,
     status, out, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
     assert (status, out, err) == (130, "", "albert-onnx: interrupted\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_behind_stdout_is_one_line(tiny_folder, texts_file):
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", str(texts_file),
+                                 "--output", "-", "--variant", "fp32"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "albert-onnx embed: error: <stdout>: No space left on device", result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncation_is_counted_once_for_the_whole_input(tiny_folder, tmp_path, capsys):
+    # before: one warning per chunk of 8 batches, and Python showed each distinct text once: "2 of 8 texts"
+    lines = ["short"] * 48 + ["a long line of many words " * 20] * 16
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "in.txt", tmp_path / "v.npy", "--max-length", "16", "--batch-size", "1")
+    assert status == 0
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert warned == ["albert-onnx embed: warning: 16 of 64 texts exceeded --max-length 16 tokens and were truncated; "
+                      "pass --long-text window to embed whole texts"]

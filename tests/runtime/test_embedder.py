@@ -138,6 +138,24 @@ def test_encode_tokens_offsets_and_word_merge(fp32):
     np.testing.assert_array_equal(pieces.vectors, hidden[1:-1])  # [CLS] and [SEP] left out, nothing else
 
 
+def test_word_merge_gives_the_whitespace_separated_words(fp32, sts_texts):
+    texts = sts_texts[:3000]
+    merged = fp32.encode_tokens(texts, merge="word")
+    assert [result.tokens for result in merged] == [text.split() for text in texts]
+    for text, result in zip(texts[:200], merged):
+        assert [text[start:end] for start, end in result.offsets] == result.tokens
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[MASK]x and y[MASK]", ["[MASK]x", "and", "y[MASK]"]),  # the tokenizer's word ids split these off
+    ("cafe\u0301 e\u0301", ["cafe\u0301", "e\u0301"]),  # the combining accent the normalizer drops stays in its word
+    (" lead\u00a0no-break\ttab ", ["lead", "no-break", "tab"]),
+    ("hello\u200bworld", ["hello\u200bworld"]),  # not whitespace, as for str.split(), though the tokenizer starts a piece
+])
+def test_word_merge_follows_the_words(fp32, text, words):
+    assert fp32.encode_tokens(text, merge="word")[0].tokens == words
+
+
 def test_word_vectors(fp32, int8):
     static = fp32.word_vectors(["guitar", "keyboard", "guitar"])
     assert static.shape == (3, 32)
