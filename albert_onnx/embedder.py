@@ -39,7 +39,10 @@ class TruncationWarning(UserWarning):
 
     def __init__(self, truncated: int, total: int, max_length: int, hint: str) -> None:
         super().__init__(f"{truncated} of {total} texts exceeded max_length={max_length} tokens and were truncated; {hint}")
-        self.truncated, self.total, self.max_length = truncated, total, max_length
+        self.truncated, self.total, self.max_length, self.hint = truncated, total, max_length, hint
+
+    def __reduce__(self):  # rebuilt from its four fields, so it survives pickling (Ray actors, warnings as errors)
+        return type(self), (self.truncated, self.total, self.max_length, self.hint)
 
 
 def _warn_unless_passed(folder: ModelFolder, variant: str) -> None:

@@ -155,7 +155,8 @@ class AlbertTokenizer:
 def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
     """For each piece (its character span in ``text``), the number of the whitespace-separated word it belongs to.
 
-    Words are what ``text.split()`` gives, with Unicode White_Space as the separators: a piece starts a new word when
+    Words are separated by Unicode White_Space, as in ``text.split()`` except U+001C–U+001F (which ``str.split``
+    also splits at and the tokenizer's normalizer keeps inside a piece): a piece starts a new word when
     whitespace lies between it and the previous piece or opens its own span (a "▁" piece spans the space it stands
     for). So a special token inside a word ("[MASK]x") stays in it, and so do characters after which the tokenizer
     itself starts a new "▁" piece without whitespace (U+200B, U+FEFF).

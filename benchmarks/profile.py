@@ -90,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     except ValueError:
-        parser.error(f"--shapes {args.shapes!r}: give BATCHxSEQ pairs separated by commas, e.g. 1x128,32x128")
+        shapes = []
+    if not shapes or any(len(shape) != 2 or shape[0] < 1 or not 3 <= shape[1] <= 512 for shape in shapes):
+        parser.error(f"--shapes {args.shapes!r}: give BATCHxSEQ pairs (batch >= 1, 3 <= seq <= 512) separated by commas, "
+                     "e.g. 1x128,32x128")
+    missing = [str(graph) for graph in args.graphs if not graph.is_file()]
+    if missing:
+        parser.error(f"no such graph file: {', '.join(missing)}")
     for batch, seq in shapes:
         feeds = random_feeds(batch, seq, np.random.default_rng(0))
         for graph in args.graphs:

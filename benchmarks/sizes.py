@@ -19,10 +19,12 @@ from .__main__ import ROOT, SHARED, machine_facts
 
 def export_size(name: str, tokenizer: Path, texts: Path, folder: Path) -> dict:
     """One export in its own process; the figures come from the manifest it wrote (``summarize``)."""
-    command = [str(Path(sys.executable).parent / "albert-onnx"), "export", name, "--random-weights", "--overwrite",
+    command = [sys.executable, "-m", "albert_onnx.cli", "export", name, "--random-weights", "--overwrite",
                "--tokenizer", str(tokenizer), "--validation-texts", str(texts), "-o", str(folder)]
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    status = subprocess.run(command, cwd=ROOT).returncode
+    if status != 0:
+        return {"name": name, "error": f"export exited {status} (its output is above)"}
     return summarize(name, folder)
 
 
@@ -47,6 +49,9 @@ def table(rows: list[dict]) -> str:
              "| gates fp32 · fused · int8 · fp16 | int8 centred mean · rank · token cos min | reference spread |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * 7)
+            continue
         ops = r["fused_ops"]
         gelu = ops["FastGelu"] if r["act"] == "gelu_new" else ops["BiasGelu"]
         gelu_name = "FastGelu" if r["act"] == "gelu_new" else "BiasGelu"
@@ -74,16 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(SHIPPED_SIZES))
     if unknown:
         parser.error(f"unknown size {', '.join(unknown)}: choose from {', '.join(SHIPPED_SIZES)}")
-    rows = [export_size(name, args.tokenizer, args.texts, args.out / "sizes" / name) for name in args.names or SHIPPED_SIZES]
-    machine = machine_facts(threads=0)
-    (args.out / "sizes.json").write_text(json.dumps({"machine": machine, "sizes": rows}, indent=1) + "\n")
+    out, machine, rows = args.out.resolve(), machine_facts(threads=0), []
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or SHIPPED_SIZES:  # the subprocess runs in ROOT: every path it gets is absolute
+        rows.append(export_size(name, args.tokenizer.resolve(), args.texts.resolve(), out / "sizes" / name))
+        (out / "sizes.json").write_text(json.dumps({"machine": machine, "sizes": rows}, indent=1) + "\n")  # after each size
     flags = ", ".join(f for f, on in machine["cpu_flags"].items() if on)
     text = (f"Exports by name, SEEDED RANDOM WEIGHTS, validated on STS-B dev; {machine['date']}, {machine['cpu']} ({flags}), "
             f"{machine['cores']} cores, torch {machine['versions'].get('torch')}, onnxruntime {machine['versions'].get('onnxruntime')}.\n\n"
             + table(rows) + "\n")
-    (args.out / "sizes.md").write_text(text)
+    (out / "sizes.md").write_text(text)
     print(text)
-    return 0
+    return 1 if any("error" in row for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -265,8 +265,10 @@ def _install(claim: _Claim, overwrite: bool) -> None:
     if not overwrite:
         raise ExportError(f"output={str(target)!r} appeared while this export ran (another export?); "
                           "pass --overwrite to replace it, or choose another folder")
-    if target.is_dir():
-        _check_replaceable(target)  # again: it may have appeared, or gained files, while this export ran
+    if target.is_symlink() or not target.is_dir():
+        raise ExportError(f"output={str(target)!r} became a file or a link while this export ran; nothing was replaced. "
+                          "Move it away or choose another folder")
+    _check_replaceable(target)  # again: it may have appeared, or gained files, while this export ran
     if _exchange(claim.staging, target):
         # Readers see the old folder or the new one, never none; the staging name now holds the old folder.
         _remove(claim.staging, "the folder this export replaced")

@@ -24,3 +24,14 @@ def test_missing_module_fails_in_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.setattr(conftest, "IN_CI", False)
     with pytest.raises(pytest.skip.Exception):
         conftest.need_module("no_such_module_albert_onnx")
+
+
+def test_docs_have_no_unfilled_placeholders():
+    """README and docs are written from measured tables; a line that is only an ALL_CAPS name is a slot left empty."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        slots = re.findall(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        assert slots == [], f"{path.name}: {slots}"

@@ -64,6 +64,16 @@ def test_overwrite_checks_again_a_folder_that_appeared_during_the_export(tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["out"] and (target / "notes.txt").read_text() == "mine"
 
 
+
+def test_overwrite_never_exchanges_a_file_that_appeared_during_the_export(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"became a file or a link while this export ran; nothing was replaced"):
+        with staging_folder(target, overwrite=True) as folder:
+            (folder / "manifest.json").write_text("new")
+            target.write_text("mine")  # someone's file, made while the export ran
+    assert sorted(os.listdir(tmp_path)) == ["out"] and target.read_text() == "mine"
+
+
 def test_an_empty_output_is_not_the_current_directory(tiny_source, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.txt").write_text("precious")

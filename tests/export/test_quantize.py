@@ -91,6 +91,8 @@ def test_an_all_zero_row_gives_zeros_and_the_others_their_product(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", 48])], [numpy_helper.from_array(weight, "w")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fp32.onnx"))
     quantize.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulIntegerToFloat") == 1  # the product really is int8 now
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((1, 5, 64)).astype(np.float32)
     x[0, 2] = 0.0

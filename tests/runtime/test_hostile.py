@@ -381,3 +381,14 @@ def test_a_passed_variant_loads_without_a_warning(env):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         AlbertEmbedder.from_pretrained(env.folder)
+
+
+def test_truncation_warning_survives_pickling():
+    """Ray actors and multiprocessing workers send warnings-turned-errors back to the parent by pickle."""
+    import pickle
+
+    from albert_onnx import TruncationWarning
+
+    warning = pickle.loads(pickle.dumps(TruncationWarning(3, 10, 8, "pass long_text='window'")))
+    assert (warning.truncated, warning.total, warning.max_length) == (3, 10, 8)
+    assert str(warning) == "3 of 10 texts exceeded max_length=8 tokens and were truncated; pass long_text='window'"
