@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import errno
 import gc
 import logging
 import math
+import os
 import platform
 import resource
 import time
@@ -60,6 +62,27 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _release_freed_memory() -> None:
+    """Collect garbage and hand glibc's freed heap pages back to the system between steps.
+
+    Each step loads and drops whole graphs (0.9 GB for xxlarge); without this, glibc keeps the freed pages, and the
+    next step's allocations land on top of them instead of in them (RSS "now" between steps measured 2.0 GB with
+    0.8 GB live for xlarge). Not glibc (musl, macOS): only the collection.
+    """
+    gc.collect()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _rss_now_gb() -> float:
+    """Resident set size now (Linux /proc; 0 where it cannot be read), beside the peak in the step log."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _check_options(options: ExportOptions) -> None:
     unknown = [name for name in options.variants if name not in VARIANTS]
     if unknown or not options.variants or len(set(options.variants)) != len(options.variants):
@@ -102,9 +125,10 @@ def _export(options: ExportOptions) -> Path:
     clock = [started]
 
     def step(index: int, text: str) -> None:
+        _release_freed_memory()
         now = time.perf_counter()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
-        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {peak:.1f} GB)")
+        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {peak:.1f} GB, now {_rss_now_gb():.1f} GB)")
         clock[0] = now
 
     with write.staging_folder(Path(options.output), options.overwrite) as folder:
