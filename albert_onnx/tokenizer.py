@@ -87,9 +87,10 @@ class AlbertTokenizer:
         Args:
             texts: The texts.
             limit: Only the first ``limit`` pieces are wanted. Each text is then tokenized through a head,
-                grown until it gives more than ``limit`` pieces or is the whole text. A head ends before whitespace where it can, and is exact there: the normalizer
-                turns whitespace into one space and the Metaspace pre-tokenizer splits there, so each word is
-                tokenized on its own and the head's pieces are the whole text's first pieces. A head cut inside
+                grown until it gives more than ``limit`` pieces or is the whole text. A head ends before
+                whitespace where it can, and is exact there: the normalizer turns whitespace into one space
+                and the Metaspace pre-tokenizer splits there, so each word is tokenized on its own and the
+                head's pieces are the whole text's first pieces. A head cut inside
                 a long whitespace-free run is kept only if its last wanted piece ends ``_SETTLED`` characters
                 before the cut and its wanted pieces stay the same when the cut moves (see ``_settled``); else
                 the text is tokenized whole (a periodic run: 10 MB of "a" took 7 s), and so is a text whose kept

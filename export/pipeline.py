@@ -74,6 +74,11 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size so far (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rss_now_gb() -> float:
     """Resident set size now (Linux /proc; 0 where it cannot be read), beside the peak in the step log."""
     try:
@@ -127,8 +132,8 @@ def _export(options: ExportOptions) -> Path:
     def step(index: int, text: str) -> None:
         _release_freed_memory()
         now = time.perf_counter()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
-        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {peak:.1f} GB, now {_rss_now_gb():.1f} GB)")
+        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {_peak_rss_mb() / 1024:.1f} GB, "
+                 f"now {_rss_now_gb():.1f} GB)")
         clock[0] = now
 
     with write.staging_folder(Path(options.output), options.overwrite) as folder:
@@ -153,8 +158,7 @@ def _export(options: ExportOptions) -> Path:
         rows = max(2, 16 * 12 // config.num_attention_heads)
         ref = validate.reference(loaded.model, slow, vset, batch_size=rows, max_length=max_length)
         # PyTorch is done: free its weights before the graph rewrites need the memory (0.9 GB for xxlarge)
-        loaded.model = None
-        gc.collect()
+        loaded.model = None  # step() collects it and hands the pages back
         step(3, f"exported fp32 graph, ran the PyTorch reference on {len(vset.texts)} texts")
         ops: dict[str, dict[str, int]] = {"fp32": optimize.fused_op_counts(onnx.load(str(folder / VARIANT_FILES["fp32"])))}
         ops["fused"] = optimize.optimize_fused(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fused"], config)
@@ -216,7 +220,7 @@ def _export(options: ExportOptions) -> Path:
             variants=variants,
             validation_texts={"source": vset.source, "texts": len(vset.texts), "pairs": len(vset.pairs)},
             export={"seconds": round(time.perf_counter() - started, 1),
-                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)},
+                    "peak_rss_mb": round(_peak_rss_mb())},
             inputs=list(INPUTS),
         )
         write.write_manifest(folder, manifest)

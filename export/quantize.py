@@ -106,8 +106,9 @@ class _PerRowRewriter:
 
         Other rows: scale = max|x| / 127 around 128, with no floor: an all-zero row gets scale 0, QuantizeLinear turns
         its 0/0 into some finite uint8 row, and the integer product is multiplied by the row scale 0, so the row's
-        output is exactly 0, as it should be (checked in tests/export/test_quantize.py). Abs + ReduceMax is two ops where ReduceMax, ReduceMin, Neg and
-        Max were four: every op costs its dispatch at b1 (measured here: 6.98 vs 7.33 ms at b1 x s16).
+        output is exactly 0, as it should be (checked in tests/export/test_quantize.py). Abs + ReduceMax is two ops
+        where ReduceMax, ReduceMin, Neg and Max were four: every op costs its dispatch at b1 (measured here: 6.98 vs
+        7.33 ms at b1 x s16).
         """
         if x not in self.rows:
             p = f"q/{x}"

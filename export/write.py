@@ -103,6 +103,11 @@ class _Claim:
     def lock(self) -> Path:
         return self.parent / f".{self.name}.tmp-{self.token}.lock"
 
+    @property
+    def settled(self) -> bool:
+        """Neither its staging nor its retired folder is left: the lock has nothing more to guard."""
+        return not self.staging.exists() and not self.retired.exists()
+
 
 def _lock(fd: int, wait: bool) -> bool | None:
     """Take the exclusive flock on ``fd``.
@@ -212,7 +217,7 @@ def _settle_if_dead(claim: _Claim) -> None:
         if claim.staging.exists():
             log.info(f"removing {claim.staging.name} ({_size_mb(claim.staging):.1f} MB), left by a dead export ({owner})")
         _settle(claim)
-        if not claim.staging.exists() and not claim.retired.exists():  # else keep the lock: the next export retries
+        if claim.settled:  # else keep the lock: the next export retries
             os.unlink(claim.lock)
     finally:
         os.close(fd)
@@ -348,7 +353,7 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         _settle(claim)
         raise
     finally:
-        if not claim.staging.exists() and not claim.retired.exists():  # else a later export settles what is left
+        if claim.settled:  # else a later export settles what is left
             claim.lock.unlink(missing_ok=True)  # before close: once closed, the file could be taken for a dead export's
         os.close(fd)
 
