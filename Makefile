@@ -1,13 +1,16 @@
 # Two commands do everything on a fresh machine (Python 3.11, no model hub):
 #   make demo   - create .venv, export ../shared/models/albert-base-v2 with random weights, embed a few sentences
 #   make test   - create .venv and run the test suite (what .ci/run calls)
+#   make test-gpu - on a CUDA 13 host: export the test folders with .venv, then run the CUDA tests in .venv-gpu ([gpu])
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 MODEL  := build/albert-base-v2
+GPU_VENV := .venv-gpu
+TEST_FOLDERS := build/test-folders
 
-.PHONY: demo test bench bench-quick clean
+.PHONY: demo test test-gpu bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +29,20 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# onnxruntime and onnxruntime-gpu install the same module: the CUDA tests get a venv of their own, without torch
+$(GPU_VENV)/.installed: pyproject.toml constraints.txt constraints-gpu.txt
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install -q -c constraints.txt -c constraints-gpu.txt -e ".[gpu,test]"
+	touch $@
+
+$(TEST_FOLDERS)/.done: $(VENV)/.installed
+	$(PY) -m tests.export_test_folders $(TEST_FOLDERS)
+	touch $@
+
+test-gpu: $(GPU_VENV)/.installed $(TEST_FOLDERS)/.done
+	ALBERT_ONNX_REQUIRE_CUDA=1 ALBERT_ONNX_TEST_FOLDERS=$(TEST_FOLDERS) $(GPU_VENV)/bin/python -m pytest -q -p no:cacheprovider -m cuda tests/runtime
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks --out bench-results

@@ -102,7 +102,11 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--output", required=True, help="file to write the (texts, dim) float32 array to in .npy format, "
                                                        "replaced atomically; - for stdout (ray: folder of parquet files)")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="how token vectors become one vector (default mean)")
-    embed.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when onnxruntime-gpu sees a GPU, else cpu")
+    embed.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto: cuda when a CUDA session comes up (onnxruntime-gpu and a GPU), else cpu, saying why if CUDA failed")
+    embed.add_argument("--device-id", type=int, help="the GPU to run on (cuda; default 0)")
+    embed.add_argument("--cuda-option", action="append", metavar="KEY=VALUE",
+                       help="a CUDAExecutionProvider option passed through, e.g. gpu_mem_limit=8589934592 (repeatable)")
     embed.add_argument("--variant", choices=("auto", *VARIANTS), default="auto", help="graph to run (auto: int8 on cpu, fp16 on cuda)")
     embed.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call (default 32)")
     embed.add_argument("--threads", type=int, help="ONNX Runtime threads (ray: per actor; default: one per core / fit the CPUs)")
@@ -178,10 +182,11 @@ def _embed_local(args: argparse.Namespace) -> int:
     if given:
         why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
         raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
+    cuda = _cuda_settings(args)
     output = _output_file(args.output)  # checked before the work, written after it
     texts = read_texts(args.input, args.text_field)
     try:
-        embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads)
+        embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads, **cuda)
     except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
         raise CommandError(str(error)) from error
     max_length = embedder.max_length if args.max_length is None else arguments.count("--max-length", args.max_length, 3, embedder.max_length)
@@ -234,6 +239,8 @@ def _embed_ray(args: argparse.Namespace) -> int:
 
     if args.layer is not None:
         raise CommandError("--layer: only with --engine local")
+    if args.device_id is not None or args.cuda_option:
+        raise CommandError("--device-id/--cuda-option: only with --engine local (Ray gives each actor its own GPU, num_gpus=1)")
     if args.actors is not None:
         arguments.count("--actors", args.actors)
     # Options that RayJobOptions may or may not have yet: pass each one it has, refuse a non-default one it lacks.
@@ -285,6 +292,28 @@ def _info(args: argparse.Namespace) -> int:
 
 
 # -- devices, input and output -------------------------------------------------------------------------
+
+
+def _cuda_settings(args: argparse.Namespace) -> dict[str, object]:
+    """``device_id`` and ``provider_options`` for from_pretrained from --device-id and --cuda-option KEY=VALUE.
+
+    Raises:
+        CommandError: A --cuda-option without ``=`` or with an empty key, or either flag with --device cpu.
+    """
+    settings: dict[str, object] = {}
+    if args.device_id is not None:
+        settings["device_id"] = arguments.count("--device-id", args.device_id, 0)
+    if args.cuda_option:
+        options = {}
+        for item in args.cuda_option:
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip():
+                raise CommandError(f"--cuda-option {item!r}: pass KEY=VALUE, e.g. --cuda-option gpu_mem_limit=8589934592")
+            options[key.strip()] = value.strip()
+        settings["provider_options"] = options
+    if settings and args.device == "cpu":
+        raise CommandError("--device-id/--cuda-option are CUDA settings but --device cpu; drop them, or pass --device cuda or auto")
+    return settings
 
 
 def _check_device(device: str) -> None:

@@ -14,7 +14,7 @@ from tokenizers import Encoding
 from . import arguments
 from . import pooling as pool
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError
-from .session import DEVICES, GraphRunner, create_session, resolve_device
+from .session import DEVICES, DeviceUnavailable, GraphRunner, create_session, cuda_missing_reason, cuda_options, resolve_device
 from .tokenizer import AlbertTokenizer, unpad, word_numbers, word_spans
 
 logger = logging.getLogger("albert_onnx")
@@ -56,6 +56,28 @@ def _warn_unless_passed(folder: ModelFolder, variant: str) -> None:
         warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=3)
 
 
+def _best_variant(folder: ModelFolder, device: str) -> str | None:
+    """The device's best variant that ``folder`` has: int8 on CPU, fp16 on CUDA, else fused, else fp32."""
+    for name in (_DEFAULT_VARIANT[device], "fused", "fp32"):
+        if name in folder.variants and device in folder.variants[name].devices:
+            return name
+    return None
+
+
+def _no_variant_for(folder: ModelFolder, variant: str, device: str) -> str | None:
+    """Why ``variant`` (``auto``: any) of ``folder`` cannot run on ``device``, or None when it can."""
+    if variant == "auto":
+        if _best_variant(folder, device) is not None:
+            return None
+        has = ", ".join(f"{name} for {'/'.join(entry.devices)}" for name, entry in folder.variants.items())
+        return f"no variant of {folder.path} runs on {device} (it has {has})"
+    if variant not in folder.variants:
+        folder.variant_path(variant)  # raises ModelFolderError naming the variants the folder has
+    if device not in folder.variants[variant].devices:
+        return f"variant={variant!r} runs on {list(folder.variants[variant].devices)}, not device={device!r}"
+    return None
+
+
 class AlbertEmbedder:
     """ALBERT embeddings from a model folder. Thread-safe: share one instance across threads.
 
@@ -63,10 +85,11 @@ class AlbertEmbedder:
     alone, in any batch and in any order. Create with :meth:`from_pretrained`.
     """
 
-    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner) -> None:
+    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, device_reason: str | None = None) -> None:
         self.folder = folder
         self.variant = variant
         self.device = device
+        self.device_reason = device_reason
         self._runner = runner
         self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
 
@@ -81,27 +104,36 @@ class AlbertEmbedder:
         verify: bool = True,
         io_binding: bool | None = None,
         spin_wait: bool = True,
+        device_id: int = 0,
+        provider_options: Mapping[str, str | int | float | bool] | None = None,
     ) -> "AlbertEmbedder":
         """Load a model folder written by ``albert-onnx export``.
 
         Args:
             folder: The model folder.
             variant: ``fp32``, ``fused``, ``int8``, ``fp16`` or ``auto`` (CPU: int8, CUDA: fp16).
-            device: ``cpu``, ``cuda`` (CUDA or a clear error, never a silent CPU fallback) or ``auto``.
+            device: ``cpu``; ``cuda`` (CUDA or a clear error, never a silent CPU fallback); or ``auto``: CUDA when
+                a CUDA session really comes up, else CPU, with the reason on ``.device_reason`` and in a log line.
+                ``auto`` with ``device_id`` or ``provider_options`` given means ``cuda``.
             threads: ONNX Runtime intra-op threads (None: one per physical core).
             verify: Check the graph's and tokenizer's size and sha256 against the manifest.
             io_binding: Force IOBinding on or off (None: on for CUDA).
             spin_wait: Idle ORT threads busy-wait for work (default, fastest alone); pass False when other
                 sessions or PyTorch share the cores in this process.
+            device_id: The GPU to run on (CUDA only).
+            provider_options: More CUDAExecutionProvider options, passed through (``gpu_mem_limit`` in bytes,
+                ``arena_extend_strategy``, ``cudnn_conv_algo_search``, ``sdpa_kernel``, ...); ONNX Runtime checks them.
 
         Returns:
-            The embedder; ``.device`` and ``.variant`` say what was chosen.
+            The embedder; ``.device`` and ``.variant`` say what was chosen, ``.device_reason`` why ``auto`` chose
+            the CPU (None otherwise).
 
         Raises:
             ModelFolderError: Bad folder, a variant it lacks, or a file that fails its checks.
-            RuntimeError: ``device='cuda'`` without a working CUDAExecutionProvider.
+            DeviceUnavailable: ``device='cuda'`` and the CUDA session did not come up (a RuntimeError).
             TypeError: An argument of the wrong type (``threads="2"``, ``verify="no"``).
-            ValueError: An argument out of range, or a variant that cannot run on the device.
+            ValueError: An argument out of range, a variant that cannot run on the device, or CUDA options
+                with ``device='cpu'``.
         """
         path = arguments.path("folder", folder)
         variant = arguments.choice("variant", variant, ("auto", *VARIANTS))
@@ -110,32 +142,54 @@ class AlbertEmbedder:
         verify = arguments.flag("verify", verify)
         io_binding = arguments.optional_flag("io_binding", io_binding)
         spin_wait = arguments.flag("spin_wait", spin_wait)
+        options = cuda_options(device_id, provider_options)
+        if device == "cpu" and options != cuda_options():
+            raise ValueError(f"device_id={device_id!r} / provider_options={provider_options!r:.80} are CUDA settings but device='cpu'; "
+                             "drop them, or pass device='cuda' or 'auto'")
+        if device == "auto" and options != cuda_options():
+            device = "cuda"  # CUDA settings say CUDA is meant: a bad option or a missing GPU is an error, not a CPU run
+        resolve_device(device)
         model = ModelFolder.load(path)
-        resolved = resolve_device(device)
-        if variant == "auto":  # the device's best variant the folder has (a folder exported with --variants)
-            fits = [name for name in (_DEFAULT_VARIANT[resolved], "fused", "fp32")
-                    if name in model.variants and resolved in model.variants[name].devices]
-            if not fits:
-                has = ", ".join(f"{name} for {'/'.join(entry.devices)}" for name, entry in model.variants.items())
-                raise ModelFolderError(f"no variant of {path} runs on {resolved} (it has {has}); pass another device, or "
-                                       "re-export the folder with a variant for this one")
-            variant = fits[0]
+        settings = (threads, verify, io_binding, spin_wait, options)
+        if device != "auto":
+            return cls._open(model, variant, device, *settings)
+        reason = cuda_missing_reason() or _no_variant_for(model, variant, "cuda")
+        if reason is None:
+            try:
+                return cls._open(model, variant, "cuda", *settings)
+            except DeviceUnavailable as error:
+                reason = str(error)
+                logger.warning("device='auto' runs on cpu, not cuda: %s", reason)
+        else:  # a CPU-only install or folder is normal: DEBUG (the CLI prints INFO on stdout, where --output - goes)
+            logger.debug("device='auto' runs on cpu: %s", reason)
+        why_not_cpu = _no_variant_for(model, variant, "cpu")
+        if why_not_cpu is not None:
+            raise (ModelFolderError if variant == "auto" else ValueError)(f"{why_not_cpu}, and device='auto' cannot use cuda: {reason}")
+        embedder = cls._open(model, variant, "cpu", *settings)
+        embedder.device_reason = reason
+        return embedder
+
+    @classmethod
+    def _open(cls, model: ModelFolder, variant: str, device: str, threads: int | None, verify: bool,
+              io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> "AlbertEmbedder":
+        """Load ``variant`` (or the device's best) of ``model`` on exactly ``device``; raises as from_pretrained."""
+        why = _no_variant_for(model, variant, device)
+        if why is not None:
+            raise (ModelFolderError if variant == "auto" else ValueError)(f"{why}; pick another variant or device, or re-export the "
+                                                                          "folder with a variant for this device")
+        variant = _best_variant(model, device) if variant == "auto" else variant
         graph = model.variant_path(variant)
-        if resolved not in model.variants[variant].devices:
-            raise ValueError(
-                f"variant={variant!r} runs on {list(model.variants[variant].devices)}, not device={resolved!r}; "
-                f"pick another variant (the folder has {', '.join(model.variants)})"
-            )
+        model.check_int8_gemm(variant)
         if verify:
             model.verify(variant)
-        session = create_session(graph, resolved, threads, spin_wait)
+        session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None)
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
         model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map)
         _warn_unless_passed(model, variant)
-        logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, resolved, verify)
-        return cls(model, variant, resolved, GraphRunner(session, resolved, io_binding))
+        logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
+        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])))
 
     @property
     def dim(self) -> int:

@@ -39,6 +39,10 @@ VALIDATION_STATUSES = ("passed", "failed", "not-validated")
 # is in the manifest, so with the graph verified an edited manifest cannot pass; without it, a manifest from
 # another export still cannot: :meth:`ModelFolder.check_graph_stamp` compares the two at load.
 STAMP_KEY = "albert_onnx.manifest_facts"
+# The int8 graph's integer GEMMs, as variants.int8.quantization.gemm records them. "u8u8" (uint8 weights around
+# 128) is exact on every x86 CPU; int8 graphs without it (albert-onnx before 2026-12-02) multiply uint8 x int8,
+# which ONNX Runtime computes with int16 saturation on CPUs without VNNI: wrong vectors, so they are refused.
+INT8_GEMM = "u8u8"
 
 
 class ModelFolderError(ValueError):
@@ -302,7 +306,8 @@ class Manifest:
 
     def to_json(self) -> str:
         """The manifest.json text (format and version first)."""
-        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2) + "\n"
+        # allow_nan=False: NaN is not JSON, and from_json refuses it; a non-finite number here is a bug, never a file
+        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, origin: str) -> "Manifest":
@@ -446,6 +451,18 @@ class ModelFolder:
                 "choose one of those or re-export with --variants"
             )
         return self.file(self.variants[variant].file)
+
+    def check_int8_gemm(self, variant: str) -> None:
+        """Refuse an int8 graph whose GEMMs are not :data:`INT8_GEMM` (they saturate on AVX2-only CPUs).
+
+        Raises:
+            ModelFolderError: ``variant`` is int8 and its quantization record lacks ``"gemm": "u8u8"``.
+        """
+        quantization = self.variants[variant].quantization or {}
+        if variant == "int8" and quantization.get("gemm") != INT8_GEMM:
+            raise ModelFolderError(f"{self.path}: its int8 graph multiplies uint8 x int8 (gemm={quantization.get('gemm')!r}, written by an "
+                                   "older albert-onnx), which ONNX Runtime computes with int16 saturation on CPUs without VNNI (wrong "
+                                   "vectors); re-export the folder with this albert-onnx, or load variant='fused'")
 
     def check_graph_stamp(self, variant: str, metadata: dict[str, str]) -> None:
         """Check that ``variant``'s graph was exported with the facts manifest.json states (see :data:`STAMP_KEY`).

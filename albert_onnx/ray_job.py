@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -38,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__, arguments
-from .embedder import LONG_TEXT
+from .embedder import LONG_TEXT, TruncationWarning
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
 from .pooling import POOLINGS
-from .session import DEVICES, resolve_device
+from .session import DEVICES, cuda_missing_reason, resolve_device
 
 if TYPE_CHECKING:  # pyarrow comes with the ray extra: imported where it is used, so the CLI loads without it
     import pyarrow as pa
@@ -54,6 +55,7 @@ JOB_FORMAT = "albert-onnx-ray-job"
 JOB_FORMAT_VERSION = 1
 _PART = re.compile(r"part-(\d{6,})\.parquet")
 _ORD, _SHARD = "__albert_onnx_row", "__albert_onnx_shard"  # row ordinal in the input, shard index
+_TRUNCATED = "__albert_onnx_truncated"  # an actor batch's count of truncated texts, on its first row (0 elsewhere)
 _LOGGED_BAD_ROWS = 20  # each bad row is in the parts' error column; the log names the first ones
 _BOM = b"\xef\xbb\xbf"
 
@@ -681,13 +683,28 @@ class _EmbedBatch:
         self.encode = encode  # batch_size, pooling, normalize, max_length, long_text
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Embed one batch; its truncated texts are counted in the ``_TRUNCATED`` column instead of warned here.
+
+        Why a column: a warning here would print once per batch on the actor's worker (or not at all with
+        ``log_to_driver=False``); the count travels with the rows, which any re-batching keeps whole, and the
+        driver sums it into one line for the job (see :func:`_embed`).
+        """
         import pyarrow as pa
 
         good = batch["text"].is_valid().to_numpy(zero_copy_only=False)  # a bad row's text is null (see _read)
         vectors = np.zeros((batch.num_rows, self.embedder.dim), dtype=np.float32)
-        vectors[good] = self.embedder.encode(batch["text"].filter(pa.array(good)).to_pylist(), **self.encode)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)  # every batch's count, not just the first one's
+            vectors[good] = self.embedder.encode(batch["text"].filter(pa.array(good)).to_pylist(), **self.encode)
+        truncated = np.zeros(batch.num_rows, dtype=np.int64)
+        for record in caught:
+            if isinstance(record.message, TruncationWarning):
+                truncated[0] += record.message.truncated  # a warning means a text was embedded: there is a row 0
+            else:
+                warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
         vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.embedder.dim, mask=pa.array(~good))
-        return pa.table({_ORD: batch[_ORD], _SHARD: batch[_SHARD], "id": batch["id"], "vector": vector, "error": batch["error"]})
+        return pa.table({_ORD: batch[_ORD], _SHARD: batch[_SHARD], "id": batch["id"], "vector": vector, "error": batch["error"],
+                         _TRUNCATED: truncated})
 
 
 def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id_type: pa.DataType) -> None:
@@ -727,7 +744,8 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
         arguments.count("threads_per_actor", threads)
     if device == "cuda":
         if gpus < 1:
-            raise ValueError("device='cuda' but the Ray cluster has no GPU; start Ray on GPU machines (ray start --num-gpus N) or pass device='cpu'")
+            raise ValueError("device='cuda' but the Ray cluster has no GPU (device='auto' picks cuda where the driver's onnxruntime has "
+                             "the CUDA provider); start Ray on GPU machines (ray start --num-gpus N) or pass device='cpu'")
         if actors is not None and actors > gpus:
             raise ValueError(f"actors={actors} but the Ray cluster has {gpus} GPUs and each actor holds one; pass at most {gpus}, or None for one per GPU")
         return actors or gpus, threads or 1
@@ -740,6 +758,9 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
 
 def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any]) -> int:
     """Embed the unfinished shards through one actor pool; write each shard as soon as its last row is back.
+
+    Texts cut to ``max_length`` are reported once for the whole run, as the local CLI does: one warning on the
+    "albert_onnx" logger counting them across every batch and actor.
 
     Returns:
         Shards written.
@@ -761,11 +782,13 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
                                    **({"num_gpus": 1} if model["device"] == "cuda" else {"num_cpus": threads}))
     collected: dict[int, list[pa.Table]] = {shard: [] for shard in corpus.todo}
     received = dict.fromkeys(corpus.todo, 0)
-    written = 0
+    written, truncated, texts = 0, 0, 0
     with tqdm(total=sum(corpus.sizes[shard] for shard in corpus.todo), desc="embedded", unit="row", disable=None) as progress:
         # the actors finish rows in any order; _write_shard puts each shard back in input order
         for batch in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
             shards = batch[_SHARD].to_numpy()
+            truncated += int(batch[_TRUNCATED].to_numpy().sum())
+            texts += batch.num_rows - batch["vector"].null_count  # a bad row has a null vector and was not embedded
             for shard in map(int, np.unique(shards)):
                 part = batch.filter(pa.array(shards == shard))
                 collected[shard].append(part)
@@ -776,6 +799,9 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
             progress.update(batch.num_rows)
     if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap
         raise RuntimeError(f"shards {sorted(collected)} came back incomplete; nothing of them was written, rerun to retry")
+    if truncated:  # the same line as ``albert-onnx embed --engine local``
+        logger.warning("%d of %d texts exceeded --max-length %d tokens and were truncated; pass --long-text window to embed whole texts",
+                       truncated, texts, encode["max_length"])
     return written
 
 
@@ -792,7 +818,8 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     Returns:
         Counts: ``shards`` (all), ``skipped`` (finished by an earlier run of this job), ``written`` (by this
         run), ``rows``, ``bad_rows`` (in the whole input: each kept with a null vector and its reason in
-        ``error``; the first 20 logged by id as warnings on the "albert_onnx" logger).
+        ``error``; the first 20 logged by id as warnings on the "albert_onnx" logger). Texts cut to ``max_length``
+        are counted in one warning on that logger for the whole run, not one per batch.
 
     Raises:
         TypeError, ValueError: One line each: a bad option (before Ray starts), a bad model folder, an output
@@ -802,7 +829,9 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     """
     options = _check(options)
     folder = ModelFolder.load(options.folder)
-    device = resolve_device(options.device)
+    # auto, for a cluster: cuda when the driver's onnxruntime has the CUDA provider (actors then hold num_gpus=1 each
+    # and a cluster without GPUs is a one-line error); the driver cannot try a session on the workers' GPUs
+    device = resolve_device(options.device if options.device != "auto" else "cpu" if cuda_missing_reason() else "cuda")
     variant = _resolve_variant(folder, options.variant, device)
     folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
     if device == "cpu":  # load it once here too: a graph that does not match manifest.json fails in one line, before Ray

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -14,30 +19,100 @@ from .model_folder import INPUTS, ModelFolderError
 
 DEVICES = ("auto", "cpu", "cuda")
 _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# ORT errors that mean "this provider did not come up" once the file itself has parsed (pybind's own classes are
+# not RuntimeError subclasses; C++ std::runtime_error arrives as RuntimeError).
+PROVIDER_ERRORS = (RuntimeError, ValueError, ort_errors.Fail, ort_errors.EPFail, ort_errors.RuntimeException,
+                    ort_errors.InvalidArgument, ort_errors.NotImplemented)
+logger = logging.getLogger("albert_onnx")
+
+
+class DeviceUnavailable(RuntimeError):
+    """CUDA was asked for (or tried by ``device='auto'``) and did not come up; the message says why and what to do."""
 
 
 def available_providers() -> list[str]:
-    """Execution providers this onnxruntime build offers."""
+    """Execution providers compiled into this onnxruntime build (not proof that they load: see :func:`create_session`)."""
     return list(ort.get_available_providers())
 
 
+def cuda_missing_reason() -> str | None:
+    """Why this onnxruntime cannot run CUDA at all, or None when it has the CUDA provider (whether that comes up
+    on this machine is known only once a session is created)."""
+    if "CUDAExecutionProvider" in available_providers():
+        return None
+    return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (it offers {', '.join(available_providers())}); "
+            "install onnxruntime-gpu instead of onnxruntime (pip install 'albert-onnx[gpu]')")
+
+
 def resolve_device(device: str) -> str:
-    """Turn ``auto``/``cpu``/``cuda`` into ``cpu`` or ``cuda``.
+    """Check a device name; ``cuda`` must at least be compiled into this onnxruntime.
+
+    Returns:
+        ``device`` itself (``auto`` is settled when a session is created: see ``AlbertEmbedder.from_pretrained``).
 
     Raises:
         ValueError: Unknown device name.
-        RuntimeError: ``cuda`` asked for but this onnxruntime has no CUDAExecutionProvider.
+        DeviceUnavailable: ``cuda`` asked for but this onnxruntime has no CUDAExecutionProvider.
     """
     arguments.choice("device", device, DEVICES)
-    has_cuda = "CUDAExecutionProvider" in available_providers()
-    if device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise RuntimeError(
-            f"device='cuda' but onnxruntime {ort.__version__} offers only {available_providers()}; "
-            "install onnxruntime-gpu instead of onnxruntime (pip install 'albert-onnx[gpu]'), or pass device='cpu'"
-        )
+    reason = cuda_missing_reason() if device == "cuda" else None
+    if reason is not None:
+        raise DeviceUnavailable(f"device='cuda' but {reason}, or pass device='cpu'")
     return device
+
+
+def cuda_options(device_id: object = 0, provider_options: object = None) -> dict[str, str]:
+    """CUDAExecutionProvider options: ``device_id`` plus ONNX Runtime's own keys, passed through as strings.
+
+    ONNX Runtime checks the keys and values itself when the session is created (``gpu_mem_limit`` in bytes,
+    ``arena_extend_strategy`` ``kNextPowerOfTwo``/``kSameAsRequested``, ``cudnn_conv_algo_search``, ``use_tf32``,
+    ``sdpa_kernel``, ...; see its CUDA provider documentation).
+
+    Raises:
+        TypeError: ``device_id`` is not an int, ``provider_options`` not a mapping of str to str/int/float/bool.
+        ValueError: ``device_id`` below 0, or ``provider_options`` also sets ``device_id``.
+    """
+    device_id = arguments.count("device_id", device_id, 0)
+    options = {"device_id": str(device_id)}
+    if provider_options is None:
+        return options
+    if not isinstance(provider_options, Mapping):
+        raise TypeError(f"provider_options={provider_options!r:.60}: pass a dict of CUDA provider options, e.g. {{'gpu_mem_limit': 2**33}}")
+    for key, value in provider_options.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"provider_options key {key!r:.60}: pass option names as str")
+        if key == "device_id":
+            raise ValueError("provider_options['device_id']: pass device_id=N instead (one place for the GPU number)")
+        if not isinstance(value, (str, int, float, bool)):
+            raise TypeError(f"provider_options[{key!r}]={value!r:.60}: pass a str, int, float or bool")
+        options[key] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return options
+
+
+_preload_lock = threading.Lock()
+_preload_said: str | None = None  # what onnxruntime.preload_dlls() printed, once per process
+
+
+def preload_cuda_libraries() -> str:
+    """Load CUDA/cuDNN from pip's nvidia-* packages (the ``[gpu]`` extra's, or torch's) before the first CUDA
+    session, once per process; ``onnxruntime.preload_dlls()`` falls back to the system's library path itself.
+
+    Returns:
+        What ``preload_dlls`` printed (it prints, to stdout, which would corrupt piped output): logged, and added
+        to the error when the CUDA session then fails.
+    """
+    global _preload_said
+    with _preload_lock:
+        if _preload_said is None:
+            printed = io.StringIO()
+            if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
+                with contextlib.redirect_stdout(printed):
+                    ort.preload_dlls()
+            # once per process: redirect_stdout swaps sys.stdout for every thread for that moment
+            _preload_said = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", printed.getvalue()).split())[:500]  # no ANSI colours
+            if _preload_said:
+                logger.debug("onnxruntime.preload_dlls(): %s", _preload_said)
+        return _preload_said
 
 
 def session_options(threads: int | None, spin_wait: bool = True) -> ort.SessionOptions:
@@ -66,41 +141,65 @@ def session_options(threads: int | None, spin_wait: bool = True) -> ort.SessionO
     return options
 
 
-def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True) -> ort.InferenceSession:
+def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True,
+                   provider_options: Mapping[str, str] | None = None) -> ort.InferenceSession:
     """Create the session on exactly the provider asked for, and confirm it.
+
+    Args:
+        path: The graph.
+        device: ``cpu`` or ``cuda``.
+        threads: Intra-op threads (see :func:`session_options`).
+        spin_wait: See :func:`session_options`.
+        provider_options: For ``cuda``, from :func:`cuda_options` (None: device 0, ONNX Runtime's defaults).
 
     Raises:
         ModelFolderError: ONNX Runtime cannot load the file, or its inputs are not an albert-onnx graph's.
-        RuntimeError: The session did not come up on the requested provider (e.g. CUDA libraries missing).
+        DeviceUnavailable: The CUDA session did not come up (no GPU, CUDA/cuDNN missing, a bad provider option) or
+            came up on another provider; the message holds ONNX Runtime's reason.
     """
     wanted = _PROVIDER[device]
-    providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]  # CPU hosts the shape ops
+    preloaded = ""
+    if device == "cpu":
+        providers: list = [wanted]
+    else:
+        resolve_device("cuda")
+        preloaded = preload_cuda_libraries()
+        providers = [(wanted, dict(provider_options or cuda_options())), "CPUExecutionProvider"]  # CPU hosts the shape ops
     options = session_options(threads, spin_wait)
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NoModel, ort_errors.Fail) as error:
-        if "Load model from" not in str(error):  # not a parse failure (a provider, memory): not the file's fault
-            raise
-        raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
-                               "not an albert-onnx graph: re-export the folder") from error
+        # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
+        session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *PROVIDER_ERRORS) as error:
+        if "Load model from" in str(error):  # the file did not parse: the folder's fault, whatever the device
+            raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
+                                   "not an albert-onnx graph: re-export the folder") from error
+        if device == "cpu":
+            raise  # not the file, not a device we chose: memory, a bug; never relabelled
+        said = f"; onnxruntime.preload_dlls() said: {preloaded}" if preloaded else ""
+        raise DeviceUnavailable(f"the CUDA session did not come up ({' '.join(str(error).split())[:400]}){said}; check the GPU "
+                                "(nvidia-smi), CUDA 13 / cuDNN 9 (pip install 'albert-onnx[gpu]' brings them) and provider "
+                                "options, or pass device='cpu'") from error
     inputs = tuple(node.name for node in session.get_inputs())
     if sorted(inputs) != sorted(INPUTS):
         raise ModelFolderError(f"{path}: graph inputs {list(inputs)} are not {list(INPUTS)}; not an albert-onnx graph: re-export the folder")
     if session.get_providers()[0] != wanted:
-        raise RuntimeError(
-            f"asked for {wanted} but the session runs on {session.get_providers()}; "
-            "check the CUDA/cuDNN libraries (onnxruntime.preload_dlls()) or pass device='cpu'"
+        said = f"; onnxruntime.preload_dlls() said: {preloaded}" if device == "cuda" and preloaded else ""
+        raise DeviceUnavailable(
+            f"asked for {wanted} but the session runs on {session.get_providers()} (this onnxruntime offers "
+            f"{available_providers()}){said}; check the GPU (nvidia-smi) and CUDA 13 / cuDNN 9 libraries, or pass device='cpu'"
         )
     return session
 
 
 class GraphRunner:
-    """Runs the embedding graph. With ``io_binding`` (the CUDA default) inputs are copied to the device once
-    and only the requested outputs come back to the host."""
+    """Runs the embedding graph. With ``io_binding`` (the CUDA default) outputs are written in device memory of
+    the session's GPU and only the requested ones come back to the host; inputs (a few KB of ids) are copied in
+    by ONNX Runtime."""
 
-    def __init__(self, session: ort.InferenceSession, device: str, io_binding: bool | None = None) -> None:
+    def __init__(self, session: ort.InferenceSession, device: str, io_binding: bool | None = None, device_id: int = 0) -> None:
         self.session = session
         self.device = device
+        self.device_id = device_id
         self.io_binding = device == "cuda" if io_binding is None else io_binding
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
@@ -111,6 +210,6 @@ class GraphRunner:
         for name, array in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in outputs:
-            binding.bind_output(name, self.device)
+            binding.bind_output(name, self.device, self.device_id)  # the session's GPU, not implicitly GPU 0
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()

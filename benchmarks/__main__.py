@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from albert_onnx.hardware import cpu_facts, gpu_name
+
 from . import engines as eng
 from .profile import host_share, profile_by_op
 from .report import write_report
@@ -39,25 +41,17 @@ def read_sts(limit: int | None = None) -> list[str]:
 
 
 def machine_facts(threads: int) -> dict[str, object]:
-    flags = ""
-    cpu = platform.processor()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
-        flags = next(l for l in info.splitlines() if l.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"]
+    import os
+
+    cpu, flags = cpu_facts()
     versions = {}
     for name in ["torch", "transformers", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx", "sentence-transformers", "tokenizers", "numpy"]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    import os
-
     return {"date": dt.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "cpu_flags": {f: f in flags.split() for f in wanted}, "python": platform.python_version(), "versions": versions}
+            "cpu_flags": flags, "python": platform.python_version(), "versions": versions}
 
 
 def prepare(model: str, tokenizer: Path, workdir: Path, variants: tuple[str, ...]) -> tuple[Path, Path, bool]:
@@ -168,14 +162,15 @@ def main(argv=None) -> int:
 
     cpu_engines = ["pytorch-fp32", "pytorch-bf16", "albert-onnx-fp32", "albert-onnx-fused", "albert-onnx-int8",
                    "optimum-o2", "optimum-int8", "sentence-transformers-onnx"]
-    gpu_engines = ["pytorch-fp32", "pytorch-fp16", "albert-onnx-fused", "albert-onnx-fp16"]
+    gpu_engines = ["pytorch-fp32", "pytorch-fp16", "pytorch-fp16sdpa", "albert-onnx-fused", "albert-onnx-fp16"]
     names = args.engines.split(",") if args.engines else (gpu_engines if args.device == "cuda" else cpu_engines)
     variants = tuple(sorted({n.rsplit("-", 1)[1] for n in names if n.startswith("albert-onnx-")} | {"fused"}))
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / "work"
     workdir.mkdir(exist_ok=True)
     checkpoint, folder, random = prepare(args.model, args.tokenizer, workdir, variants)
-    results: dict = {"machine": machine_facts(args.threads), "model": args.model, "random_weights": random,
+    results: dict = {"machine": {**machine_facts(args.threads), "device": args.device,
+                                 **({"gpu": gpu_name(0) or "unknown (no nvidia-smi)"} if args.device == "cuda" else {})}, "model": args.model, "random_weights": random,
                      "quick": args.quick, "engines": {}, "shapes": [], "latency": {}, "corpus": {}, "accuracy": {}, "tokenizer_differs": None}
     if args.quick and args.device == "cpu" and not args.engines:
         names = skip_emulated_bf16(names, results)

@@ -18,7 +18,8 @@ def write_report(results: dict, out: Path) -> None:
     lines = [
         f"# albert-onnx benchmark — {results['model']}" + (" (SEEDED RANDOM WEIGHTS, real vocabulary)" if results["random_weights"] else ""),
         "",
-        f"{m['date']} · {m['cpu']} ({m['cores']} cores; flags: {flags}) · {m['threads']} threads · Python {m['python']} · "
+        f"{m['date']} · " + (f"GPU {m['gpu']} · " if m.get("gpu") else "") + f"{m['cpu']} ({m['cores']} cores; flags: {flags}) · "
+        f"{m['threads']} threads · Python {m['python']} · "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + (" · --quick" if results["quick"] else ""),
         "",
         f"Fixed shapes: median ms per call (p10–p90), ratio = {base} median / engine median, same run, engines interleaved.",

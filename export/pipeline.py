@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import resource
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -75,8 +76,12 @@ def _release_freed_memory() -> None:
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident set size so far (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far, in MiB.
+
+    ``ru_maxrss`` is in KiB on Linux but in bytes on macOS (see getrusage(2) on each).
+    """
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
 
 def _rss_now_gb() -> float:

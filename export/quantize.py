@@ -12,9 +12,13 @@ rows. QAttention quantizes its input per tensor too, so each Attention becomes t
 (Q, K, V) and fp32 MultiHeadAttention (the kernel Attention uses). Per-token scales also halve the error:
 centred cosine vs fp32 0.997 mean (per-tensor: 0.985) on STS-B dev, albert-base-v2 random weights.
 
-Weights use the full int8 range: 7-bit weights (which rule out int16 saturation in AVX2's vpmaddubsw, the
-kernel on CPUs without VNNI) cost measurably more error (centred cosine 0.988 mean), and saturation needs two
-adjacent weights near their column maximum and activations near their row maximum at once.
+Weights use the full int8 range, [-127, 127], and are stored as uint8 around zero point 128, so every GEMM is
+uint8 x uint8. uint8 x int8 is what ONNX Runtime's own quantizer writes, but on CPUs without VNNI (AVX2 only:
+AMD Zen 1-3, Intel before Ice Lake) ONNX Runtime runs it through vpmaddubsw, which adds pairs of products in
+int16 and saturates: measured on AMD EPYC (Zen 3, AVX2), 9% of a MatMulInteger's outputs wrong for activations
+near zero, 90% for full-range ones, the tiny test model's int8 gate failed. uint8 x uint8 is exact on every x86
+CPU (AVX2 widens to int16 before vpmaddwd; VNNI and AMX kernels flip the weights' sign bit back, which is exact).
+7-bit weights would also avoid saturation but cost measurably more error (centred cosine 0.988 mean).
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from albert_onnx.model_folder import INT8_GEMM
+
 from .errors import ExportError
 
 OPSET = 21  # blocked QuantizeLinear (one block per row) is opset 21
+GEMM = INT8_GEMM  # uint8 activations x uint8 weights: exact on every x86 CPU (module docstring)
 WEIGHT_MAX = 127
 MIN_GATHER_ELEMENTS = 65536  # quantize embedding tables at least this big (word and position, not token type)
 GELU_OPS = ("FastGelu", "BiasGelu", "Gelu")  # their outputs are >= -0.17 (exact GELU -0.16997, tanh form -0.17004)
@@ -37,7 +44,8 @@ GELU_ZERO_POINT = 32  # GELU rows: 32 levels below zero (enough for -0.171 once 
 INT8_SCHEME = {
     "name": "per-token",
     "activations": "uint8, one scale per token computed in the graph: max|x|/127 around 128; GELU outputs max/223 above 32",
-    "weights": f"int8 in [-{WEIGHT_MAX}, {WEIGHT_MAX}], one symmetric scale per output column",
+    "weights": f"int8 levels in [-{WEIGHT_MAX}, {WEIGHT_MAX}] stored as uint8 around 128, one symmetric scale per output column",
+    "gemm": GEMM,
     "attention": "int8 Q, K and V projections, fp32 MultiHeadAttention",
     "embeddings": "int8, one scale per row",
     "batch_invariant": True,
@@ -56,7 +64,7 @@ class _PerRowRewriter:
         self.weights: dict[tuple[str, bool], tuple[str, str]] = {}
         self._constant("q/one", np.array(1.0, np.float32))
         self._constant("q/zero_point", np.array(128, np.uint8))
-        self._constant("q/weight_zero_point", np.array(0, np.int8))
+        self._constant("q/weight_zero_point", np.array(128, np.uint8))
         self._constant("q/inv127", np.array(1 / 127, np.float32))
         self._constant("q/last_axis", np.array([-1], np.int64))
         self._constant("q/one_dim", np.array([1], np.int64))
@@ -128,15 +136,16 @@ class _PerRowRewriter:
         return self.rows[x]
 
     def quantized_weight(self, name: str, transposed: bool) -> tuple[str, str]:
-        """int8 weight [K, N] with one scale per column N (computed once per shared weight)."""
+        """Weight [K, N] as int8 levels stored in uint8 around 128, one scale per column N (once per shared weight)."""
         key = (name, transposed)
         if key not in self.weights:
             weight = numpy_helper.to_array(self.initializers[name])
             weight = weight.T if transposed else weight
             scale = np.maximum(np.abs(weight).max(axis=0), 1e-30) / WEIGHT_MAX
-            values = np.clip(np.round(weight / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
+            levels = np.clip(np.round(weight / scale), -WEIGHT_MAX, WEIGHT_MAX)
+            values = (levels + 128).astype(np.uint8)  # zero point 128: a uint8 x uint8 GEMM (module docstring)
             suffix = "/T" if transposed else ""
-            self.weights[key] = (self._constant(f"{name}{suffix}/int8", values),
+            self.weights[key] = (self._constant(f"{name}{suffix}/uint8", values),
                                  self._constant(f"{name}{suffix}/scale", scale.astype(np.float32)))
         return self.weights[key]
 

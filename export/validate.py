@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import torch
 from scipy.stats import spearmanr
 from transformers import AlbertModel
 
+from albert_onnx.hardware import cpu_description, gpu_name
 from albert_onnx.model_folder import Validation
+from albert_onnx.session import PROVIDER_ERRORS, preload_cuda_libraries
 
 from .errors import ExportError
 
@@ -299,10 +302,33 @@ def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]
     provider = needed or "CPUExecutionProvider"
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=[provider])
+    if provider == "CUDAExecutionProvider":
+        preload_cuda_libraries()
+    # enable_fallback=0 and the check below: a CUDA provider that does not come up must not be judged on CPU math
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]  # CPU: shape ops
+    not_here = None
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+    except PROVIDER_ERRORS as error:
+        if provider == "CPUExecutionProvider":
+            raise  # the CPU provider always comes up: this is the graph's or a bug's error, never a device's
+        not_here = f"the {provider} session did not come up ({' '.join(str(error).split())[:300]})"
+    else:
+        if session.get_providers()[0] != provider:
+            not_here = f"the {provider} session came up on {session.get_providers()}"
+    if not_here is not None:
+        reason = f"{not_here}; not validated here (a CPU run would compute in fp32 and prove nothing)"
+        return Validation("not-validated", reason=reason, gates={m: {k: v} for m, (k, v) in GATES[name].items()}), []
     metrics = measure(session, ref)
-    gates, failed, reason = judge(name, metrics)
-    return Validation("failed" if failed else "passed", reason=reason, provider=provider, gates=gates, metrics=metrics), failed
+    gates, failed, reason = judge(name, metrics)  # a NaN fails any gate it meets: NaN >= x and NaN <= x are False
+    # manifest.json is strict JSON (a reader refuses NaN): keep the finite numbers, name the others
+    dropped = sorted(metric for metric, value in metrics.items() if not math.isfinite(value))
+    if dropped:
+        metrics = {metric: value for metric, value in metrics.items() if metric not in dropped}
+        reason = "; ".join(filter(None, [reason, f"not finite, so not recorded: {', '.join(dropped)}"]))
+    device = (gpu_name(0) or "a CUDA GPU (nvidia-smi not found)") if provider == "CUDAExecutionProvider" else cpu_description()
+    return Validation("failed" if failed else "passed", reason=reason, provider=provider, device=device, gates=gates,
+                      metrics=metrics), failed
 
 
 def gate_summary(validation: Validation) -> str:

@@ -131,12 +131,35 @@ def tiny_source(tmp_path_factory) -> Path:
     return make_tiny_source(tmp_path_factory.mktemp("tiny-src") / "albert-tiny")
 
 
+# ALBERT_ONNX_TEST_FOLDERS=DIR: read the tiny and base folders from DIR/tiny and DIR/base (written by
+# `python -m tests.export_test_folders DIR`) instead of exporting them: for a GPU machine without the export extra.
+PREPARED = os.environ.get("ALBERT_ONNX_TEST_FOLDERS")
+
+
+def tiny_export_args(source: Path, out: Path) -> list[str]:
+    return ["export", str(source), "--random-weights", "--seed", "1", "--hidden-states",
+            "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out)]
+
+
+def base_export_args(out: Path) -> list[str]:
+    return ["export", str(BASE_SOURCE), "--random-weights", "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out)]
+
+
+def prepared(name: str) -> Path:
+    folder = Path(PREPARED) / name
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"ALBERT_ONNX_TEST_FOLDERS={PREPARED!r} has no {name}/manifest.json; write it with python -m tests.export_test_folders {PREPARED}")
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_folder(tiny_source, tmp_path_factory) -> Path:
+def tiny_folder(tmp_path_factory) -> Path:
     """The tiny model exported once, all four variants, with hidden states."""
+    if PREPARED:
+        return prepared("tiny")
+    need_shared()
     out = tmp_path_factory.mktemp("tiny") / "model"
-    run_cli("export", str(tiny_source), "--random-weights", "--seed", "1", "--hidden-states",
-            "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out))
+    run_cli(*tiny_export_args(make_tiny_source(tmp_path_factory.mktemp("tiny-src") / "albert-tiny"), out))
     return out
 
 
@@ -151,8 +174,10 @@ def plain_folder(tiny_source, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def base_folder(tmp_path_factory) -> Path:
     """albert-base-v2 (real config and vocabulary, seeded random weights), exported once."""
+    if PREPARED:
+        return prepared("base")
     need_shared()
     out = tmp_path_factory.mktemp("base") / "albert-base-v2"
-    result = run_cli("export", str(BASE_SOURCE), "--random-weights", "--validation-texts", str(STS_DIR / "sts-dev.csv"), "-o", str(out))
+    result = run_cli(*base_export_args(out))
     (out.parent / "export.log").write_text(result.stdout + result.stderr)
     return out

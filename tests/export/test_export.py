@@ -56,7 +56,8 @@ def test_every_weight_is_stored_once(tiny_folder, variant):
 
 
 def test_int8_weights_are_int8(tiny_folder):
-    """Every weight product in the int8 graph is MatMulIntegerToFloat on an int8 initializer; no float MatMul is left."""
+    """Every weight product in the int8 graph is MatMulIntegerToFloat on int8 levels (stored as uint8 around 128, a
+    uint8 x uint8 product: see export/quantize.py); no float MatMul is left."""
     model = onnx.load(str(tiny_folder / "model_int8.onnx"))
     inits = {init.name: init for init in model.graph.initializer}
     ops = collections.Counter(node.op_type for node in model.graph.node)
@@ -67,7 +68,7 @@ def test_int8_weights_are_int8(tiny_folder):
     # each rewritten MatMul/Gemm gives one product and each Attention at least one (its QKV projection)
     assert len(products) >= rewritten["MatMul"] + rewritten["Attention"] + rewritten["Gemm"]
     assert rewritten["Attention"] == LAYERS and rewritten["MatMul"] > 0
-    assert {inits[node.input[1]].data_type for node in products} == {onnx.TensorProto.INT8}
+    assert {inits[node.input[1]].data_type for node in products} == {onnx.TensorProto.UINT8}
     word = [node for node in model.graph.node if node.op_type == "Gather" and node.input[0] in inits
             and tuple(inits[node.input[0]].dims) == (TINY_CONFIG["vocab_size"], TINY_CONFIG["embedding_size"])]
     assert [inits[node.input[0]].data_type for node in word] == [onnx.TensorProto.INT8]
@@ -78,6 +79,18 @@ def test_fp16_keeps_int64_inputs_and_float32_outputs(tiny_folder):
     graph = onnx.load(str(tiny_folder / "model_fp16.onnx")).graph
     assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}
     assert {o.type.tensor_type.elem_type for o in graph.output} == {onnx.TensorProto.FLOAT}
+
+
+def test_fp16_constants_are_finite_in_half_precision(tiny_folder):
+    """The masked-score value and every fp16 constant must be finite in fp16: float32's minimum, which the fusion
+    writes as Attention's mask_filter_value, is -inf there (0 * -inf = NaN in a kernel that multiplies by the mask)."""
+    from onnx import helper, numpy_helper
+
+    graph = onnx.load(str(tiny_folder / "model_fp16.onnx")).graph
+    values = [helper.get_attribute_value(a) for n in graph.node if n.op_type == "Attention" for a in n.attribute if a.name == "mask_filter_value"]
+    assert len(values) == LAYERS and all(np.isfinite(np.float16(v)) and v <= -1e4 for v in values), values
+    halves = [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and all(np.isfinite(h).all() for h in halves)
 
 
 def test_gates_recorded_and_passed(tiny_folder):
@@ -508,3 +521,13 @@ def test_validation_set_from_stsb():
     assert len(vset.texts) == 48 + 2 and len(vset.pairs) == 24  # 24 whole pairs, plus two long texts built from them
     assert len({len(t) for t in vset.texts}) > 30
     assert vset.pairs == [(2 * i, 2 * i + 1) for i in range(24)]
+
+
+@pytest.mark.parametrize("platform, maxrss", [("linux", 3 * 1024**2), ("darwin", 3 * 1024**3)])
+def test_peak_rss_reads_ru_maxrss_in_the_platforms_unit(monkeypatch, platform, maxrss):
+    from albert_onnx_export import pipeline
+
+    # 3 GiB peak: ru_maxrss counts KiB on Linux and bytes on macOS
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(pipeline.resource, "getrusage", lambda who: collections.namedtuple("Usage", "ru_maxrss")(maxrss))
+    assert pipeline._peak_rss_mb() == 3 * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -109,3 +110,58 @@ def test_degenerate_reference_gates_on_token_agreement():
     gates, failed, reason = validate.judge("int8", {**healthy, "reference_spread": 0.19})
     assert reason is None and set(gates) == set(validate.GATES["int8"])
     assert {phrase.split("=")[0] for phrase in failed} == {"centred_cosine_mean", "rank_agreement"}
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_fp16_on_a_cuda_provider_that_does_not_come_up_is_not_validated(tiny_folder, reference, capsys):
+    """onnxruntime-gpu on a host where CUDA fails: the session lands on the CPU; judging it there would record
+    fp32 arithmetic as an fp16 pass."""
+    result, failed = validate.validate_variant("fp16", tiny_folder / "model_fp16.onnx", reference,
+                                               ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert (result.status, failed, result.metrics) == ("not-validated", [], {})
+    assert "came up on ['CPUExecutionProvider']" in result.reason
+    assert capsys.readouterr().out == ""  # ONNX Runtime's own fallback banner is off
+
+
+def test_a_cuda_session_that_raises_is_not_validated_and_the_export_goes_on(tiny_folder, reference, monkeypatch):
+    """onnxruntime-gpu where CUDA raises at creation (no visible GPU, out of memory): not-validated with ORT's words."""
+    real = ort.InferenceSession
+
+    def no_gpu(path, options=None, providers=None, **kwargs):
+        if "CUDAExecutionProvider" in (providers or []):
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real(path, options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", no_gpu)
+    result, failed = validate.validate_variant("fp16", tiny_folder / "model_fp16.onnx", reference,
+                                               ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert (result.status, failed) == ("not-validated", [])
+    assert "did not come up (CUDA failure 100: no CUDA-capable device is detected)" in result.reason
+
+
+def test_cpu_validation_records_the_cpu_and_its_kernel_flags(tiny_folder, reference):
+    """validation.device names the CPU as /proc/cpuinfo does, with the int8-kernel flags it has (read here directly)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo (not Linux)")
+    lines = cpuinfo.read_text().splitlines()
+    name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+    result, _ = validate.validate_variant("int8", tiny_folder / "model_int8.onnx", reference, PROVIDERS)
+    assert result.provider == "CPUExecutionProvider" and result.device.startswith(f"{name} (")
+    for flag in ("avx2", "avx512_vnni", "amx_int8"):
+        assert (flag in result.device) == (flag in flags), flag
+
+
+@pytest.mark.parametrize("metric, status", [("padded_batch_invariance_max_abs_diff", "passed"), ("rank_agreement", "failed")])
+def test_a_nan_metric_fails_its_gate_and_never_reaches_the_manifest(tiny_folder, reference, monkeypatch, metric, status):
+    """NaN compares False with any limit: gated, it fails; ungated, it is dropped and named, so manifest.json stays JSON."""
+    import json
+
+    real = validate.measure
+    monkeypatch.setattr(validate, "measure", lambda session, ref: {**real(session, ref), metric: float("nan")})
+    result, failed = validate.validate_variant("int8", tiny_folder / "model_int8.onnx", reference, PROVIDERS)
+    assert result.status == status and metric not in result.metrics and f"not finite, so not recorded: {metric}" in result.reason
+    assert (status == "failed") == any(phrase.startswith(f"{metric}=nan") for phrase in failed)
+    json.dumps(result.metrics, allow_nan=False)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from albert_onnx_export import quantize
 
@@ -64,9 +65,14 @@ def test_graph_is_per_token_int8(tiny_folder):
     assert blocked and all(any(a.name == "block_size" for a in node.attribute) for node in blocked)
     scheme = json.loads((tiny_folder / "manifest.json").read_text())["variants"]["int8"]["quantization"]
     assert scheme["name"] == "per-token" and scheme["batch_invariant"] is True
-    # int8: Q, K, V, attention output, FFN in, FFN out, embedding projection, pooler, word table; float: the
-    # position table (512 x 32 here, under MIN_GATHER_ELEMENTS) and the 2-row token-type table
-    assert scheme["weight_dtypes"] == {"int8": 9, "float": 2}
+    # uint8 (int8 levels around 128): Q, K, V, attention output, FFN in, FFN out, embedding projection, pooler; int8:
+    # the word table; float: the position table (512 x 32 here, under MIN_GATHER_ELEMENTS) and the token-type table
+    assert scheme["weight_dtypes"] == {"uint8": 8, "int8": 1, "float": 2}
+    assert scheme["gemm"] == "u8u8"
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in (node for node in model.graph.node if node.op_type == "MatMulIntegerToFloat"):
+        weight, weight_zero = initializers[node.input[1]], numpy_helper.to_array(initializers[node.input[5]])
+        assert weight.data_type == onnx.TensorProto.UINT8 and weight_zero.dtype == np.uint8 and int(weight_zero) == 128, node.name
 
 
 def test_gelu_rows_use_the_small_zero_point(tiny_folder):
@@ -78,22 +84,40 @@ def test_gelu_rows_use_the_small_zero_point(tiny_folder):
     assert quantize.GELU_FLOOR > 0.17004  # the tanh GELU's minimum is -0.170041
 
 
-def test_an_all_zero_row_gives_zeros_and_the_others_their_product(tmp_path):
-    """Scale max|x|/127 has no floor: a zero row's 0/0 must come out as 0, not NaN, and leave the other rows alone."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weight = (rng.standard_normal((64, 48)) * 0.05).astype(np.float32)
+def _one_matmul_int8(weight: np.ndarray, folder) -> ort.InferenceSession:
+    """``y = x @ weight`` (x: [1, S, K]) through quantize_int8, loaded in ONNX Runtime."""
+    k, n = weight.shape
     # the per-token zero points take their shape from input_ids, as in an exported graph
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "one-matmul",
                               [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]),
-                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", 48])], [numpy_helper.from_array(weight, "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fp32.onnx"))
-    quantize.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
-    ops = [node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", n])], [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "fp32.onnx"))
+    quantize.quantize_int8(folder / "fp32.onnx", folder / "int8.onnx")
+    ops = [node.op_type for node in onnx.load(str(folder / "int8.onnx")).graph.node]
     assert "MatMul" not in ops and ops.count("MatMulIntegerToFloat") == 1  # the product really is int8 now
-    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(folder / "int8.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_integer_product_is_exact_where_uint8_x_int8_saturates(tmp_path):
+    """Rows and columns of +-max: every quantized level is 255/1 (x) and +-127 (w), so each pair of products is
+    2 x 255 x 127 = 64770, past int16. uint8 x int8 weights gave errors in the thousands on an AVX2-only CPU (AMD
+    EPYC Zen 3, vpmaddubsw saturating); the shipped uint8 x uint8 product must be exact on every CPU. (On a CPU
+    with VNNI or AMX both products are exact, so this test can fail only where saturation exists: AVX2-only CPUs.)"""
+    rng = np.random.default_rng(1)
+    weight = rng.choice(np.array([-1.0, 1.0], np.float32), size=(256, 32))
+    session = _one_matmul_int8(weight, tmp_path)
+    x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(1, 9, 256))
+    x[0, :3] = 1.0  # all-positive rows meet the positive weight pairs: the worst case for int16 pair sums
+    (y,) = session.run(None, {"input_ids": np.zeros((1, 9), np.int64), "x": x})
+    np.testing.assert_allclose(y, x @ weight, rtol=1e-5, atol=1e-4)
+
+
+def test_an_all_zero_row_gives_zeros_and_the_others_their_product(tmp_path):
+    """Scale max|x|/127 has no floor: a zero row's 0/0 must come out as 0, not NaN, and leave the other rows alone."""
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((64, 48)) * 0.05).astype(np.float32)
+    session = _one_matmul_int8(weight, tmp_path)
     x = rng.standard_normal((1, 5, 64)).astype(np.float32)
     x[0, 2] = 0.0
     (y,) = session.run(None, {"input_ids": np.zeros((1, 5), np.int64), "x": x})

@@ -202,6 +202,19 @@ def test_cuda_without_cuda_is_one_line(tiny_folder, texts_file, tmp_path, capsys
     assert status == 2 and "install onnxruntime-gpu" in error_line(err, "embed")
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--cuda-option", "gpu_mem_limit"], "--cuda-option 'gpu_mem_limit': pass KEY=VALUE, e.g. --cuda-option gpu_mem_limit=8589934592"),
+    (["--cuda-option", "=1"], "--cuda-option '=1': pass KEY=VALUE"),
+    (["--device", "cpu", "--device-id", "1"], "--device-id/--cuda-option are CUDA settings but --device cpu"),
+    (["--device-id", "-1"], "--device-id=-1: pass an int >= 0"),
+    (["--engine", "ray", "--device-id", "0"], "--device-id/--cuda-option: only with --engine local"),
+])
+def test_cuda_flags_are_checked_in_one_line(tiny_folder, texts_file, tmp_path, capsys, flags, message):
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy"), *flags)
+    assert status == 2 and message in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+
+
 # -- bugs are not user errors --------------------------------------------------------------------------
 
 

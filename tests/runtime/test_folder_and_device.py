@@ -178,3 +178,140 @@ def test_cuda_session_is_really_on_cuda(tiny_folder):
     assert embedder.providers[0] == "CUDAExecutionProvider"
     reference = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu").encode(["a b c", "guitar"])
     assert (embedder.encode(["a b c", "guitar"]) * reference).sum(axis=1).min() > 0.999
+
+
+# -- device choice without a GPU: a CUDA provider that is compiled in but does not come up ----------------------
+
+import logging  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402
+
+from albert_onnx import session as session_module  # noqa: E402
+from albert_onnx.session import DeviceUnavailable, cuda_options  # noqa: E402
+
+needs_cpu_only_ort = pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this onnxruntime has CUDA")
+# the fixture below makes our provider list claim CUDA while ONNX Runtime's own does not, which it warns about
+claimed_cuda = pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+
+
+@pytest.fixture()
+def cuda_that_does_not_come_up(monkeypatch):
+    """onnxruntime claims a CUDA provider it does not have, like onnxruntime-gpu on a host without a GPU or cuDNN:
+    the session request goes to ONNX Runtime, which ends up on the CPU."""
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    monkeypatch.setattr(session_module, "_preload_said", None)
+    created = []
+    real_session = ort.InferenceSession
+
+    def recording(*args, **kwargs):
+        created.append(kwargs)
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    return created
+
+
+@needs_cpu_only_ort
+@claimed_cuda
+def test_cuda_that_does_not_come_up_is_an_error_not_a_cpu_session(tiny_folder, cuda_that_does_not_come_up, capsys):
+    with pytest.raises(DeviceUnavailable, match=r"asked for CUDAExecutionProvider but the session runs on \['CPUExecutionProvider'\]"):
+        AlbertEmbedder.from_pretrained(tiny_folder, device="cuda", device_id=1, provider_options={"gpu_mem_limit": 2**30})
+    (request,) = cuda_that_does_not_come_up
+    assert request["providers"][0] == ("CUDAExecutionProvider", {"device_id": "1", "gpu_mem_limit": str(2**30)})
+    assert request["enable_fallback"] == 0  # ONNX Runtime's own retry on CPU (and its stdout banner) is off
+    assert capsys.readouterr().out == ""
+
+
+@needs_cpu_only_ort
+@claimed_cuda
+def test_auto_uses_cpu_when_cuda_does_not_come_up_and_says_why(tiny_folder, cuda_that_does_not_come_up, caplog):
+    with caplog.at_level(logging.INFO, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(tiny_folder)
+    assert (embedder.device, embedder.variant) == ("cpu", "int8")
+    assert "the session runs on ['CPUExecutionProvider']" in embedder.device_reason
+    (record,) = [r for r in caplog.records if "device='auto'" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "runs on cpu, not cuda" in record.getMessage()
+    assert len(cuda_that_does_not_come_up) == 2  # tried CUDA (fp16), then opened the CPU session (int8)
+
+
+@needs_cpu_only_ort
+def test_auto_without_a_cuda_build_says_so_quietly(tiny_folder, caplog):
+    with caplog.at_level(logging.DEBUG, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(tiny_folder)
+    assert embedder.device == "cpu" and "has no CUDAExecutionProvider" in embedder.device_reason
+    (record,) = [r for r in caplog.records if "device='auto'" in r.getMessage()]
+    assert record.levelno == logging.DEBUG  # a CPU-only install is normal: not a line on every load (nor on stdout)
+    assert AlbertEmbedder.from_pretrained(tiny_folder, device="cpu").device_reason is None
+    with pytest.raises(ValueError, match=r"variant='fp16' runs on \['cuda'\], not device='cpu', and device='auto' cannot use cuda: "
+                                         r"onnxruntime .* has no CUDAExecutionProvider"):
+        AlbertEmbedder.from_pretrained(tiny_folder, variant="fp16")
+
+
+@needs_cpu_only_ort
+@claimed_cuda
+def test_preload_messages_reach_the_error_not_stdout(tiny_folder, cuda_that_does_not_come_up, monkeypatch, capsys):
+    monkeypatch.setattr(ort, "preload_dlls", lambda: print("Failed to load libcudnn.so.9: cannot open shared object file"))
+    with pytest.raises(DeviceUnavailable, match=r"preload_dlls\(\) said: Failed to load libcudnn\.so\.9"):
+        AlbertEmbedder.from_pretrained(tiny_folder, device="cuda")
+    assert capsys.readouterr().out == ""
+
+
+@needs_cpu_only_ort
+@claimed_cuda
+def test_auto_with_cuda_settings_means_cuda(tiny_folder, cuda_that_does_not_come_up):
+    """A GPU number or provider options say CUDA is meant: under auto too, a CUDA that fails is an error, not a CPU run."""
+    with pytest.raises(DeviceUnavailable, match=r"the session runs on \['CPUExecutionProvider'\]"):
+        AlbertEmbedder.from_pretrained(tiny_folder, device_id=1)
+    with pytest.raises(DeviceUnavailable, match=r"the session runs on \['CPUExecutionProvider'\]"):
+        AlbertEmbedder.from_pretrained(tiny_folder, provider_options={"gpu_mem_limit": 2**30})
+
+
+@needs_cpu_only_ort
+def test_auto_with_cuda_settings_on_a_cpu_only_onnxruntime_is_an_error(tiny_folder):
+    with pytest.raises(DeviceUnavailable, match="device='cuda' but onnxruntime .* has no CUDAExecutionProvider"):
+        AlbertEmbedder.from_pretrained(tiny_folder, device_id=1)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"device": "cpu", "device_id": 1}, ValueError, r"device_id=1 / provider_options=None are CUDA settings but device='cpu'"),
+    ({"device": "cpu", "provider_options": {"gpu_mem_limit": 1}}, ValueError, "are CUDA settings but device='cpu'"),
+    ({"device_id": -1}, ValueError, r"device_id=-1: pass an int >= 0"),
+    ({"device_id": "0"}, TypeError, r"device_id='0': pass an int >= 0"),
+    ({"provider_options": {"device_id": 1}}, ValueError, r"provider_options\['device_id'\]: pass device_id=N instead"),
+    ({"provider_options": {"gpu_mem_limit": [1]}}, TypeError, r"provider_options\['gpu_mem_limit'\]=\[1\]: pass a str, int, float or bool"),
+    ({"provider_options": [("gpu_mem_limit", 1)]}, TypeError, "pass a dict of CUDA provider options"),
+])
+def test_cuda_settings_are_checked_before_anything_loads(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):  # a folder that does not exist: the settings are refused first
+        AlbertEmbedder.from_pretrained(tmp_path / "no-such-folder", **kwargs)
+
+
+def test_cuda_options_pass_onnx_runtime_keys_as_strings():
+    assert cuda_options(2, {"gpu_mem_limit": 2**33, "arena_extend_strategy": "kSameAsRequested", "use_tf32": False}) == {
+        "device_id": "2", "gpu_mem_limit": str(2**33), "arena_extend_strategy": "kSameAsRequested", "use_tf32": "0"}
+
+
+def test_int8_graph_from_a_saturating_export_is_refused(copy_of):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    del manifest["variants"]["int8"]["quantization"]["gemm"]  # what albert-onnx before u8u8 wrote
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"uint8 x int8 .* int16 saturation on CPUs without VNNI .* re-export the folder"):
+        AlbertEmbedder.from_pretrained(copy_of, device="cpu")
+    assert AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu").variant == "fused"
+
+
+def test_gpu_name_counts_devices_as_cuda_does(monkeypatch, tmp_path):
+    """device_id is CUDA's number among CUDA_VISIBLE_DEVICES; nvidia-smi numbers every GPU: the id is mapped."""
+    from albert_onnx import hardware
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\nfor a; do last="$a"; done\necho "GPU $last, 80 MiB, 1.0"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, GPU-abc")
+    assert hardware.gpu_name(0) == "GPU 3 · 80 MiB · 1.0"
+    assert hardware.gpu_name(1) == "GPU GPU-abc · 80 MiB · 1.0"
+    assert hardware.gpu_name(2) is None  # CUDA sees two devices
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert hardware.gpu_name(5) == "GPU 5 · 80 MiB · 1.0"

@@ -319,6 +319,41 @@ def test_cli_ray_engine_two_actors_one_thread_each(local_ray, tiny_folder, sts_t
     assert np.abs(_vectors(rows, range(3)) - expected).max() <= 1e-5
 
 
+@pytest.mark.parametrize("max_length", [8, None])
+def test_truncation_is_reported_once_for_the_whole_job_as_the_local_engine_does(local_ray, tiny_folder, sts_texts, tmp_path,
+                                                                                capsys, caplog, max_length):
+    from albert_onnx.cli import main
+    from albert_onnx.embedder import TruncationWarning
+
+    texts = sts_texts[:100]
+    long = " ".join(sts_texts[:200])  # far over the model's own 512 tokens
+    for index in (5, 40, 75, 99):  # one in each batch of 32 rows (--batch-size 4 x 8)
+        texts[index] = long
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(text + "\n" for text in texts), encoding="utf-8")
+    with pytest.warns(TruncationWarning) as caught:
+        AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(texts, max_length=max_length)
+    expected = sum(record.message.truncated for record in caught)
+    limit = max_length or 512  # the tiny model's own limit when none is given
+    if max_length is None:
+        assert expected == 4
+    flags = ["--variant", "fp32", "--device", "cpu", "--batch-size", "4", *(["--max-length", str(max_length)] if max_length else [])]
+
+    def truncation_lines(engine: list[str], output) -> list[str]:
+        assert main(["embed", str(tiny_folder), "--input", str(source), "--output", str(output), *flags, *engine]) == 0
+        return [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
+
+    message = f"{expected} of 100 texts exceeded --max-length {limit} tokens and were truncated; pass --long-text window to embed whole texts"
+    ray_lines = truncation_lines(["--engine", "ray", "--actors", "2", "--threads", "1"], tmp_path / "vectors")
+    assert ray_lines == [f"albert-onnx embed: warning: {message}"]
+    assert truncation_lines([], tmp_path / "vectors.npy") == ray_lines  # the local engine's line, word for word
+
+    # four shards: four blocks, spread over both actors, still one line
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "sharded", actors=2, batch_size=4, shard_rows=25, max_length=max_length))
+    assert [record.getMessage() for record in caplog.records if "truncated" in record.getMessage()] == [message]
+
+
 def test_a_damaged_parquet_file_in_an_input_folder_is_named(no_ray, tiny_folder, tmp_path):
     source = tmp_path / "in"
     source.mkdir()

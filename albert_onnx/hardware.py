@@ -1,0 +1,58 @@
+"""What the numbers were measured on: the CPU with the flags that pick ONNX Runtime's kernels, and the GPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+# The flags that decide which int8/bf16 kernels ONNX Runtime and PyTorch run (AVX2 alone: vpmaddubsw; VNNI, AMX).
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_facts() -> tuple[str, dict[str, bool]]:
+    """The CPU's model name and which of :data:`KERNEL_FLAGS` it has (Linux: /proc/cpuinfo; elsewhere no flags)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    fields = {}
+    for line in lines:  # the first processor's lines
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "")
+    present = set(flags.split())
+    return name, {flag: flag in present for flag in KERNEL_FLAGS}
+
+
+def cpu_description() -> str:
+    """e.g. ``AMD EPYC (avx2)``: the model name and the kernel flags it has."""
+    name, flags = cpu_facts()
+    return f"{name} ({', '.join(flag for flag, on in flags.items() if on) or 'no AVX2'})"
+
+
+def gpu_name(device_id: int = 0) -> str | None:
+    """What ``nvidia-smi`` says of CUDA device ``device_id`` (e.g. ``NVIDIA H200 · 143771 MiB · 580.159.03``), None
+    without nvidia-smi or that GPU. ``device_id`` counts the devices CUDA_VISIBLE_DEVICES leaves, as CUDA does;
+    nvidia-smi numbers every GPU, so the id is mapped through that list first."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+        if device_id >= len(entries):
+            return None
+        target = entries[device_id]  # an index or a GPU-... UUID: nvidia-smi -i takes both
+    else:
+        target = str(device_id)
+    try:
+        result = subprocess.run([tool, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader", "-i", target],
+                                capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
+    return line.replace(", ", " · ") or None
