@@ -15,9 +15,9 @@ centred cosine vs fp32 0.997 mean (per-tensor: 0.985) on STS-B dev, albert-base-
 Weights use the full int8 range, [-127, 127], and are stored as uint8 around zero point 128, so every GEMM is
 uint8 x uint8. uint8 x int8 is what ONNX Runtime's own quantizer writes, but on CPUs without VNNI (AVX2 only:
 AMD Zen 1-3, Intel before Ice Lake) ONNX Runtime runs it through vpmaddubsw, which adds pairs of products in
-int16 and saturates: measured on AMD EPYC (Zen 3, AVX2), 9% of a MatMulInteger's outputs wrong for activations
-near zero, 90% for full-range ones, the tiny test model's int8 gate failed. uint8 x uint8 is exact on every x86
-CPU (AVX2 widens to int16 before vpmaddwd; VNNI and AMX kernels flip the weights' sign bit back, which is exact).
+int16 and saturates: on AMD EPYC (Zen 3, AVX2) the tiny test model's int8 gate failed and rows/weights at +-max
+came out wrong (tests/export/test_quantize.py). uint8 x uint8 is exact there (ONNX Runtime's AVX2 kernel widens
+to int16 before vpmaddwd) and wherever VNNI or AMX run the product.
 7-bit weights would also avoid saturation but cost measurably more error (centred cosine 0.988 mean).
 """
 
