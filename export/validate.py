@@ -305,10 +305,10 @@ def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]
     if provider == "CUDAExecutionProvider":
         preload_cuda_libraries()
     # enable_fallback=0 and the check below: a CUDA provider that does not come up must not be judged on CPU math
-    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]  # CPU: shape ops
+    requested = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]  # CPU: shape ops
     not_here = None
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+        session = ort.InferenceSession(str(path), options, providers=requested, enable_fallback=0)
     except PROVIDER_ERRORS as error:
         if provider == "CPUExecutionProvider":
             raise  # the CPU provider always comes up: this is the graph's or a bug's error, never a device's
