@@ -148,6 +148,10 @@ class AlbertEmbedder:
                              "drop them, or pass device='cuda' or 'auto'")
         if device == "auto" and options != cuda_options():
             device = "cuda"  # CUDA settings say CUDA is meant: a bad option or a missing GPU is an error, not a CPU run
+            reason = cuda_missing_reason()
+            if reason is not None:
+                raise DeviceUnavailable(f"device_id / provider_options are CUDA settings, so device='auto' means cuda, but {reason}; "
+                                        "drop them to run on the CPU, or pass device='cpu'")
         resolve_device(device)
         model = ModelFolder.load(path)
         settings = (threads, verify, io_binding, spin_wait, options)

@@ -269,7 +269,7 @@ def test_auto_with_cuda_settings_means_cuda(tiny_folder, cuda_that_does_not_come
 
 @needs_cpu_only_ort
 def test_auto_with_cuda_settings_on_a_cpu_only_onnxruntime_is_an_error(tiny_folder):
-    with pytest.raises(DeviceUnavailable, match="device='cuda' but onnxruntime .* has no CUDAExecutionProvider"):
+    with pytest.raises(DeviceUnavailable, match="CUDA settings, so device='auto' means cuda, but onnxruntime .* has no CUDAExecutionProvider"):
         AlbertEmbedder.from_pretrained(tiny_folder, device_id=1)
 
 
