@@ -78,6 +78,21 @@ def _no_variant_for(folder: ModelFolder, variant: str, device: str) -> str | Non
     return None
 
 
+def resolve_variant(folder: ModelFolder, variant: str, device: str) -> str:
+    """The graph ``variant`` names on ``device`` (``auto``: the device's best the folder has); the rule that
+    :meth:`AlbertEmbedder.from_pretrained` and the Ray job both apply.
+
+    Raises:
+        ModelFolderError: The folder lacks the variant, or (``auto``) has none for the device.
+        ValueError: The variant does not run on the device.
+    """
+    why = _no_variant_for(folder, variant, device)
+    if why is not None:
+        raise (ModelFolderError if variant == "auto" else ValueError)(f"{why}; pick another variant or device, or re-export the "
+                                                                      "folder with a variant for this device")
+    return _best_variant(folder, device) if variant == "auto" else variant
+
+
 class AlbertEmbedder:
     """ALBERT embeddings from a model folder. Thread-safe: share one instance across threads.
 
@@ -143,10 +158,11 @@ class AlbertEmbedder:
         io_binding = arguments.optional_flag("io_binding", io_binding)
         spin_wait = arguments.flag("spin_wait", spin_wait)
         options = cuda_options(device_id, provider_options)
-        if device == "cpu" and options != cuda_options():
+        cuda_given = options != cuda_options()  # a GPU number or provider options were passed
+        if device == "cpu" and cuda_given:
             raise ValueError(f"device_id={device_id!r} / provider_options={provider_options!r:.80} are CUDA settings but device='cpu'; "
                              "drop them, or pass device='cuda' or 'auto'")
-        if device == "auto" and options != cuda_options():
+        if device == "auto" and cuda_given:
             device = "cuda"  # CUDA settings say CUDA is meant: a bad option or a missing GPU is an error, not a CPU run
             reason = cuda_missing_reason()
             if reason is not None:
@@ -177,11 +193,7 @@ class AlbertEmbedder:
     def _open(cls, model: ModelFolder, variant: str, device: str, threads: int | None, verify: bool,
               io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> "AlbertEmbedder":
         """Load ``variant`` (or the device's best) of ``model`` on exactly ``device``; raises as from_pretrained."""
-        why = _no_variant_for(model, variant, device)
-        if why is not None:
-            raise (ModelFolderError if variant == "auto" else ValueError)(f"{why}; pick another variant or device, or re-export the "
-                                                                          "folder with a variant for this device")
-        variant = _best_variant(model, device) if variant == "auto" else variant
+        variant = resolve_variant(model, variant, device)
         graph = model.variant_path(variant)
         model.check_int8_gemm(variant)
         if verify:

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__, arguments
-from .embedder import LONG_TEXT, TruncationWarning
-from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
+from .embedder import LONG_TEXT, TruncationWarning, resolve_variant
+from .model_folder import VARIANTS, ModelFolder, sha256_of
 from .pooling import POOLINGS
 from .session import DEVICES, cuda_missing_reason, resolve_device
 
@@ -162,28 +162,6 @@ def _input_files(source: Path) -> list[Path]:
     if not files:
         raise ValueError(f"input={str(source)!r} is a folder with no .parquet files; pass a file or a folder of .parquet files")
     return files
-
-
-def _resolve_variant(folder: ModelFolder, variant: str, device: str) -> str:
-    """The variant the actors load, fixed once here so the fingerprint names it (the rule of
-    ``AlbertEmbedder.from_pretrained``: auto is the device's best variant the folder has).
-
-    Raises:
-        ModelFolderError: The folder lacks the variant.
-        ValueError: The variant does not run on the device.
-    """
-    if variant == "auto":
-        fits = [name for name in ({"cpu": "int8", "cuda": "fp16"}[device], "fused", "fp32")
-                if name in folder.variants and device in folder.variants[name].devices]
-        if not fits:
-            raise ModelFolderError(f"{folder.path} has no variant for device={device!r} (it has {', '.join(folder.variants)}); "
-                                   "re-export it with one, or pass another device")
-        return fits[0]
-    folder.variant_path(variant)  # raises, naming the variants the folder has
-    if device not in folder.variants[variant].devices:
-        raise ValueError(f"variant={variant!r} runs on {list(folder.variants[variant].devices)}, not device={device!r}; "
-                         f"pick another variant (the folder has {', '.join(folder.variants)})")
-    return variant
 
 
 # -- the job's fingerprint -----------------------------------------------------------------------------
@@ -832,7 +810,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     # auto, for a cluster: cuda when the driver's onnxruntime has the CUDA provider (actors then hold num_gpus=1 each
     # and a cluster without GPUs is a one-line error); the driver cannot try a session on the workers' GPUs
     device = resolve_device(options.device if options.device != "auto" else "cpu" if cuda_missing_reason() else "cuda")
-    variant = _resolve_variant(folder, options.variant, device)
+    variant = resolve_variant(folder, options.variant, device)
     folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
     if device == "cpu":  # load it once here too: a graph that does not match manifest.json fails in one line, before Ray
         from .embedder import AlbertEmbedder

@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ORT errors that mean "this provider did not come up" once the file itself has parsed (pybind's own classes are
 # not RuntimeError subclasses; C++ std::runtime_error arrives as RuntimeError).
-PROVIDER_ERRORS = (RuntimeError, ValueError, ort_errors.Fail, ort_errors.EPFail, ort_errors.RuntimeException,
+_PROVIDER_ERRORS = (RuntimeError, ValueError, ort_errors.Fail, ort_errors.EPFail, ort_errors.RuntimeException,
                     ort_errors.InvalidArgument, ort_errors.NotImplemented)
 logger = logging.getLogger("albert_onnx")
 
@@ -158,24 +158,24 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
             came up on another provider; the message holds ONNX Runtime's reason.
     """
     wanted = _PROVIDER[device]
-    preloaded = ""
+    said = ""  # what preload_dlls printed, for a CUDA error
     if device == "cpu":
         providers: list = [wanted]
     else:
         resolve_device("cuda")
         preloaded = preload_cuda_libraries()
+        said = f"; onnxruntime.preload_dlls() said: {preloaded}" if preloaded else ""
         providers = [(wanted, dict(provider_options or cuda_options())), "CPUExecutionProvider"]  # CPU hosts the shape ops
     options = session_options(threads, spin_wait)
     try:
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
-    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *PROVIDER_ERRORS) as error:
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
         if "Load model from" in str(error):  # the file did not parse: the folder's fault, whatever the device
             raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":
             raise  # not the file, not a device we chose: memory, a bug; never relabelled
-        said = f"; onnxruntime.preload_dlls() said: {preloaded}" if preloaded else ""
         raise DeviceUnavailable(f"the CUDA session did not come up ({' '.join(str(error).split())[:400]}){said}; check the GPU "
                                 "(nvidia-smi), CUDA 13 / cuDNN 9 (pip install 'albert-onnx[gpu]' brings them) and provider "
                                 "options, or pass device='cpu'") from error
@@ -183,7 +183,6 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
     if sorted(inputs) != sorted(INPUTS):
         raise ModelFolderError(f"{path}: graph inputs {list(inputs)} are not {list(INPUTS)}; not an albert-onnx graph: re-export the folder")
     if session.get_providers()[0] != wanted:
-        said = f"; onnxruntime.preload_dlls() said: {preloaded}" if device == "cuda" and preloaded else ""
         raise DeviceUnavailable(
             f"asked for {wanted} but the session runs on {session.get_providers()} (this onnxruntime offers "
             f"{available_providers()}){said}; check the GPU (nvidia-smi) and CUDA 13 / cuDNN 9 libraries, or pass device='cpu'"

@@ -26,7 +26,7 @@ from transformers import AlbertModel
 
 from albert_onnx.hardware import cpu_description, gpu_name
 from albert_onnx.model_folder import Validation
-from albert_onnx.session import PROVIDER_ERRORS, preload_cuda_libraries
+from albert_onnx.session import DeviceUnavailable, create_session
 
 from .errors import ExportError
 
@@ -300,24 +300,10 @@ def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]
                   "not validated here (a CPU run would compute in fp32 and prove nothing)")
         return Validation("not-validated", reason=reason, gates={m: {k: v} for m, (k, v) in GATES[name].items()}), []
     provider = needed or "CPUExecutionProvider"
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if provider == "CUDAExecutionProvider":
-        preload_cuda_libraries()
-    # enable_fallback=0 and the check below: a CUDA provider that does not come up must not be judged on CPU math
-    requested = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]  # CPU: shape ops
-    not_here = None
-    try:
-        session = ort.InferenceSession(str(path), options, providers=requested, enable_fallback=0)
-    except PROVIDER_ERRORS as error:
-        if provider == "CPUExecutionProvider":
-            raise  # the CPU provider always comes up: this is the graph's or a bug's error, never a device's
-        not_here = f"the {provider} session did not come up ({' '.join(str(error).split())[:300]})"
-    else:
-        if session.get_providers()[0] != provider:
-            not_here = f"the {provider} session came up on {session.get_providers()}"
-    if not_here is not None:
-        reason = f"{not_here}; not validated here (a CPU run would compute in fp32 and prove nothing)"
+    try:  # the runtime's own session: on exactly that provider (no ONNX Runtime retry on CPU), or DeviceUnavailable
+        session = create_session(path, "cuda" if provider == "CUDAExecutionProvider" else "cpu", threads=None)
+    except DeviceUnavailable as error:  # a CUDA session that does not come up must not be judged on CPU math
+        reason = f"{error}; not validated here (a CPU run would compute in fp32 and prove nothing)"
         return Validation("not-validated", reason=reason, gates={m: {k: v} for m, (k, v) in GATES[name].items()}), []
     metrics = measure(session, ref)
     gates, failed, reason = judge(name, metrics)  # a NaN fails any gate it meets: NaN >= x and NaN <= x are False
