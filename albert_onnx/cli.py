@@ -31,7 +31,8 @@ except ImportError:  # Windows: no flock, so temporaries of killed writes are le
 
 from . import __version__, arguments
 from .embedder import LONG_TEXT
-from .model_folder import VARIANTS, ModelFolder
+from .int8_kernel import u8s8_is_exact
+from .model_folder import VARIANTS, ModelFolder, Validation
 from .pooling import POOLINGS
 from .session import DEVICES
 
@@ -278,17 +279,23 @@ def _info(args: argparse.Namespace) -> int:
     print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
     print(f"providers     {', '.join(available_providers())}")
     for name, entry in folder.variants.items():
-        check = entry.validation
-        if check.status == "not-validated":
-            verdict = f"NOT VALIDATED: {check.reason}"
-        else:
-            gates = ", ".join(f"{metric}={check.metrics[metric]:.6g} ({'>=' if 'at_least' in bound else '<='} {next(iter(bound.values()))})"
-                              for metric, bound in check.gates.items() if metric in check.metrics)
-            verdict = f"{check.status.upper()}{' (forced)' if check.forced else ''} on {check.provider}: {gates}"
         ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
-        print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {verdict}")
+        print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
         print(f"         ops: {ops}")
+        if entry.u8s8 is not None:
+            runs = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else f"{entry.file} (uint8 x int8 saturates here)"
+            print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
+            print(f"         this CPU runs {runs}")
     return 0
+
+
+def _verdict(check: Validation) -> str:
+    """A validation record in one phrase: NOT VALIDATED and why, or the status and every gated metric."""
+    if check.status == "not-validated":
+        return f"NOT VALIDATED: {check.reason}"
+    gates = ", ".join(f"{metric}={check.metrics[metric]:.6g} ({'>=' if 'at_least' in bound else '<='} {next(iter(bound.values()))})"
+                      for metric, bound in check.gates.items() if metric in check.metrics)
+    return f"{check.status.upper()}{' (forced)' if check.forced else ''} on {check.provider}: {gates}"
 
 
 # -- devices, input and output -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from tokenizers import Encoding
 
 from . import arguments
 from . import pooling as pool
+from .int8_kernel import u8s8_is_exact
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError
 from .session import DEVICES, DeviceUnavailable, GraphRunner, create_session, cuda_missing_reason, cuda_options, resolve_device
 from .tokenizer import AlbertTokenizer, unpad, word_numbers, word_spans
@@ -100,11 +101,14 @@ class AlbertEmbedder:
     alone, in any batch and in any order. Create with :meth:`from_pretrained`.
     """
 
-    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, device_reason: str | None = None) -> None:
+    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, device_reason: str | None = None,
+                 graph: Path | None = None) -> None:
         self.folder = folder
         self.variant = variant
         self.device = device
         self.device_reason = device_reason
+        # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
+        self.graph = graph if graph is not None else folder.path / folder.variants[variant].file
         self._runner = runner
         self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
 
@@ -141,7 +145,8 @@ class AlbertEmbedder:
 
         Returns:
             The embedder; ``.device`` and ``.variant`` say what was chosen, ``.device_reason`` why ``auto`` chose
-            the CPU (None otherwise).
+            the CPU (None otherwise), ``.graph`` which file runs (int8: ``model_int8_u8s8.onnx`` where this CPU
+            multiplies uint8 x int8 exactly, see :mod:`albert_onnx.int8_kernel`).
 
         Raises:
             ModelFolderError: Bad folder, a variant it lacks, or a file that fails its checks.
@@ -194,18 +199,21 @@ class AlbertEmbedder:
               io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> "AlbertEmbedder":
         """Load ``variant`` (or the device's best) of ``model`` on exactly ``device``; raises as from_pretrained."""
         variant = resolve_variant(model, variant, device)
-        graph = model.variant_path(variant)
         model.check_int8_gemm(variant)
+        # int8: the uint8 x int8 twin where this CPU computes that product exactly (VNNI, AMX: much faster), else
+        # uint8 x uint8 (int8_kernel.py); the same levels either way, so the same vectors
+        u8s8 = variant == "int8" and model.variants[variant].u8s8 is not None and u8s8_is_exact()
+        graph = model.variant_path(variant, u8s8)
         if verify:
             model.verify(variant)
         session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None)
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
-        model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map)
+        model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map, u8s8)
         _warn_unless_passed(model, variant)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
-        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])))
+        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph)
 
     @property
     def dim(self) -> int:

@@ -43,6 +43,9 @@ STAMP_KEY = "albert_onnx.manifest_facts"
 # 128) is exact on every x86 CPU; int8 graphs without it (albert-onnx before 2026-12-02) multiply uint8 x int8,
 # which ONNX Runtime computes with int16 saturation on CPUs without VNNI: wrong vectors, so they are refused.
 INT8_GEMM = "u8u8"
+# The int8 graph again with uint8 x int8 GEMMs (the same levels, weights as int8): ONNX Runtime's fast path where VNNI
+# or AMX run it, loaded only where albert_onnx.int8_kernel finds that product exact (variants.int8.u8s8).
+U8S8_FILE = "model_int8_u8s8.onnx"
 
 
 class ModelFolderError(ValueError):
@@ -261,8 +264,31 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class U8s8Graph:
+    """The int8 graph with uint8 x int8 GEMMs (:data:`U8S8_FILE`), and how it compared with the uint8 x uint8 one
+    at export: ``validation`` is passed, or not-validated where the exporting CPU's uint8 x int8 product saturates."""
+
+    file: str
+    size: int
+    sha256: str
+    validation: Validation
+
+    @property
+    def entry(self) -> FileEntry:
+        return FileEntry(self.file, self.size, self.sha256)
+
+    @classmethod
+    def read(cls, f: _Fields) -> "U8s8Graph":
+        entry = FileEntry.read(f)
+        validation = Validation.read(f.obj("validation"))
+        if validation.status == "failed":  # the export refuses to write one that failed: this manifest was edited
+            raise f.error(f"{f.path}.validation.status", '"passed" or "not-validated"', validation.status)
+        return cls(entry.file, entry.size, entry.sha256, validation)
+
+
+@dataclass(frozen=True)
 class VariantEntry:
-    """One ONNX graph of the folder."""
+    """One ONNX graph of the folder (int8: with its uint8 x int8 twin, ``u8s8``, where the export wrote one)."""
 
     file: str
     size: int
@@ -271,6 +297,7 @@ class VariantEntry:
     fused_ops: dict[str, int]
     validation: Validation
     quantization: dict[str, Any] | None = None
+    u8s8: U8s8Graph | None = None
 
     @property
     def entry(self) -> FileEntry:
@@ -283,8 +310,11 @@ class VariantEntry:
         if not devices or any(device not in ("cpu", "cuda") for device in devices):
             raise f.error(f"{f.path}.devices", 'a non-empty list of "cpu"/"cuda"', devices)
         quantization = f.obj("quantization").raw if f.raw.get("quantization") is not None else None
+        u8s8 = U8s8Graph.read(f.obj("u8s8")) if f.raw.get("u8s8") is not None else None  # absent in folders before 2026-12-02
+        if u8s8 is not None and (u8s8.file != U8S8_FILE or (quantization or {}).get("gemm") != INT8_GEMM):
+            raise f.error(f"{f.path}.u8s8", f"the uint8 x int8 twin {U8S8_FILE!r} of a {INT8_GEMM} int8 graph", f.raw.get("u8s8"))
         return cls(entry.file, entry.size, entry.sha256, tuple(devices), f.mapping("fused_ops", int),
-                   Validation.read(f.obj("validation")), quantization)
+                   Validation.read(f.obj("validation")), quantization, u8s8)
 
 
 @dataclass(frozen=True)
@@ -439,18 +469,24 @@ class ModelFolder:
         """
         return regular_file(self.path / name, name)
 
-    def variant_path(self, variant: str) -> Path:
-        """The .onnx file of ``variant``.
+    def variant_path(self, variant: str, u8s8: bool = False) -> Path:
+        """The .onnx file of ``variant`` (``u8s8``: the int8 graph's uint8 x int8 twin).
 
         Raises:
-            ModelFolderError: The folder has no such variant, or its file is not a regular file.
+            ModelFolderError: The folder has no such variant or twin, or its file is not a regular file.
         """
         if variant not in self.variants:
             raise ModelFolderError(
                 f"variant={variant!r} is not in {self.path} (it has {', '.join(self.variants)}); "
                 "choose one of those or re-export with --variants"
             )
-        return self.file(self.variants[variant].file)
+        if not u8s8:
+            return self.file(self.variants[variant].file)
+        twin = self.variants[variant].u8s8
+        if twin is None:
+            raise ModelFolderError(f"variant={variant!r} of {self.path} has no uint8 x int8 graph (written for int8 since 2026-12-02); "
+                                   "re-export the folder")
+        return self.file(twin.file)
 
     def check_int8_gemm(self, variant: str) -> None:
         """Refuse an int8 graph whose GEMMs are not :data:`INT8_GEMM` (they saturate on AVX2-only CPUs).
@@ -464,18 +500,19 @@ class ModelFolder:
                                    "older albert-onnx), which ONNX Runtime computes with int16 saturation on CPUs without VNNI (wrong "
                                    "vectors); re-export the folder with this albert-onnx, or load variant='fused'")
 
-    def check_graph_stamp(self, variant: str, metadata: dict[str, str]) -> None:
+    def check_graph_stamp(self, variant: str, metadata: dict[str, str], u8s8: bool = False) -> None:
         """Check that ``variant``'s graph was exported with the facts manifest.json states (see :data:`STAMP_KEY`).
 
         Args:
             variant: The variant whose graph was loaded.
             metadata: The graph's ONNX metadata (``session.get_modelmeta().custom_metadata_map``).
+            u8s8: The graph loaded was the int8 graph's uint8 x int8 twin.
 
         Raises:
             ModelFolderError: The graph has no stamp, or one that differs from the manifest, naming the first
                 field that differs and both values.
         """
-        path = self.path / self.variants[variant].file
+        path = self.path / (self.variants[variant].u8s8.file if u8s8 else self.variants[variant].file)
         text = metadata.get(STAMP_KEY)
         if text is None:
             raise ModelFolderError(f"{path} carries no {STAMP_KEY!r} metadata, so nothing shows it belongs to this manifest.json; "
@@ -501,13 +538,15 @@ class ModelFolder:
                                            "was edited or belongs to another export: re-export the folder")
 
     def verify(self, variant: str) -> None:
-        """Check the size and sha256 of the variant's graph and of tokenizer.json against the manifest.
+        """Check the size and sha256 of the variant's graphs (int8: its uint8 x int8 twin too, when the folder has one)
+        and of tokenizer.json against the manifest.
 
         Raises:
             ModelFolderError: A file is missing, not a regular file, or does not match, naming which.
         """
         self.variant_path(variant)  # raises, naming the variants the folder has
-        for entry in (self.variants[variant].entry, self.tokenizer.entry):
+        twin = self.variants[variant].u8s8
+        for entry in (self.variants[variant].entry, *([twin.entry] if twin else []), self.tokenizer.entry):
             path = self.file(entry.file)
             size = path.stat().st_size
             if size != entry.size:

@@ -2,10 +2,12 @@
 
     python -m benchmarks.int8_gemm build/albert-base-v2 [--texts 2910] [--threads 2]
 
-The u8s8 graph is the shipped int8 graph with each weight's levels moved back to int8 (value - 128, zero point 0),
-so the two differ only in the integer product's types. On CPUs without VNNI (AVX2 only) ONNX Runtime computes
-u8s8 with int16 saturation (see export/quantize.py); on VNNI/AMX both are exact. Also timed: ORT's own dynamic
-per-tensor int8 (``quantize_dynamic``, u8s8) and the fused fp32 graph, every graph in one process, interleaved.
+The u8s8 graph is the folder's model_int8_u8s8.onnx: the int8 graph with each weight's levels as int8 (value - 128,
+zero point 0), so the two differ only in the integer product's types. On CPUs without VNNI (AVX2 only) ONNX Runtime
+computes u8s8 with int16 saturation (export/quantize.py) and the runtime loads u8u8; where its probe finds u8s8
+exact (VNNI/AMX, albert_onnx/int8_kernel.py) it loads u8s8; the table's first line says which it picks here.
+Also timed: ORT's own dynamic per-tensor int8 (``quantize_dynamic``, u8s8) and the fused fp32 graph, every graph
+in one process, interleaved.
 Fidelity: STS-B dev sentences, each alone, centred cosine against the fused fp32 graph.
 """
 
@@ -16,41 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, numpy_helper
 
 from albert_onnx.embedder import AlbertEmbedder
 from albert_onnx.hardware import cpu_description
+from albert_onnx.int8_kernel import u8s8_is_exact
 from albert_onnx.session import session_options
 
 from .__main__ import SHARED, random_feeds
 from .int8_schemes import build_dynamic_per_tensor
-
-
-def to_u8s8(int8_path: Path, out_path: Path) -> int:
-    """Write ``int8_path`` with every MatMulIntegerToFloat's uint8 weight as int8 (levels - 128, zero point 0).
-
-    Returns:
-        How many weights were converted.
-    """
-    model = onnx.load(str(int8_path))
-    inits = {init.name: init for init in model.graph.initializer}
-    converted: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type != "MatMulIntegerToFloat" or node.input[1] in converted:
-            continue
-        weight, zero = inits[node.input[1]], inits[node.input[5]]
-        if weight.data_type != TensorProto.UINT8 or int(numpy_helper.to_array(zero)) != 128:
-            raise SystemExit(f"{int8_path}: {node.name}'s weight is not uint8 around 128; pass a folder from this albert-onnx")
-        levels = numpy_helper.to_array(weight).astype(np.int16) - 128
-        weight.CopyFrom(numpy_helper.from_array(levels.astype(np.int8), weight.name))
-        converted.add(weight.name)
-    for node in model.graph.node:  # the shared weight zero point, after every weight it serves was converted
-        if node.op_type == "MatMulIntegerToFloat":
-            inits[node.input[5]].CopyFrom(numpy_helper.from_array(np.array(0, np.int8), node.input[5]))
-    onnx.save(model, str(out_path))
-    return len(converted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     fused = AlbertEmbedder.from_pretrained(args.folder, variant="fused", device="cpu", threads=args.threads)
     work = args.out / "int8-gemm"
     work.mkdir(parents=True, exist_ok=True)
-    print(f"converted {to_u8s8(fused.folder.variant_path('int8'), work / 'u8s8.onnx')} weights to int8", flush=True)
     build_dynamic_per_tensor(fused.folder.variant_path("fused"), work / "dynamic-per-tensor.onnx")
-    graphs = {"fused fp32": fused.folder.variant_path("fused"), "int8 u8u8 (shipped)": fused.folder.variant_path("int8"),
-              "int8 u8s8 (same levels)": work / "u8s8.onnx", "dynamic per-tensor (ORT, u8s8)": work / "dynamic-per-tensor.onnx"}
+    picked = "u8s8" if u8s8_is_exact() else "u8u8"
+    graphs = {"fused fp32": fused.folder.variant_path("fused"), "int8 u8u8": fused.folder.variant_path("int8"),
+              "int8 u8s8 (same levels)": fused.folder.variant_path("int8", u8s8=True),
+              "dynamic per-tensor (ORT, u8s8)": work / "dynamic-per-tensor.onnx"}
     sessions = {name: ort.InferenceSession(str(path), session_options(args.threads, spin_wait=False), providers=["CPUExecutionProvider"])
                 for name, path in graphs.items()}
     texts = sorted({text for pair in _sentence_pairs(SHARED / "data/stsbenchmark/sts-dev.csv") for text in pair})[: args.texts]
@@ -90,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = vectors["fused fp32"]
     centre = reference.mean(axis=0)
     print(f"{time.strftime('%Y-%m-%d')} · {cpu_description()} · {args.threads} threads · onnxruntime {ort.__version__} · "
-          f"{len(texts)} STS-B dev sentences alone · medians of interleaved rounds")
+          f"{len(texts)} STS-B dev sentences alone · medians of interleaved rounds · the runtime's int8 here: {picked}")
     print("| graph | b1·s16 ms | b1·s128 ms | b32·s128 ms | centred cos mean | centred cos min |\n|---|---|---|---|---|---|")
     for name in sessions:
         a, b = vectors[name] - centre, reference - centre

@@ -19,6 +19,11 @@ int16 and saturates: on AMD EPYC (Zen 3, AVX2) the tiny test model's int8 gate f
 came out wrong (tests/export/test_quantize.py). uint8 x uint8 is exact there (ONNX Runtime's AVX2 kernel widens
 to int16 before vpmaddwd) and wherever VNNI or AMX run the product.
 7-bit weights would also avoid saturation but cost measurably more error (centred cosine 0.988 mean).
+
+Where VNNI or AMX run it, uint8 x int8 is exact and much faster than uint8 x uint8 (b1·s128: 33.8 vs 81.7 ms on a Xeon
+with AMX, 2 threads; README "int8 GEMM"), so :func:`write_u8s8` writes the same graph once more with the same
+levels as int8 (level - 128, zero point 0). The runtime loads that one where its probe finds uint8 x int8 exact
+(albert_onnx/int8_kernel.py; :func:`u8s8_probe_model` builds the probe graph it ships).
 """
 
 from __future__ import annotations
@@ -259,6 +264,60 @@ def quantize_int8(fused_path: Path, out_path: Path) -> dict[str, object]:
     model.graph.initializer.extend(kept + added)
     onnx.save(model, str(out_path))
     return {**INT8_SCHEME, "rewritten": counts}
+
+
+def write_u8s8(int8_path: Path, out_path: Path) -> int:
+    """Write ``int8_path``'s graph with uint8 x int8 GEMMs: every MatMulIntegerToFloat weight's levels as int8
+    (stored value - 128) and the weight zero point 0. The levels, and so the exact products, are unchanged.
+
+    Returns:
+        How many weights were converted.
+
+    Raises:
+        ExportError: A weight is not uint8 around the shared zero point 128 (not a graph from :func:`quantize_int8`).
+    """
+    model = onnx.load(str(int8_path))
+    initializers = {init.name: init for init in model.graph.initializer}
+    gemms = [node for node in model.graph.node if node.op_type == "MatMulIntegerToFloat"]
+    zero_points = {node.input[5] for node in gemms}
+    if zero_points != {"q/weight_zero_point"} or int(numpy_helper.to_array(initializers["q/weight_zero_point"])) != 128:
+        raise ExportError(f"{int8_path}: its integer GEMMs' weight zero points are {sorted(zero_points)}, not the shared uint8 128 "
+                          "this quantizer writes; re-export the folder")
+    converted: set[str] = set()
+    for node in gemms:
+        weight = initializers[node.input[1]]
+        if weight.name in converted:
+            continue
+        if weight.data_type != TensorProto.UINT8:
+            raise ExportError(f"{int8_path}: {node.name}'s weight {weight.name!r} is not uint8; re-export the folder")
+        levels = numpy_helper.to_array(weight).astype(np.int16) - 128
+        weight.CopyFrom(numpy_helper.from_array(levels.astype(np.int8), weight.name))
+        converted.add(weight.name)
+    initializers["q/weight_zero_point"].CopyFrom(numpy_helper.from_array(np.array(0, np.int8), "q/weight_zero_point"))
+    onnx.save(model, str(out_path))
+    return len(converted)
+
+
+def u8s8_probe_model() -> onnx.ModelProto:
+    """The runtime's uint8 x int8 probe (albert_onnx/int8_kernel.py, :data:`PROBE_FILE`): one MatMulIntegerToFloat
+    shaped as the int8 graph's, over :func:`albert_onnx.int8_kernel.probe_weights`, with unit weight scales."""
+    from albert_onnx import int8_kernel as probe
+
+    weights = probe.probe_weights()
+    initializers = [numpy_helper.from_array(weights, "weights"),
+                    numpy_helper.from_array(np.ones(probe.PROBE_N, np.float32), "weight_scale"),
+                    numpy_helper.from_array(np.array(probe.ROW_ZERO_POINT, np.uint8), "row_zero_point"),
+                    numpy_helper.from_array(np.array(0, np.int8), "weight_zero_point")]
+    node = helper.make_node("MatMulIntegerToFloat", ["rows", "weights", "row_scale", "weight_scale", "row_zero_point", "weight_zero_point"],
+                            ["product"], name="product", domain="com.microsoft")
+    graph = helper.make_graph(
+        [node], "u8s8_probe",
+        [helper.make_tensor_value_info("rows", TensorProto.UINT8, [1, "count", probe.PROBE_K]),
+         helper.make_tensor_value_info("row_scale", TensorProto.FLOAT, [1, "count", 1])],
+        [helper.make_tensor_value_info("product", TensorProto.FLOAT, [1, "count", probe.PROBE_N])], initializers)
+    model = helper.make_model(graph, producer_name="albert-onnx", ir_version=10,
+                              opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+    return model
 
 
 def weight_dtypes(model: onnx.ModelProto) -> dict[str, int]:

@@ -25,6 +25,7 @@ from scipy.stats import spearmanr
 from transformers import AlbertModel
 
 from albert_onnx.hardware import cpu_description, gpu_name
+from albert_onnx.int8_kernel import u8s8_is_exact
 from albert_onnx.model_folder import Validation
 from albert_onnx.session import DeviceUnavailable, create_session
 
@@ -55,6 +56,10 @@ RANKING_GATES = ("centred_cosine_mean", "rank_agreement")
 # fp16 arithmetic runs only on CUDA: on the CPU provider ONNX Runtime inserts casts and computes in fp32, so a CPU
 # number would look like a pass without testing fp16 at all.
 NEEDS_DEVICE = {"fp16": "CUDAExecutionProvider"}
+
+# int8's uint8 x int8 twin has the same integer levels: where this CPU computes that product exactly, every output must
+# be the uint8 x uint8 graph's (the integer products are equal, the float ops after them the same).
+U8S8_GATES = {"max_abs_diff_vs_u8u8": ("at_most", 1e-6)}
 
 FALLBACK_TEXTS = [
     "A man is playing a guitar.",
@@ -276,6 +281,12 @@ def judge(name: str, metrics: dict[str, float]) -> tuple[dict[str, dict[str, flo
     """The variant's gates as recorded in the manifest, the ones it failed (as readable phrases), and why the
     gates differ from the usual ones (None if they do not)."""
     applied, reason = gates_for(name, metrics)
+    gates, failed = judge_with(applied, metrics)
+    return gates, failed, reason
+
+
+def judge_with(applied: dict[str, tuple[str, float]], metrics: dict[str, float]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """``metrics`` against the gates ``applied``: the gates as recorded, and the failed ones as readable phrases."""
     gates, failed = {}, []
     for metric, (kind, limit) in applied.items():
         gates[metric] = {kind: limit}
@@ -285,7 +296,7 @@ def judge(name: str, metrics: dict[str, float]) -> tuple[dict[str, dict[str, flo
         ok = value >= limit if kind == "at_least" else value <= limit
         if not ok:
             failed.append(f"{metric}={value:.6g} ({'>=' if kind == 'at_least' else '<='} {limit} required)")
-    return gates, failed, reason
+    return gates, failed
 
 
 def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]) -> tuple[Validation, list[str]]:
@@ -314,6 +325,29 @@ def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]
         reason = "; ".join(filter(None, [reason, f"not finite, so not recorded: {', '.join(dropped)}"]))
     device = (gpu_name(0) or "a CUDA GPU (nvidia-smi not found)") if provider == "CUDAExecutionProvider" else cpu_description()
     return Validation("failed" if failed else "passed", reason=reason, provider=provider, device=device, gates=gates,
+                      metrics=metrics), failed
+
+
+def compare_u8s8(u8u8: Path, u8s8: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Validation, list[str]]:
+    """Run int8's uint8 x int8 twin beside the uint8 x uint8 graph on ``feeds``, where this CPU can run it exactly.
+
+    Returns:
+        The twin's validation record (not-validated where this CPU's uint8 x int8 product saturates), and the
+        failed gates (empty unless its outputs differ).
+    """
+    gates = {metric: {kind: limit} for metric, (kind, limit) in U8S8_GATES.items()}
+    if not u8s8_is_exact():
+        reason = ("this CPU's uint8 x int8 product saturates (the albert_onnx.int8_kernel probe), so it was not run here; the runtime "
+                  "loads it only where that product is exact, and its levels are the uint8 x uint8 graph's")
+        return Validation("not-validated", reason=reason, gates=gates), []
+    sessions = [create_session(path, "cpu", threads=None) for path in (u8u8, u8s8)]
+    diff = 0.0
+    for feed in feeds:
+        for left, right in zip(*(session.run(None, feed) for session in sessions)):
+            diff = float(np.max([diff, np.abs(left - right).max()]))  # np.max keeps a NaN, which then fails the gate
+    _, failed = judge_with(U8S8_GATES, {"max_abs_diff_vs_u8u8": diff})
+    metrics = {"max_abs_diff_vs_u8u8": diff} if math.isfinite(diff) else {}
+    return Validation("failed" if failed else "passed", provider="CPUExecutionProvider", device=cpu_description(), gates=gates,
                       metrics=metrics), failed
 
 

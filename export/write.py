@@ -34,7 +34,7 @@ from typing import Iterator
 
 import onnx
 
-from albert_onnx.model_folder import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, STAMP_KEY, TOKENIZER_FILE, VARIANT_FILES, Manifest
+from albert_onnx.model_folder import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, STAMP_KEY, TOKENIZER_FILE, U8S8_FILE, VARIANT_FILES, Manifest
 
 from .errors import ExportError
 
@@ -297,7 +297,7 @@ def _check_replaceable(target: Path) -> None:
     Raises:
         ExportError: ``target`` holds files other than a model folder's, or has no albert-onnx manifest.json.
     """
-    own = {MANIFEST, TOKENIZER_FILE, *VARIANT_FILES.values()}
+    own = {MANIFEST, TOKENIZER_FILE, U8S8_FILE, *VARIANT_FILES.values()}
     names = sorted(os.listdir(target))
     if not names:
         return

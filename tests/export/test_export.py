@@ -164,7 +164,8 @@ def test_gate_failure_writes_nothing_unless_forced(tiny_source, tmp_path, monkey
     assert manifest["variants"]["int8"]["validation"]["status"] == "failed"
     assert manifest["variants"]["int8"]["validation"]["forced"] is True
     assert manifest["variants"]["fused"]["validation"]["status"] == "passed"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "model_fused.onnx", "model_int8.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "model_fused.onnx", "model_int8.onnx", "model_int8_u8s8.onnx",
+                                                                    "tokenizer.json"]
 
 
 def test_overwrite_replaces_atomically(tiny_source, tmp_path):

@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import re
-from pathlib import Path
 
 import onnx
 import pytest

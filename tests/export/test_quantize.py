@@ -124,3 +124,71 @@ def test_an_all_zero_row_gives_zeros_and_the_others_their_product(tmp_path):
     assert np.isfinite(y).all()
     np.testing.assert_array_equal(y[0, 2], np.zeros(48, np.float32))
     np.testing.assert_allclose(y[0, [0, 1, 3, 4]], (x @ weight)[0, [0, 1, 3, 4]], atol=0.02)
+
+
+def test_the_shipped_probe_is_what_the_quantizer_builds():
+    """albert_onnx/u8s8_probe.onnx is committed (the runtime has no onnx package to build it): it must be this build.
+    After changing either side: ``python -c "from albert_onnx_export.quantize import u8s8_probe_model as m;
+    from albert_onnx.int8_kernel import PROBE_FILE as f; f.write_bytes(m().SerializeToString())"``."""
+    from albert_onnx.int8_kernel import PROBE_FILE
+
+    assert PROBE_FILE.read_bytes() == quantize.u8s8_probe_model().SerializeToString()
+
+
+def test_the_twin_differs_only_in_the_integer_products_types(tiny_folder):
+    """model_int8_u8s8.onnx: every GEMM weight is the uint8 graph's level - 128 as int8, the weight zero point int8 0;
+    every node and every other initializer as in model_int8.onnx."""
+    u8u8, u8s8 = (onnx.load(str(tiny_folder / name)) for name in ("model_int8.onnx", "model_int8_u8s8.onnx"))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in u8u8.graph.node] == [(n.op_type, list(n.input), list(n.output)) for n in u8s8.graph.node]
+    weights = {node.input[1] for node in u8u8.graph.node if node.op_type == "MatMulIntegerToFloat"}
+    twin = {init.name: init for init in u8s8.graph.initializer}
+    assert len(weights) == 8 and len(twin) == len(u8u8.graph.initializer)
+    for init in u8u8.graph.initializer:
+        mine, theirs = numpy_helper.to_array(init), numpy_helper.to_array(twin[init.name])
+        if init.name in weights:
+            assert theirs.dtype == np.int8
+            np.testing.assert_array_equal(theirs.astype(np.int16), mine.astype(np.int16) - 128)
+        elif init.name == "q/weight_zero_point":
+            assert theirs.dtype == np.int8 and int(theirs) == 0 and int(mine) == 128
+        else:
+            assert theirs.dtype == mine.dtype, init.name
+            np.testing.assert_array_equal(theirs, mine, err_msg=init.name)
+
+
+def test_the_twin_is_refused_for_a_graph_it_was_not_made_for(tiny_folder, tmp_path):
+    from albert_onnx_export.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"weight zero points are \[\], not the shared uint8 128"):
+        quantize.write_u8s8(tiny_folder / "model_fused.onnx", tmp_path / "twin.onnx")
+    assert not (tmp_path / "twin.onnx").exists()
+
+
+def test_the_export_compares_the_twin_where_it_can(tiny_folder):
+    from albert_onnx.int8_kernel import u8s8_is_exact
+
+    twin = json.loads((tiny_folder / "manifest.json").read_text())["variants"]["int8"]["u8s8"]
+    assert twin["file"] == "model_int8_u8s8.onnx" and twin["validation"]["gates"] == {"max_abs_diff_vs_u8u8": {"at_most": 1e-6}}
+    if u8s8_is_exact():
+        assert twin["validation"]["status"] == "passed" and twin["validation"]["metrics"]["max_abs_diff_vs_u8u8"] <= 1e-6
+    else:
+        assert twin["validation"]["status"] == "not-validated" and "saturates" in twin["validation"]["reason"]
+
+
+def test_compare_u8s8_fails_a_twin_that_computes_something_else(tiny_folder, monkeypatch):
+    """The gate can fail: the fused fp32 graph posing as the twin differs from int8 by far more than 1e-6. Where the
+    probe says saturating, the twin is not run at all."""
+    from albert_onnx_export import validate
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 30000, size=(2, 12))
+    ids[:, 0], ids[:, -1] = 2, 3
+    int8, fused = tiny_folder / "model_int8.onnx", tiny_folder / "model_fused.onnx"
+    monkeypatch.setattr(validate, "u8s8_is_exact", lambda: True)
+    record, failed = validate.compare_u8s8(int8, fused, [_feeds(ids)])
+    assert record.status == "failed" and record.metrics["max_abs_diff_vs_u8u8"] > 1e-3
+    assert failed and failed[0].startswith("max_abs_diff_vs_u8u8=")
+    record, failed = validate.compare_u8s8(int8, int8, [_feeds(ids)])
+    assert (record.status, record.metrics, failed) == ("passed", {"max_abs_diff_vs_u8u8": 0.0}, [])
+    monkeypatch.setattr(validate, "u8s8_is_exact", lambda: False)
+    record, failed = validate.compare_u8s8(int8, tiny_folder / "no-such-file.onnx", [_feeds(ids)])
+    assert (record.status, record.metrics, failed) == ("not-validated", {}, [])

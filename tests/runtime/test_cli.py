@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import types
@@ -288,6 +287,11 @@ def test_info(tiny_folder, capsys):
     for name in ("fp32", "fused", "int8", "fp16"):
         assert f"\n  {name} " in out
     assert "ops: Attention 12, SkipLayerNormalization 24" in out
+    from albert_onnx.int8_kernel import u8s8_is_exact
+
+    assert "uint8 x int8 twin model_int8_u8s8.onnx" in out
+    ran = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else "model_int8.onnx (uint8 x int8 saturates here)"
+    assert f"this CPU runs {ran}\n" in out
 
 
 # -- the Ray engine's flags (run_ray_job itself is stood in for: tests/runtime/test_ray.py runs it) -----

@@ -1,0 +1,127 @@
+"""int8's two GEMM forms: the probe's verdict (natively and on an emulated AVX2-only CPU), which graph the embedder
+loads, and that both give the same vectors where each is chosen."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from albert_onnx import embedder as embedder_module
+from albert_onnx.embedder import AlbertEmbedder
+from albert_onnx.int8_kernel import u8s8_is_exact
+from albert_onnx.model_folder import ModelFolderError
+from tests.conftest import IN_CI
+
+TEXTS = ["A man is playing a guitar.", "Stocks fell sharply on Tuesday after the central bank raised rates.", "Why?"]
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # ONNX Runtime's uint8 x int8 kernels that add in int32
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith("flags")), None)
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+def _as_avx2_cpu(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -c code`` under qemu-x86_64 as an Intel Haswell (AVX2, no AVX-512, no VNNI), whatever this CPU is.
+
+    Skips off x86_64 Linux; without qemu-user it skips, except in CI, which installs it (.ci/run).
+    """
+    if platform.machine() != "x86_64" or sys.platform != "linux":
+        pytest.skip("the AVX2 emulation runs this x86_64 Python under qemu-x86_64")
+    if shutil.which("qemu-x86_64") is None:
+        if IN_CI:
+            pytest.fail("qemu-x86_64 is missing and CI must run every test: apt-get install qemu-user (.ci/run does)")
+        pytest.skip("qemu-x86_64 not installed (apt-get install qemu-user)")
+    result = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", code, *args], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_the_verdict_matches_the_cpu_flags():
+    """Where the kernel flags are readable: VNNI or AMX means exact, AVX2 without them means saturating."""
+    flags = _cpu_flags()
+    if flags is None or "avx2" not in flags:
+        pytest.skip("no x86 flags in /proc/cpuinfo here (the emulated AVX2 test below still runs on x86_64 Linux)")
+    assert u8s8_is_exact() is bool(flags & VNNI_FLAGS), sorted(flags & (VNNI_FLAGS | {"avx2", "avx512f"}))
+
+
+def test_an_avx2_only_cpu_gets_the_saturating_verdict():
+    """The probe's other answer, on any x86_64 host: an emulated Haswell computes uint8 x int8 with vpmaddubsw."""
+    result = _as_avx2_cpu("from albert_onnx.int8_kernel import u8s8_is_exact; print(u8s8_is_exact())")
+    assert result.stdout.split()[-1] == "False"
+
+
+def test_each_cpu_gets_the_graph_that_is_exact_there_and_the_same_vectors(tiny_folder, tmp_path):
+    """Here (native) and on an emulated AVX2-only CPU: the embedder loads the twin only where the probe allows,
+    and the vectors agree, though one side may run uint8 x int8 and the other uint8 x uint8."""
+    code = ("import sys, numpy as np\nfrom albert_onnx.embedder import AlbertEmbedder\n"
+            "e = AlbertEmbedder.from_pretrained(sys.argv[1], variant='int8', device='cpu', threads=1)\n"
+            f"np.save(sys.argv[2], e.encode({TEXTS!r}))\nprint(e.graph.name)\n")
+    emulated = _as_avx2_cpu(code, str(tiny_folder), str(tmp_path / "avx2.npy"))
+    assert emulated.stdout.split()[-1] == "model_int8.onnx"
+    native = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu", threads=1)
+    assert native.graph.name == ("model_int8_u8s8.onnx" if u8s8_is_exact() else "model_int8.onnx")
+    np.testing.assert_allclose(np.load(tmp_path / "avx2.npy"), native.encode(TEXTS), rtol=0, atol=1e-6)
+
+
+def test_the_twin_runs_only_where_the_probe_allows(tiny_folder, monkeypatch):
+    for exact, graph in ((False, "model_int8.onnx"), (True, "model_int8_u8s8.onnx")):
+        monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
+        assert AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu").graph.name == graph
+    assert AlbertEmbedder.from_pretrained(tiny_folder, variant="fused", device="cpu").graph.name == "model_fused.onnx"
+
+
+@pytest.fixture
+def copy_of(tiny_folder, tmp_path):
+    target = tmp_path / "model"
+    shutil.copytree(tiny_folder, target)
+    return target
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest["variants"]["int8"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_folder_from_before_the_twin_runs_uint8_x_uint8(copy_of, monkeypatch):
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: True)
+    _edit_manifest(copy_of, lambda int8: int8.pop("u8s8"))
+    (copy_of / "model_int8_u8s8.onnx").unlink()
+    assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu").graph.name == "model_int8.onnx"
+
+
+def test_a_changed_twin_is_refused_on_every_cpu(copy_of, monkeypatch):
+    """verify checks the twin wherever it runs, and also where it does not: the folder is damaged either way."""
+    twin = copy_of / "model_int8_u8s8.onnx"
+    data = bytearray(twin.read_bytes())
+    data[-100] ^= 1
+    twin.write_bytes(bytes(data))
+    for exact in (False, True):
+        monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
+        with pytest.raises(ModelFolderError, match=r"model_int8_u8s8\.onnx: sha256 .* the file was changed: re-export"):
+            AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda int8: int8["u8s8"].update(file="model_fp32.onnx"), r"variants\.int8\.u8s8 must be the uint8 x int8 twin 'model_int8_u8s8\.onnx'"),
+    (lambda int8: int8["u8s8"]["validation"].update(status="failed"), r"variants\.int8\.u8s8\.validation\.status must be \"passed\" or \"not-validated\""),
+    (lambda int8: int8["quantization"].update(gemm="u8s8"), r"variants\.int8\.u8s8 must be the uint8 x int8 twin"),
+    (lambda int8: int8["u8s8"].update(sha256="x"), r"variants\.int8\.u8s8\.sha256 must be 64 lowercase hex digits"),
+])
+def test_an_edited_twin_entry_is_named(copy_of, edit, match):
+    _edit_manifest(copy_of, edit)
+    with pytest.raises(ModelFolderError, match=match):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu")
