@@ -1,10 +1,10 @@
 """Does this machine's ONNX Runtime multiply uint8 x int8 exactly? Asked once per process, by running it.
 
 The int8 graph's integer GEMMs come in two forms with the same levels (export/quantize.py): uint8 x uint8 (weights
-stored around 128), exact on every CPU, and uint8 x int8, ONNX Runtime's fast path where VNNI or AMX run it (2.5x
-faster at b1·s128 on a Xeon with AMX; README, "int8 GEMM"). On x86 CPUs without VNNI (AVX2 only: AMD Zen 1-3, Intel
-before Ice Lake) ONNX Runtime computes uint8 x int8 with vpmaddubsw, which adds pairs of products in int16 and
-saturates: wrong vectors. CPU flags say which kernel ONNX Runtime ought to pick; running the product says which one
+stored around 128), exact on every CPU, and uint8 x int8, ONNX Runtime's fast path where VNNI or AMX run it (2.4x
+faster at b1·s128 on a Xeon with AMX; README, "int8 scheme"). On x86 CPUs without VNNI (AVX2, or AVX-512 without
+VNNI: AMD Zen 1-3, Intel Skylake-SP and older) ONNX Runtime computes uint8 x int8 with vpmaddubsw, which adds
+pairs of products in int16 and saturates: wrong vectors. CPU flags say which kernel ONNX Runtime ought to pick; running the product says which one
 it does pick, for any CPU and any onnxruntime. The probe graph (:data:`PROBE_FILE`, built by
 ``albert_onnx_export.quantize.u8s8_probe_model``) is one MatMulIntegerToFloat as the int8 graph uses it: constant
 int8 weights, per-row activation scales, zero points 128 and 0. Its columns of +127 and -128 meet rows of 255, so
@@ -13,8 +13,9 @@ every pair of products is +-64770 or -65280, past int16.
 
 from __future__ import annotations
 
-import functools
+import errno
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,28 @@ def probe_rows(count: int) -> np.ndarray:
     return rows
 
 
-@functools.cache
+_lock = threading.Lock()
+_verdict: list[bool] = []  # the answer, once known (ONNX Runtime chooses its kernels once per process)
+
+
 def u8s8_is_exact() -> bool:
     """True when ONNX Runtime's CPU uint8 x int8 product equals the exact integer product on this machine.
 
-    Cached: the kernel is chosen once per process from the CPU. Errors from ONNX Runtime propagate (a broken
-    install is not a verdict).
+    Asked once per process (thread-safe). Errors from ONNX Runtime propagate: a broken install is not a verdict.
+
+    Raises:
+        FileNotFoundError: The probe graph is missing from the installed package.
     """
+    with _lock:
+        if not _verdict:
+            _verdict.append(_probe())
+        return _verdict[0]
+
+
+def _probe() -> bool:
+    if not PROBE_FILE.is_file():
+        raise FileNotFoundError(errno.ENOENT, "albert-onnx's uint8 x int8 probe graph is missing: reinstall albert-onnx "
+                                "(its wheel ships the file)", str(PROBE_FILE))
     session = ort.InferenceSession(str(PROBE_FILE), session_options(1, spin_wait=False), providers=["CPUExecutionProvider"])
     weights = probe_weights().astype(np.int64)
     for count in PROBE_ROWS:

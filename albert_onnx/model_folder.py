@@ -522,6 +522,8 @@ class ModelFolder:
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise ModelFolderError(f"{path}: its {STAMP_KEY!r} metadata is not JSON; the file is damaged: re-export the folder") from None
         expected = self.manifest.graph_facts()
+        if self.variants[variant].u8s8 is not None:  # int8 with its twin: each graph names its product's types
+            expected["gemm"] = "u8s8" if u8s8 else INT8_GEMM
         if not isinstance(stamp, dict):
             stamp = {}
         for key, value in expected.items():

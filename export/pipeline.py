@@ -21,7 +21,7 @@ import onnx
 
 from albert_onnx import arguments
 from albert_onnx.model_folder import (
-    INPUTS, U8S8_FILE, VARIANT_DEVICES, VARIANT_FILES, VARIANTS, Architecture, FileEntry, Manifest, Source, TokenizerSettings,
+    INPUTS, INT8_GEMM, U8S8_FILE, VARIANT_DEVICES, VARIANT_FILES, VARIANTS, Architecture, FileEntry, Manifest, Source, TokenizerSettings,
     U8s8Graph, VariantEntry, TOKENIZER_FILE, graph_facts,
 )
 
@@ -218,9 +218,12 @@ def _export(options: ExportOptions) -> Path:
         variants = {}
         for name in options.variants:
             twin = None
-            for file in (VARIANT_FILES[name], *([U8S8_FILE] if name == "int8" else [])):
+            # int8's two graphs also carry their product's types, so one copied over the other is caught at load
+            stamps = {VARIANT_FILES[name]: {**facts, "gemm": INT8_GEMM}, U8S8_FILE: {**facts, "gemm": "u8s8"}} if name == "int8" else {
+                VARIANT_FILES[name]: facts}
+            for file, stamp in stamps.items():
                 write.check_external_data(folder / file)
-                write.stamp_graph(folder / file, facts)
+                write.stamp_graph(folder / file, stamp)
             if name == "int8":
                 entry = FileEntry.of(folder, U8S8_FILE)
                 twin = U8s8Graph(entry.file, entry.size, entry.sha256, u8s8)

@@ -13,8 +13,8 @@ rows. QAttention quantizes its input per tensor too, so each Attention becomes t
 centred cosine vs fp32 0.997 mean (per-tensor: 0.985) on STS-B dev, albert-base-v2 random weights.
 
 Weights use the full int8 range, [-127, 127], and are stored as uint8 around zero point 128, so every GEMM is
-uint8 x uint8. uint8 x int8 is what ONNX Runtime's own quantizer writes, but on CPUs without VNNI (AVX2 only:
-AMD Zen 1-3, Intel before Ice Lake) ONNX Runtime runs it through vpmaddubsw, which adds pairs of products in
+uint8 x uint8. uint8 x int8 is what ONNX Runtime's own quantizer writes, but on x86 CPUs without VNNI (AVX2, or
+AVX-512 without VNNI: AMD Zen 1-3, Intel Skylake-SP and older) ONNX Runtime runs it through vpmaddubsw, which adds pairs of products in
 int16 and saturates: on AMD EPYC (Zen 3, AVX2) the tiny test model's int8 gate failed and rows/weights at +-max
 came out wrong (tests/export/test_quantize.py). uint8 x uint8 is exact there (ONNX Runtime's AVX2 kernel widens
 to int16 before vpmaddwd) and wherever VNNI or AMX run the product.
@@ -24,6 +24,9 @@ Where VNNI or AMX run it, uint8 x int8 is exact and much faster than uint8 x uin
 with AMX, 2 threads; README "int8 GEMM"), so :func:`write_u8s8` writes the same graph once more with the same
 levels as int8 (level - 128, zero point 0). The runtime loads that one where its probe finds uint8 x int8 exact
 (albert_onnx/int8_kernel.py; :func:`u8s8_probe_model` builds the probe graph it ships).
+ONNX Runtime's own remedy, the session option ``session.x64quantprecision=1`` (rewrite int8 weights to uint8 at
+load), is no substitute in 1.32: it rewrote on the AMX Xeon too, and failed on ALBERT's weights, which 12 layers'
+nodes share ("AddInitializedOrtValue Attempt to replace the existing tensor", model_int8_u8s8.onnx of albert-base-v2).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from albert_onnx.model_folder import ModelFolderError
 from albert_onnx_export import quantize
 
 
@@ -174,7 +175,7 @@ def test_the_export_compares_the_twin_where_it_can(tiny_folder):
         assert twin["validation"]["status"] == "not-validated" and "saturates" in twin["validation"]["reason"]
 
 
-def test_compare_u8s8_fails_a_twin_that_computes_something_else(tiny_folder, monkeypatch):
+def test_compare_u8s8_fails_a_twin_that_computes_something_else(tiny_folder, monkeypatch, tmp_path):
     """The gate can fail: the fused fp32 graph posing as the twin differs from int8 by far more than 1e-6. Where the
     probe says saturating, the twin is not run at all."""
     from albert_onnx_export import validate
@@ -190,5 +191,8 @@ def test_compare_u8s8_fails_a_twin_that_computes_something_else(tiny_folder, mon
     record, failed = validate.compare_u8s8(int8, int8, [_feeds(ids)])
     assert (record.status, record.metrics, failed) == ("passed", {"max_abs_diff_vs_u8u8": 0.0}, [])
     monkeypatch.setattr(validate, "u8s8_is_exact", lambda: False)
-    record, failed = validate.compare_u8s8(int8, tiny_folder / "no-such-file.onnx", [_feeds(ids)])
+    record, failed = validate.compare_u8s8(int8, tiny_folder / "model_fused.onnx", [_feeds(ids)])  # not run: cannot fail
     assert (record.status, record.metrics, failed) == ("not-validated", {}, [])
+    (tmp_path / "damaged.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelFolderError, match=r"damaged\.onnx: ONNX Runtime cannot load it"):  # but it is loaded
+        validate.compare_u8s8(int8, tmp_path / "damaged.onnx", [_feeds(ids)])

@@ -125,3 +125,36 @@ def test_an_edited_twin_entry_is_named(copy_of, edit, match):
     _edit_manifest(copy_of, edit)
     with pytest.raises(ModelFolderError, match=match):
         AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu")
+
+
+def test_a_graph_copied_over_the_other_is_caught_by_its_stamp_without_verify(copy_of, monkeypatch):
+    """verify=False skips the hashes; each int8 graph's stamp still names its product, so the saturating twin copied
+    over model_int8.onnx (or the reverse) is refused wherever it would run."""
+    main, twin = copy_of / "model_int8.onnx", copy_of / "model_int8_u8s8.onnx"
+    original = main.read_bytes()
+    for exact, target, source, found in ((False, main, twin, "'u8s8'"), (True, twin, main, "'u8u8'")):
+        target.write_bytes(source.read_bytes())
+        monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
+        with pytest.raises(ModelFolderError, match=rf"manifest\.json says gemm=.* but {target.name} was exported with {found}"):
+            AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False)
+        main.write_bytes(original)
+
+
+def test_a_missing_twin_is_named(copy_of, monkeypatch):
+    (copy_of / "model_int8_u8s8.onnx").unlink()
+    for exact, verify in ((True, False), (False, True)):
+        monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
+        with pytest.raises(ModelFolderError, match=r"model_int8_u8s8\.onnx is missing; the model folder is incomplete: re-export it"):
+            AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=verify)
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: False)  # not needed where it does not run
+    assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False).graph.name == "model_int8.onnx"
+
+
+def test_a_missing_probe_is_one_line_naming_the_fix(tiny_folder, tmp_path):
+    """A vendored install without the package's data file: `albert-onnx info` says what is missing, no traceback."""
+    code = ("import sys\nfrom pathlib import Path\nfrom albert_onnx import int8_kernel, cli\n"
+            "int8_kernel.PROBE_FILE = Path(sys.argv[2])\nsys.exit(cli.main(['info', sys.argv[1]]))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tiny_folder), str(tmp_path / "gone.onnx")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"albert-onnx info: error: {tmp_path / 'gone.onnx'}: albert-onnx's uint8 x int8 probe graph is "
+                                     "missing: reinstall albert-onnx (its wheel ships the file)")
