@@ -46,9 +46,17 @@ class TruncationWarning(UserWarning):
         return type(self), (self.truncated, self.total, self.max_length, self.hint)
 
 
-def _warn_unless_passed(folder: ModelFolder, variant: str) -> None:
-    """A warning when the variant failed its gate (written with --force) or was not validated where it runs."""
+def _warn_unless_passed(folder: ModelFolder, variant: str, u8s8: bool) -> None:
+    """A warning when the variant failed its gate (written with --force) or was not validated where it runs, or when
+    the uint8 x int8 twin that runs (``u8s8``) was not compared with the int8 graph at export."""
     check = folder.variants[variant].validation
+    twin = folder.variants[variant].u8s8
+    if u8s8 and twin is not None and twin.validation.status == "not-validated":
+        # exported where uint8 x int8 saturates: the same levels, but no run showed this graph gives int8's vectors
+        warnings.warn(f"{twin.file} of {folder.path}, the uint8 x int8 form of int8 that this CPU runs, was not compared "
+                      f"with {folder.variants[variant].file} at export (the exporting CPU's uint8 x int8 product saturates, "
+                      "so it was not run there); re-export the folder on a CPU with VNNI or AMX (this one will do) to "
+                      "compare them", stacklevel=3)
     if check.status == "failed":
         warnings.warn(f"variant {variant!r} of {folder.path} FAILED its accuracy gate at export and was written only because of "
                       f"--force ({', '.join(f'{k}={v:.6g}' for k, v in check.metrics.items() if k in check.gates)}); its vectors may "
@@ -203,6 +211,9 @@ class AlbertEmbedder:
         # int8: the uint8 x int8 twin where this CPU computes that product exactly (VNNI, AMX: much faster), else
         # uint8 x uint8 (int8_kernel.py); the same levels either way, so the same vectors
         u8s8 = variant == "int8" and model.variants[variant].u8s8 is not None and u8s8_is_exact()
+        if variant == "int8" and model.variants[variant].u8s8 is None and u8s8_is_exact():
+            logger.warning("%s has no uint8 x int8 twin (exported before 2026-12-02), so int8 runs uint8 x uint8, which is "
+                           "slower here than uint8 x int8 (VNNI/AMX); re-export the folder to run the faster one", model.path)
         graph = model.variant_path(variant, u8s8)
         if verify:
             model.verify(variant)
@@ -211,7 +222,7 @@ class AlbertEmbedder:
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
         model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map, u8s8)
-        _warn_unless_passed(model, variant)
+        _warn_unless_passed(model, variant, u8s8)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
         return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph)
 

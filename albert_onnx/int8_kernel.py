@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from .session import session_options
 
@@ -52,6 +54,15 @@ _lock = threading.Lock()
 _verdict: list[bool] = []  # the answer, once known (ONNX Runtime chooses its kernels once per process)
 
 
+def _new_lock_in_child() -> None:
+    # a fork while another thread probes copies the lock held: the child would wait forever for a thread it lacks
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def u8s8_is_exact() -> bool:
     """True when ONNX Runtime's CPU uint8 x int8 product equals the exact integer product on this machine.
 
@@ -59,6 +70,7 @@ def u8s8_is_exact() -> bool:
 
     Raises:
         FileNotFoundError: The probe graph is missing from the installed package.
+        OSError: The probe graph is there but ONNX Runtime cannot load it (a damaged install).
     """
     with _lock:
         if not _verdict:
@@ -70,7 +82,11 @@ def _probe() -> bool:
     if not PROBE_FILE.is_file():
         raise FileNotFoundError(errno.ENOENT, "albert-onnx's uint8 x int8 probe graph is missing: reinstall albert-onnx "
                                 "(its wheel ships the file)", str(PROBE_FILE))
-    session = ort.InferenceSession(str(PROBE_FILE), session_options(1, spin_wait=False), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(PROBE_FILE), session_options(1, spin_wait=False), providers=["CPUExecutionProvider"])
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.Fail) as error:
+        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph does not load ({' '.join(str(error).split())[:300]}): "
+                      "reinstall albert-onnx", str(PROBE_FILE)) from error
     weights = probe_weights().astype(np.int64)
     for count in PROBE_ROWS:
         rows = probe_rows(count)

@@ -372,6 +372,9 @@ class Manifest:
             if name not in VARIANTS:
                 raise ModelFolderError(f"{origin}: variants.{name} is not a variant this albert-onnx knows ({', '.join(VARIANTS)}); re-export the folder")
             variants[name] = VariantEntry.read(variants_raw.obj(name))
+            if name != "int8" and variants[name].u8s8 is not None:
+                raise ModelFolderError(f"{origin}: variants.{name}.u8s8 is set, but only int8 has a uint8 x int8 twin; the manifest "
+                                       "was edited: re-export the folder")
         if not variants:
             raise ModelFolderError(f"{origin}: variants is empty; re-export the folder")
         inputs, outputs = f.strings("inputs"), f.strings("outputs")
@@ -522,10 +525,16 @@ class ModelFolder:
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise ModelFolderError(f"{path}: its {STAMP_KEY!r} metadata is not JSON; the file is damaged: re-export the folder") from None
         expected = self.manifest.graph_facts()
-        if self.variants[variant].u8s8 is not None:  # int8 with its twin: each graph names its product's types
-            expected["gemm"] = "u8s8" if u8s8 else INT8_GEMM
         if not isinstance(stamp, dict):
             stamp = {}
+        # int8 graphs name their product's types since the twin came: whatever the manifest holds, the saturating
+        # uint8 x int8 graph must not run in another graph's place (verify=False skips the hashes that would tell)
+        found = stamp.get("gemm")
+        if variant != "int8" and found is not None:
+            raise ModelFolderError(f"{path.name} was exported as an int8 graph (gemm={found!r}), not as variant {variant!r}'s graph; "
+                                   "the file was replaced: re-export the folder")
+        if variant == "int8" and (found is not None or self.variants[variant].u8s8 is not None):  # else: from before the twin
+            expected["gemm"] = "u8s8" if u8s8 else INT8_GEMM
         for key, value in expected.items():
             found = stamp.get(key)
             if isinstance(value, dict) and isinstance(found, dict):

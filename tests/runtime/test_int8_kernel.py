@@ -4,10 +4,13 @@ loads, and that both give the same vectors where each is chosen."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +99,17 @@ def _edit_manifest(folder: Path, edit) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_folder_from_before_the_twin_runs_uint8_x_uint8(copy_of, monkeypatch):
-    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: True)
+def test_a_folder_from_before_the_twin_runs_uint8_x_uint8(copy_of, monkeypatch, caplog):
+    """Where the twin would run, a log line says re-exporting makes int8 faster; where it would not, nothing."""
     _edit_manifest(copy_of, lambda int8: int8.pop("u8s8"))
     (copy_of / "model_int8_u8s8.onnx").unlink()
-    assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu").graph.name == "model_int8.onnx"
+    for exact, hints in ((True, 1), (False, 0)):
+        monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="albert_onnx"):
+            assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu").graph.name == "model_int8.onnx"
+        assert sum("has no uint8 x int8 twin" in record.getMessage() and "re-export the folder" in record.getMessage()
+                   for record in caplog.records) == hints
 
 
 def test_a_changed_twin_is_refused_on_every_cpu(copy_of, monkeypatch):
@@ -127,6 +136,14 @@ def test_an_edited_twin_entry_is_named(copy_of, edit, match):
         AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu")
 
 
+def test_a_twin_entry_on_another_variant_is_named(copy_of):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["variants"]["fp32"].update(u8s8=manifest["variants"]["int8"]["u8s8"], quantization={"gemm": "u8u8"})
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"variants\.fp32\.u8s8 is set, but only int8 has a uint8 x int8 twin"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", device="cpu")
+
+
 def test_a_graph_copied_over_the_other_is_caught_by_its_stamp_without_verify(copy_of, monkeypatch):
     """verify=False skips the hashes; each int8 graph's stamp still names its product, so the saturating twin copied
     over model_int8.onnx (or the reverse) is refused wherever it would run."""
@@ -150,11 +167,76 @@ def test_a_missing_twin_is_named(copy_of, monkeypatch):
     assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False).graph.name == "model_int8.onnx"
 
 
-def test_a_missing_probe_is_one_line_naming_the_fix(tiny_folder, tmp_path):
-    """A vendored install without the package's data file: `albert-onnx info` says what is missing, no traceback."""
+@pytest.mark.parametrize("damage, says", [
+    (None, r"is missing: reinstall albert-onnx \(its wheel ships the file\)"),
+    (3000, "does not load (.*INVALID_PROTOBUF.*): reinstall albert-onnx"),
+])
+def test_a_missing_or_damaged_probe_is_one_line_naming_the_fix(tiny_folder, tmp_path, damage, says):
+    """A vendored install without the package's data file, or with a truncated one: `albert-onnx info` says what is
+    wrong, no traceback."""
+    probe = tmp_path / "probe.onnx"
+    if damage is not None:
+        from albert_onnx.int8_kernel import PROBE_FILE
+        probe.write_bytes(PROBE_FILE.read_bytes()[:damage])
     code = ("import sys\nfrom pathlib import Path\nfrom albert_onnx import int8_kernel, cli\n"
             "int8_kernel.PROBE_FILE = Path(sys.argv[2])\nsys.exit(cli.main(['info', sys.argv[1]]))\n")
-    result = subprocess.run([sys.executable, "-c", code, str(tiny_folder), str(tmp_path / "gone.onnx")], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, str(tiny_folder), str(probe)], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (f"albert-onnx info: error: {tmp_path / 'gone.onnx'}: albert-onnx's uint8 x int8 probe graph is "
-                                     "missing: reinstall albert-onnx (its wheel ships the file)")
+    assert re.fullmatch(rf"albert-onnx info: error: {re.escape(str(probe))}: albert-onnx's uint8 x int8 probe graph {says}",
+                        result.stderr.strip()), result.stderr
+
+
+def test_a_twin_not_compared_at_export_warns_where_it_runs(copy_of, monkeypatch):
+    """A folder exported on an AVX2-only CPU holds a twin that was loaded but never run; a VNNI/AMX CPU that runs it
+    says so. Where the twin does not run, nothing is said."""
+    _edit_manifest(copy_of, lambda int8: int8["u8s8"]["validation"].update(
+        status="not-validated", reason="this CPU's uint8 x int8 product saturates", metrics={}))
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: True)
+    with pytest.warns(UserWarning, match=r"model_int8_u8s8\.onnx of .*, the uint8 x int8 form of int8 that this CPU runs, was not "
+                      r"compared with model_int8\.onnx at export .* re-export the folder on a CPU with VNNI or AMX"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu")
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu").graph.name == "model_int8.onnx"
+
+
+def test_the_twin_copied_into_another_graphs_place_is_refused_whatever_the_manifest_says(copy_of, monkeypatch):
+    """verify=False and a manifest without the twin (a folder from before it) or a twin in the fused slot: the
+    stamp's gemm alone still stops the saturating graph from running where uint8 x uint8 or fp32 is expected."""
+    twin = (copy_of / "model_int8_u8s8.onnx").read_bytes()
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: False)
+    (copy_of / "model_fused.onnx").write_bytes(twin)
+    with pytest.raises(ModelFolderError, match=r"model_fused\.onnx was exported as an int8 graph \(gemm='u8s8'\), not as "
+                                               r"variant 'fused''s graph; the file was replaced: re-export the folder"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu", verify=False)
+    _edit_manifest(copy_of, lambda int8: int8.pop("u8s8"))
+    (copy_of / "model_int8.onnx").write_bytes(twin)
+    with pytest.raises(ModelFolderError, match=r"manifest\.json says gemm='u8u8' but model_int8\.onnx was exported with 'u8s8'"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False)
+
+
+def _probe_in_child(queue) -> None:
+    from albert_onnx.int8_kernel import u8s8_is_exact as probe
+    queue.put(probe())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX only")
+def test_a_fork_while_another_thread_probes_does_not_hang_the_child():
+    """The child of a fork taken while the probe's lock is held (another thread probing: multiprocessing's fork, a
+    preforking server) gets a lock of its own and its own verdict."""
+    import multiprocessing
+
+    from albert_onnx import int8_kernel
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with int8_kernel._lock:  # what a probing thread holds at the moment of the fork
+        child = context.Process(target=_probe_in_child, args=(queue,))
+        child.start()
+    child.join(timeout=120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "the forked child waited on the lock it inherited held"
+    assert (child.exitcode, queue.get(timeout=10)) == (0, u8s8_is_exact())
