@@ -284,6 +284,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"         ops: {ops}")
         if entry.u8s8 is not None:
             runs = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else f"{entry.file} (uint8 x int8 saturates here)"
+            if u8s8_is_exact() and not (folder.path / entry.u8s8.file).is_file():  # info reads the manifest; this, the folder
+                runs += ", which is MISSING, so int8 does not load here: re-export the folder"
             print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
             print(f"         this CPU runs {runs}")
     return 0

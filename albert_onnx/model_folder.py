@@ -547,6 +547,10 @@ class ModelFolder:
                     where = "tokenizer." + name if name in ("max_length", "special_ids") or name.startswith("special_ids.") else name
                     raise ModelFolderError(f"{MANIFEST} says {where}={want!r} but {path.name} was exported with {got!r}; the manifest "
                                            "was edited or belongs to another export: re-export the folder")
+        placed = stamp.get("file")  # since 2026-12-03; older graphs lack it
+        if placed is not None and placed != path.name:
+            raise ModelFolderError(f"{path.name} was exported as {placed!r}, another graph of the folder; the file was replaced: "
+                                   "re-export the folder")
 
     def verify(self, variant: str) -> None:
         """Check the size and sha256 of the variant's graphs (int8: its uint8 x int8 twin too, when the folder has one)

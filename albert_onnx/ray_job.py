@@ -175,7 +175,8 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
     miss an edit that keeps the size within the file system's timestamp granularity, or a copy that keeps the
     mtime (``cp -p``, ``rsync -t``); one sequential read (about 1 GB/s) is small beside embedding the same bytes
     (hundreds of texts per second per core). The model is recorded by the manifest's sha256 of the variant's
-    graph and of tokenizer.json plus the tokenizer settings the runtime applies, and the albert-onnx version
+    graph (int8: and of its uint8 x int8 twin, which the actors on VNNI/AMX CPUs run) and of tokenizer.json plus
+    the tokenizer settings the runtime applies, and the albert-onnx version
     (tokenizing and pooling code). Not recorded, because the vectors do not depend on them: batch_size (each
     ONNX Runtime call holds one sequence length), actors, threads_per_actor, strict, address.
     """
@@ -190,6 +191,7 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
         "shard_rows": options.shard_rows,
         "variant": variant,
         "graph_sha256": folder.variants[variant].sha256,
+        "twin_sha256": twin.sha256 if (twin := folder.variants[variant].u8s8) is not None else None,
         "tokenizer": asdict(folder.tokenizer),
         "device": device,
         "pooling": options.pooling,
@@ -207,6 +209,8 @@ def _shown_fact(key: str, value: object) -> str:
         return f"tokenizer.json sha256 {str(value.get('sha256'))[:12]} (max_length {value.get('max_length')})"
     if key == "graph_sha256":
         return f"model graph sha256 {str(value)[:12]}"
+    if key == "twin_sha256":
+        return f"uint8 x int8 twin sha256 {str(value)[:12]}" if value is not None else "no uint8 x int8 twin"
     return f"{key}={value!r}"
 
 

@@ -223,7 +223,8 @@ def _export(options: ExportOptions) -> Path:
                 VARIANT_FILES[name]: facts}
             for file, stamp in stamps.items():
                 write.check_external_data(folder / file)
-                write.stamp_graph(folder / file, stamp)
+                # and its own file name: a graph copied into another's place is caught at load even with verify=False
+                write.stamp_graph(folder / file, {**stamp, "file": file})
             if name == "int8":
                 entry = FileEntry.of(folder, U8S8_FILE)
                 twin = U8s8Graph(entry.file, entry.size, entry.sha256, u8s8)

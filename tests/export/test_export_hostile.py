@@ -165,6 +165,20 @@ def test_every_graph_is_stamped_with_the_manifests_facts(tiny_folder):
         assert facts["model"] == manifest["model"], name
         assert facts["max_length"] == manifest["tokenizer"]["max_length"] and facts["special_ids"] == manifest["tokenizer"]["special_ids"]
         assert facts["outputs"] == manifest["outputs"] and facts["padding"] == "right"
+        assert facts["file"] == entry["file"], name
+
+
+def test_a_graph_copied_into_another_graphs_place_is_refused_with_verify_false(tiny_folder, tmp_path):
+    """The fp16 or fused graph under model_fp32.onnx: the same facts, but its stamp names its own file."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in tiny_folder.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    for other in ("model_fp16.onnx", "model_fused.onnx"):
+        (folder / "model_fp32.onnx").write_bytes((tiny_folder / other).read_bytes())
+        with pytest.raises(ModelFolderError, match=rf"^model_fp32\.onnx was exported as '{re.escape(other)}', another graph of the "
+                                                   r"folder; the file was replaced: re-export the folder$"):
+            AlbertEmbedder.from_pretrained(folder, variant="fp32", verify=False)
 
 
 def test_a_graph_without_the_stamp_is_refused_even_with_matching_hashes(tiny_folder, tmp_path):

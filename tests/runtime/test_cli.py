@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from albert_onnx import AlbertEmbedder, ray_job
+from albert_onnx import cli as cli_module
 from albert_onnx.cli import build_parser, main
 from tests.conftest import ROOT
 
@@ -292,6 +293,21 @@ def test_info(tiny_folder, capsys):
     assert "uint8 x int8 twin model_int8_u8s8.onnx" in out
     ran = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else "model_int8.onnx (uint8 x int8 saturates here)"
     assert f"this CPU runs {ran}\n" in out
+
+
+def test_info_names_a_missing_twin_where_it_would_run(tiny_folder, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in tiny_folder.iterdir():
+        if path.name != "model_int8_u8s8.onnx":
+            (folder / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda: True)
+    status, out, _ = cli(capsys, "info", str(folder))
+    assert status == 0
+    assert ("this CPU runs this twin (uint8 x int8 is exact here), which is MISSING, so int8 does not load here: re-export the "
+            "folder\n") in out
+    monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda: False)  # where model_int8.onnx runs, the twin is not needed
+    assert "this CPU runs model_int8.onnx (uint8 x int8 saturates here)\n" in cli(capsys, "info", str(folder))[1]
 
 
 # -- the Ray engine's flags (run_ray_job itself is stood in for: tests/runtime/test_ray.py runs it) -----

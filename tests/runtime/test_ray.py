@@ -376,3 +376,34 @@ def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ra
     with pytest.raises(ValueError, match=r"manifest\.json says model\.hidden_size=64 but model_fp32\.onnx was exported with 128"):
         run_ray_job(_options(folder, tmp_path / "in.jsonl", tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(tiny_folder, tmp_path):
+    # actors on VNNI/AMX CPUs run the twin, not model_int8.onnx: another twin makes another job
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in tiny_folder.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "a"}])
+    options = ray_job._check(_options(folder, tmp_path / "in.jsonl", tmp_path / "out", variant="int8"))
+    files = [options.input]
+
+    def job() -> dict:
+        return ray_job._fingerprint(options, files, ray_job.ModelFolder.load(folder), "int8", "cpu", 512)
+
+    options.output.mkdir()
+    (options.output / "part-000000.parquet").write_bytes(b"a finished shard")
+    ray_job._write_json(options.output / ray_job.JOB_FILE, {"format": ray_job.JOB_FORMAT, "job": job()})
+    assert ray_job._resumable(options.output, job(), overwrite=False) == {0}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    twin = manifest["variants"]["int8"]["u8s8"]
+    recorded = twin["sha256"][:12]
+    twin["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"holds a job with uint8 x int8 twin sha256 {recorded}; this run has uint8 x int8 "
+                                         r"twin sha256 000000000000: pass overwrite=True"):
+        ray_job._resumable(options.output, job(), overwrite=False)
+    del manifest["variants"]["int8"]["u8s8"]  # a folder from before the twin
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"holds a job with uint8 x int8 twin sha256 {recorded}; this run has no uint8 x int8 twin"):
+        ray_job._resumable(options.output, job(), overwrite=False)
