@@ -32,7 +32,7 @@ except ImportError:  # Windows: no flock, so temporaries of killed writes are le
 from . import __version__, arguments
 from .embedder import LONG_TEXT
 from .int8_kernel import u8s8_is_exact
-from .model_folder import VARIANTS, ModelFolder, Validation
+from .model_folder import VARIANTS, ModelFolder, ModelFolderError, Validation
 from .pooling import POOLINGS
 from .session import DEVICES
 
@@ -284,10 +284,12 @@ def _info(args: argparse.Namespace) -> int:
         print(f"         ops: {ops}")
         if entry.u8s8 is not None:
             runs = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else f"{entry.file} (uint8 x int8 saturates here)"
-            if u8s8_is_exact() and not (folder.path / entry.u8s8.file).is_file():  # info reads the manifest; this, the folder
-                runs += ", which is MISSING, so int8 does not load here: re-export the folder"
             print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
             print(f"         this CPU runs {runs}")
+            try:  # info reads the manifest; the loader also needs the file (verify checks it on every CPU)
+                folder.file(entry.u8s8.file)
+            except ModelFolderError as error:
+                print(f"         {error} (int8 {'does not load here' if u8s8_is_exact() else 'loads here only with verify=False'})")
     return 0
 
 

@@ -46,6 +46,7 @@ class TruncationWarning(UserWarning):
         return type(self), (self.truncated, self.total, self.max_length, self.hint)
 
 
+# stacklevel=4 below: this function, AlbertEmbedder._open, from_pretrained, then the caller's line
 def _warn_unless_passed(folder: ModelFolder, variant: str, u8s8: bool) -> None:
     """A warning when the variant failed its gate (written with --force) or was not validated where it runs, or when
     the uint8 x int8 twin that runs (``u8s8``) was not compared with the int8 graph at export."""
@@ -56,13 +57,13 @@ def _warn_unless_passed(folder: ModelFolder, variant: str, u8s8: bool) -> None:
         warnings.warn(f"{twin.file} of {folder.path}, the uint8 x int8 form of int8 that this CPU runs, was not compared "
                       f"with {folder.variants[variant].file} at export (the exporting CPU's uint8 x int8 product saturates, "
                       "so it was not run there); re-export the folder on a CPU with VNNI or AMX (this one will do) to "
-                      "compare them", stacklevel=3)
+                      "compare them", stacklevel=4)
     if check.status == "failed":
         warnings.warn(f"variant {variant!r} of {folder.path} FAILED its accuracy gate at export and was written only because of "
                       f"--force ({', '.join(f'{k}={v:.6g}' for k, v in check.metrics.items() if k in check.gates)}); its vectors may "
-                      "be wrong: re-export it, or load another variant", stacklevel=3)
+                      "be wrong: re-export it, or load another variant", stacklevel=4)
     elif check.status == "not-validated":
-        warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=3)
+        warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=4)
 
 
 def _best_variant(folder: ModelFolder, device: str) -> str | None:

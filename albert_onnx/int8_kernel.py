@@ -84,9 +84,16 @@ def _probe() -> bool:
                                 "(its wheel ships the file)", str(PROBE_FILE))
     try:
         session = ort.InferenceSession(str(PROBE_FILE), session_options(1, spin_wait=False), providers=["CPUExecutionProvider"])
-    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.Fail) as error:
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.InvalidArgument,
+            ort_errors.NotImplemented, ort_errors.Fail) as error:
+        if "Load model from" not in str(error):  # not the file (memory, say): never relabelled
+            raise
         raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph does not load ({' '.join(str(error).split())[:300]}): "
                       "reinstall albert-onnx", str(PROBE_FILE)) from error
+    inputs = sorted(node.name for node in session.get_inputs())
+    if inputs != ["row_scale", "rows"]:
+        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph has the inputs {inputs!r:.200}, not ['row_scale', 'rows']: "
+                      "another file was installed in its place: reinstall albert-onnx", str(PROBE_FILE))
     weights = probe_weights().astype(np.int64)
     for count in PROBE_ROWS:
         rows = probe_rows(count)

@@ -372,6 +372,10 @@ class Manifest:
             if name not in VARIANTS:
                 raise ModelFolderError(f"{origin}: variants.{name} is not a variant this albert-onnx knows ({', '.join(VARIANTS)}); re-export the folder")
             variants[name] = VariantEntry.read(variants_raw.obj(name))
+            if variants[name].file != VARIANT_FILES[name]:  # the export's names: no manifest points one variant at another's graph
+                raise ModelFolderError(f"{origin}: variants.{name}.file is {variants[name].file!r}, but variant {name!r}'s graph is "
+                                       f"always {VARIANT_FILES[name]!r}; the manifest was edited or the file renamed: rename it "
+                                       "back or re-export the folder")
             if name != "int8" and variants[name].u8s8 is not None:
                 raise ModelFolderError(f"{origin}: variants.{name}.u8s8 is set, but only int8 has a uint8 x int8 twin; the manifest "
                                        "was edited: re-export the folder")
@@ -401,6 +405,12 @@ def graph_facts(model: Architecture, max_length: int, special_ids: dict[str, int
     """The manifest facts the runtime computes with, as stamped into every graph under :data:`STAMP_KEY`."""
     return {"model": asdict(model), "max_length": max_length, "special_ids": dict(special_ids), "outputs": list(outputs),
             "padding": padding}
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to 200 characters: a hostile stamp must not make a megabyte-long error line."""
+    shown = repr(value)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
 def regular_file(path: Path, what: str) -> Path:
@@ -527,14 +537,21 @@ class ModelFolder:
         expected = self.manifest.graph_facts()
         if not isinstance(stamp, dict):
             stamp = {}
+        placed = stamp.get("file")  # since 2026-12-03; older graphs lack it
+        if placed is not None and placed != path.name:
+            raise ModelFolderError(f"{path.name} was exported as {_short(placed)}, another graph of the folder; the file was "
+                                   "replaced: re-export the folder")
         # int8 graphs name their product's types since the twin came: whatever the manifest holds, the saturating
         # uint8 x int8 graph must not run in another graph's place (verify=False skips the hashes that would tell)
         found = stamp.get("gemm")
         if variant != "int8" and found is not None:
-            raise ModelFolderError(f"{path.name} was exported as an int8 graph (gemm={found!r}), not as variant {variant!r}'s graph; "
+            raise ModelFolderError(f"{path.name} was exported as an int8 graph (gemm={_short(found)}), not as variant {variant!r}'s graph; "
                                    "the file was replaced: re-export the folder")
         if variant == "int8" and (found is not None or self.variants[variant].u8s8 is not None):  # else: from before the twin
-            expected["gemm"] = "u8s8" if u8s8 else INT8_GEMM
+            wanted = "u8s8" if u8s8 else INT8_GEMM
+            if found != wanted:
+                raise ModelFolderError(f"{path.name} was exported with gemm={_short(found)}, not the {wanted!r} that its place "
+                                       "calls for; the file was replaced or the manifest edited: re-export the folder")
         for key, value in expected.items():
             found = stamp.get(key)
             if isinstance(value, dict) and isinstance(found, dict):
@@ -545,12 +562,8 @@ class ModelFolder:
             for name, want, got in fields:
                 if want != got:
                     where = "tokenizer." + name if name in ("max_length", "special_ids") or name.startswith("special_ids.") else name
-                    raise ModelFolderError(f"{MANIFEST} says {where}={want!r} but {path.name} was exported with {got!r}; the manifest "
+                    raise ModelFolderError(f"{MANIFEST} says {where}={_short(want)} but {path.name} was exported with {_short(got)}; the manifest "
                                            "was edited or belongs to another export: re-export the folder")
-        placed = stamp.get("file")  # since 2026-12-03; older graphs lack it
-        if placed is not None and placed != path.name:
-            raise ModelFolderError(f"{path.name} was exported as {placed!r}, another graph of the folder; the file was replaced: "
-                                   "re-export the folder")
 
     def verify(self, variant: str) -> None:
         """Check the size and sha256 of the variant's graphs (int8: its uint8 x int8 twin too, when the folder has one)

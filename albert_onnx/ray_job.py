@@ -245,6 +245,9 @@ def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
     if changed:
         first = changed[0]
         also = f" (also changed: {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        if first not in old:  # a fact this albert-onnx records and the one that wrote the parts did not
+            raise ValueError(f"output {output}/ holds a job recorded by an older albert-onnx, which did not record {first}; this "
+                             f"run has {_shown_fact(first, job.get(first))}, so the parts may differ: {fix}{also}")
         raise ValueError(f"output {output}/ holds a job with {_shown_fact(first, old.get(first))}; this run has "
                          f"{_shown_fact(first, job.get(first))}: {fix}{also}")
     return parts

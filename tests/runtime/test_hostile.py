@@ -353,6 +353,9 @@ FOLDER = {
     "random_weights as a string": (with_manifest(setter("source.random_weights", "yes")), ModelFolderError, r"source\.random_weights must be true or false"),
     "devices as a string": (with_manifest(setter("variants.fp32.devices", "cpu")), ModelFolderError, r"variants\.fp32\.devices must be a list of strings"),
     "escaping file name": (with_manifest(setter("variants.int8.file", "../outside.onnx")), ModelFolderError, r"variants\.int8\.file must be a plain file name"),
+    "a variant pointed at another's graph": (with_manifest(setter("variants.int8.file", "model_fp32.onnx")), ModelFolderError,
+                                             r"variants\.int8\.file is 'model_fp32\.onnx', but variant 'int8''s graph is always "
+                                             r"'model_int8\.onnx'; the manifest was edited or the file renamed: rename it back or re-export"),
     "future format_version": (with_manifest(setter("format_version", 99)), ModelFolderError, r"format_version=99 is not supported"),
     "format_version 2.0": (with_manifest(setter("format_version", 2.0)), ModelFolderError, r"format_version=2\.0 is not supported"),
     "other format": (with_manifest(setter("format", "onnx")), ModelFolderError, r"format='onnx'"),
@@ -375,8 +378,10 @@ def test_a_variant_forced_past_its_gate_warns_when_loaded(env):
         manifest["variants"]["int8"]["validation"].update(status="failed", forced=True)
         return manifest
 
-    with pytest.warns(UserWarning, match=r"variant 'int8' of .* FAILED its accuracy gate at export and was written only because of --force"):
+    with pytest.warns(UserWarning, match=r"variant 'int8' of .* FAILED its accuracy gate at export and was written only because of --force") as caught:
         edited_copy(failed)(env)
+    # attributed to the caller's from_pretrained line (here in edited_copy), not to albert_onnx's insides
+    assert [Path(w.filename).name for w in caught] == ["test_hostile.py"]
 
 
 def test_a_passed_variant_loads_without_a_warning(env):

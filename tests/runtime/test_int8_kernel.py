@@ -149,10 +149,11 @@ def test_a_graph_copied_over_the_other_is_caught_by_its_stamp_without_verify(cop
     over model_int8.onnx (or the reverse) is refused wherever it would run."""
     main, twin = copy_of / "model_int8.onnx", copy_of / "model_int8_u8s8.onnx"
     original = main.read_bytes()
-    for exact, target, source, found in ((False, main, twin, "'u8s8'"), (True, twin, main, "'u8u8'")):
+    for exact, target, source in ((False, main, twin), (True, twin, main)):
         target.write_bytes(source.read_bytes())
         monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
-        with pytest.raises(ModelFolderError, match=rf"manifest\.json says gemm=.* but {target.name} was exported with {found}"):
+        with pytest.raises(ModelFolderError, match=rf"^{re.escape(target.name)} was exported as {re.escape(repr(source.name))}, "
+                                                   "another graph of the folder; the file was replaced: re-export the folder$"):
             AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False)
         main.write_bytes(original)
 
@@ -170,12 +171,17 @@ def test_a_missing_twin_is_named(copy_of, monkeypatch):
 @pytest.mark.parametrize("damage, says", [
     (None, r"is missing: reinstall albert-onnx \(its wheel ships the file\)"),
     (3000, "does not load (.*INVALID_PROTOBUF.*): reinstall albert-onnx"),
+    (0, "does not load (.*No graph was found in the protobuf.*): reinstall albert-onnx"),
+    ("model_fp32.onnx", r"has the inputs \['attention_mask', 'input_ids', 'token_type_ids'\], not \['row_scale', 'rows'\]: another "
+                        "file was installed in its place: reinstall albert-onnx"),
 ])
 def test_a_missing_or_damaged_probe_is_one_line_naming_the_fix(tiny_folder, tmp_path, damage, says):
-    """A vendored install without the package's data file, or with a truncated one: `albert-onnx info` says what is
-    wrong, no traceback."""
+    """A vendored install without the package's data file, with a truncated or empty one, or with another graph in
+    its place: `albert-onnx info` says what is wrong, no traceback."""
     probe = tmp_path / "probe.onnx"
-    if damage is not None:
+    if isinstance(damage, str):  # a graph of the folder installed under the probe's name
+        probe.write_bytes((tiny_folder / damage).read_bytes())
+    elif damage is not None:
         from albert_onnx.int8_kernel import PROBE_FILE
         probe.write_bytes(PROBE_FILE.read_bytes()[:damage])
     code = ("import sys\nfrom pathlib import Path\nfrom albert_onnx import int8_kernel, cli\n"
@@ -201,18 +207,45 @@ def test_a_twin_not_compared_at_export_warns_where_it_runs(copy_of, monkeypatch)
         assert AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu").graph.name == "model_int8.onnx"
 
 
-def test_the_twin_copied_into_another_graphs_place_is_refused_whatever_the_manifest_says(copy_of, monkeypatch):
+def _without_file_stamp(graph: Path) -> bytes:
+    """The graph as exported before 2026-12-03: its stamp names its product (gemm) but not its file."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(graph))
+    stamp = next(prop for prop in model.metadata_props if prop.key == "albert_onnx.manifest_facts")
+    stamp.value = json.dumps({key: value for key, value in json.loads(stamp.value).items() if key != "file"})
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("stamped", ["with its file name", "as before 2026-12-03"])
+def test_the_twin_copied_into_another_graphs_place_is_refused_whatever_the_manifest_says(copy_of, monkeypatch, stamped):
     """verify=False and a manifest without the twin (a folder from before it) or a twin in the fused slot: the
-    stamp's gemm alone still stops the saturating graph from running where uint8 x uint8 or fp32 is expected."""
-    twin = (copy_of / "model_int8_u8s8.onnx").read_bytes()
+    stamp alone still stops the saturating graph from running where uint8 x uint8 or fp32 is expected, and the
+    error says a file was replaced (the manifest is untouched)."""
+    twin, int8 = copy_of / "model_int8_u8s8.onnx", copy_of / "model_int8.onnx"
+    if stamped == "as before 2026-12-03":
+        twin.write_bytes(_without_file_stamp(twin))
+        int8.write_bytes(_without_file_stamp(int8))
+        (copy_of / "model_fp32.onnx").write_bytes(_without_file_stamp(copy_of / "model_fp32.onnx"))
+        placed = {"fused": r"as an int8 graph \(gemm='u8s8'\), not as variant 'fused''s graph; the file was replaced",
+                  "int8": r"with gemm='u8s8', not the 'u8u8' that its place calls for; the file was replaced or the manifest edited",
+                  "twin": r"with gemm=None, not the 'u8s8' that its place calls for; the file was replaced or the manifest edited"}
+    else:
+        placed = {"fused": r"as 'model_int8_u8s8\.onnx', another graph of the folder; the file was replaced",
+                  "int8": r"as 'model_int8_u8s8\.onnx', another graph of the folder; the file was replaced",
+                  "twin": r"as 'model_fp32\.onnx', another graph of the folder; the file was replaced"}
     monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: False)
-    (copy_of / "model_fused.onnx").write_bytes(twin)
-    with pytest.raises(ModelFolderError, match=r"model_fused\.onnx was exported as an int8 graph \(gemm='u8s8'\), not as "
-                                               r"variant 'fused''s graph; the file was replaced: re-export the folder"):
+    (copy_of / "model_fused.onnx").write_bytes(twin.read_bytes())
+    with pytest.raises(ModelFolderError, match=rf"^model_fused\.onnx was exported {placed['fused']}: re-export the folder$"):
         AlbertEmbedder.from_pretrained(copy_of, variant="fused", device="cpu", verify=False)
+    saved = twin.read_bytes()
+    twin.write_bytes((copy_of / "model_fp32.onnx").read_bytes())  # where the twin runs, fp32 under its name
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: True)
+    with pytest.raises(ModelFolderError, match=rf"^model_int8_u8s8\.onnx was exported {placed['twin']}: re-export the folder$"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False)
+    monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda: False)
     _edit_manifest(copy_of, lambda int8: int8.pop("u8s8"))
-    (copy_of / "model_int8.onnx").write_bytes(twin)
-    with pytest.raises(ModelFolderError, match=r"manifest\.json says gemm='u8u8' but model_int8\.onnx was exported with 'u8s8'"):
+    int8.write_bytes(saved)
+    with pytest.raises(ModelFolderError, match=rf"^model_int8\.onnx was exported {placed['int8']}: re-export the folder$"):
         AlbertEmbedder.from_pretrained(copy_of, variant="int8", device="cpu", verify=False)
 
 

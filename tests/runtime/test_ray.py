@@ -393,7 +393,8 @@ def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(tiny_folder, tmp_pat
 
     options.output.mkdir()
     (options.output / "part-000000.parquet").write_bytes(b"a finished shard")
-    ray_job._write_json(options.output / ray_job.JOB_FILE, {"format": ray_job.JOB_FORMAT, "job": job()})
+    first = {"format": ray_job.JOB_FORMAT, "job": job()}
+    ray_job._write_json(options.output / ray_job.JOB_FILE, first)
     assert ray_job._resumable(options.output, job(), overwrite=False) == {0}
     manifest = json.loads((folder / "manifest.json").read_text())
     twin = manifest["variants"]["int8"]["u8s8"]
@@ -403,7 +404,15 @@ def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(tiny_folder, tmp_pat
     with pytest.raises(ValueError, match=rf"holds a job with uint8 x int8 twin sha256 {recorded}; this run has uint8 x int8 "
                                          r"twin sha256 000000000000: pass overwrite=True"):
         ray_job._resumable(options.output, job(), overwrite=False)
-    del manifest["variants"]["int8"]["u8s8"]  # a folder from before the twin
+    older = json.loads((options.output / ray_job.JOB_FILE).read_text())
+    del older["job"]["twin_sha256"]  # a record from before the twin was recorded
+    ray_job._write_json(options.output / ray_job.JOB_FILE, older)
+    with pytest.raises(ValueError, match=r"holds a job recorded by an older albert-onnx, which did not record twin_sha256; this "
+                                         r"run has uint8 x int8 twin sha256 000000000000, so the parts may differ: pass overwrite"):
+        ray_job._resumable(options.output, job(), overwrite=False)
+    del manifest["variants"]["int8"]["u8s8"]  # a folder from before the twin: the older record's job again
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert ray_job._resumable(options.output, job(), overwrite=False) == {0}
+    ray_job._write_json(options.output / ray_job.JOB_FILE, first)  # the job with the twin, rerun without it
     with pytest.raises(ValueError, match=rf"holds a job with uint8 x int8 twin sha256 {recorded}; this run has no uint8 x int8 twin"):
         ray_job._resumable(options.output, job(), overwrite=False)
