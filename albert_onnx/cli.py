@@ -283,13 +283,14 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
         print(f"         ops: {ops}")
         if entry.u8s8 is not None:
-            runs = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else f"{entry.file} (uint8 x int8 saturates here)"
+            exact = u8s8_is_exact()
             print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
-            print(f"         this CPU runs {runs}")
             try:  # info reads the manifest; the loader also needs the file (verify checks it on every CPU)
                 folder.file(entry.u8s8.file)
             except ModelFolderError as error:
-                print(f"         {error} (int8 {'does not load here' if u8s8_is_exact() else 'loads here only with verify=False'})")
+                print(f"         {error} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
+            else:
+                print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
     return 0
 
 

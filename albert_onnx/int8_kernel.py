@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -86,14 +87,20 @@ def _probe() -> bool:
         session = ort.InferenceSession(str(PROBE_FILE), session_options(1, spin_wait=False), providers=["CPUExecutionProvider"])
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.InvalidArgument,
             ort_errors.NotImplemented, ort_errors.Fail) as error:
-        if "Load model from" not in str(error):  # not the file (memory, say): never relabelled
+        said = " ".join(str(error).split())
+        system = re.search(r"system error number (\d+)", said)
+        if system:  # the OS refused (EMFILE, EACCES...): the file may be fine, so no "reinstall"
+            number = int(system.group(1))
+            raise OSError(number, f"albert-onnx's uint8 x int8 probe graph could not be opened: {os.strerror(number)}",
+                          str(PROBE_FILE)) from error
+        if "Load model from" not in said or "bad_alloc" in said:  # not the file's content (memory, say): never relabelled
             raise
-        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph does not load ({' '.join(str(error).split())[:300]}): "
-                      "reinstall albert-onnx", str(PROBE_FILE)) from error
-    inputs = sorted(node.name for node in session.get_inputs())
-    if inputs != ["row_scale", "rows"]:
-        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph has the inputs {inputs!r:.200}, not ['row_scale', 'rows']: "
-                      "another file was installed in its place: reinstall albert-onnx", str(PROBE_FILE))
+        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph does not load ({said[:300]}): reinstall albert-onnx",
+                      str(PROBE_FILE)) from error
+    inputs = sorted((node.name, node.type) for node in session.get_inputs())
+    if inputs != [("row_scale", "tensor(float)"), ("rows", "tensor(uint8)")]:
+        raise OSError(errno.EIO, f"albert-onnx's uint8 x int8 probe graph has the inputs {inputs!r:.200}, not rows (uint8) and "
+                      "row_scale (float): another file was installed in its place: reinstall albert-onnx", str(PROBE_FILE))
     weights = probe_weights().astype(np.int64)
     for count in PROBE_ROWS:
         rows = probe_rows(count)

@@ -373,9 +373,8 @@ class Manifest:
                 raise ModelFolderError(f"{origin}: variants.{name} is not a variant this albert-onnx knows ({', '.join(VARIANTS)}); re-export the folder")
             variants[name] = VariantEntry.read(variants_raw.obj(name))
             if variants[name].file != VARIANT_FILES[name]:  # the export's names: no manifest points one variant at another's graph
-                raise ModelFolderError(f"{origin}: variants.{name}.file is {variants[name].file!r}, but variant {name!r}'s graph is "
-                                       f"always {VARIANT_FILES[name]!r}; the manifest was edited or the file renamed: rename it "
-                                       "back or re-export the folder")
+                raise ModelFolderError(f"{origin}: variants.{name}.file is {_short(variants[name].file)}, but variant {name!r}'s graph "
+                                       f"is always {VARIANT_FILES[name]!r}; the manifest was edited: restore it or re-export the folder")
             if name != "int8" and variants[name].u8s8 is not None:
                 raise ModelFolderError(f"{origin}: variants.{name}.u8s8 is set, but only int8 has a uint8 x int8 twin; the manifest "
                                        "was edited: re-export the folder")
@@ -562,6 +561,7 @@ class ModelFolder:
             for name, want, got in fields:
                 if want != got:
                     where = "tokenizer." + name if name in ("max_length", "special_ids") or name.startswith("special_ids.") else name
+                    where = where if len(where) <= 200 else where[:197] + "..."  # key names come from the graph too
                     raise ModelFolderError(f"{MANIFEST} says {where}={_short(want)} but {path.name} was exported with {_short(got)}; the manifest "
                                            "was edited or belongs to another export: re-export the folder")
 

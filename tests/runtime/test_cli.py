@@ -301,11 +301,12 @@ def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, tmp_path, capsys, m
     for path in tiny_folder.iterdir():
         if path.name != "model_int8_u8s8.onnx":
             (folder / path.name).write_bytes(path.read_bytes())
-    for exact, effect in ((True, "does not load here"), (False, "loads here only with verify=False")):
+    for exact, effect in ((True, "does not load here"), (False, "loads here only from Python with verify=False")):
         monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda exact=exact: exact)
         status, out, _ = cli(capsys, "info", str(folder))
         assert status == 0
         assert f"\n         {folder}/model_int8_u8s8.onnx is missing; the model folder is incomplete: re-export it (int8 {effect})\n" in out
+        assert "this CPU runs" not in out
     (folder / "model_int8_u8s8.onnx").symlink_to(tiny_folder / "model_int8_u8s8.onnx")  # the loader refuses links too
     assert "model_int8_u8s8.onnx is a symbolic link" in cli(capsys, "info", str(folder))[1]
     assert "is a symbolic link" not in cli(capsys, "info", str(tiny_folder))[1]

@@ -353,9 +353,11 @@ FOLDER = {
     "random_weights as a string": (with_manifest(setter("source.random_weights", "yes")), ModelFolderError, r"source\.random_weights must be true or false"),
     "devices as a string": (with_manifest(setter("variants.fp32.devices", "cpu")), ModelFolderError, r"variants\.fp32\.devices must be a list of strings"),
     "escaping file name": (with_manifest(setter("variants.int8.file", "../outside.onnx")), ModelFolderError, r"variants\.int8\.file must be a plain file name"),
+    "a 500,000-character file name": (with_manifest(setter("variants.fp32.file", "a" * 500_000)), ModelFolderError,
+                                      r"variants\.fp32\.file is 'a{196}\.\.\., but variant 'fp32''s graph is always 'model_fp32\.onnx'"),
     "a variant pointed at another's graph": (with_manifest(setter("variants.int8.file", "model_fp32.onnx")), ModelFolderError,
                                              r"variants\.int8\.file is 'model_fp32\.onnx', but variant 'int8''s graph is always "
-                                             r"'model_int8\.onnx'; the manifest was edited or the file renamed: rename it back or re-export"),
+                                             r"'model_int8\.onnx'; the manifest was edited: restore it or re-export the folder$"),
     "future format_version": (with_manifest(setter("format_version", 99)), ModelFolderError, r"format_version=99 is not supported"),
     "format_version 2.0": (with_manifest(setter("format_version", 2.0)), ModelFolderError, r"format_version=2\.0 is not supported"),
     "other format": (with_manifest(setter("format", "onnx")), ModelFolderError, r"format='onnx'"),

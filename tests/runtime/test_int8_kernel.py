@@ -172,14 +172,24 @@ def test_a_missing_twin_is_named(copy_of, monkeypatch):
     (None, r"is missing: reinstall albert-onnx \(its wheel ships the file\)"),
     (3000, "does not load (.*INVALID_PROTOBUF.*): reinstall albert-onnx"),
     (0, "does not load (.*No graph was found in the protobuf.*): reinstall albert-onnx"),
-    ("model_fp32.onnx", r"has the inputs \['attention_mask', 'input_ids', 'token_type_ids'\], not \['row_scale', 'rows'\]: another "
-                        "file was installed in its place: reinstall albert-onnx"),
+    ("model_fp32.onnx", r"has the inputs \[\('attention_mask', 'tensor\(int64\)'\), .*\], not rows \(uint8\) and row_scale \(float\): "
+                        "another file was installed in its place: reinstall albert-onnx"),
+    ("retyped", r"has the inputs \[\('row_scale', 'tensor\(float\)'\), \('rows', 'tensor\(float\)'\)\], not rows \(uint8\) and "
+                r"row_scale \(float\): another file was installed in its place: reinstall albert-onnx"),
 ])
 def test_a_missing_or_damaged_probe_is_one_line_naming_the_fix(tiny_folder, tmp_path, damage, says):
     """A vendored install without the package's data file, with a truncated or empty one, or with another graph in
     its place: `albert-onnx info` says what is wrong, no traceback."""
     probe = tmp_path / "probe.onnx"
-    if isinstance(damage, str):  # a graph of the folder installed under the probe's name
+    if damage == "retyped":  # the probe's input names, other types
+        onnx = pytest.importorskip("onnx")
+        from onnx import TensorProto, helper
+
+        inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("rows", "row_scale")]
+        graph = helper.make_graph([helper.make_node("Mul", ["rows", "row_scale"], ["product"])], "retyped", inputs,
+                                  [helper.make_tensor_value_info("product", TensorProto.FLOAT, None)])
+        probe.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString())
+    elif isinstance(damage, str):  # a graph of the folder installed under the probe's name
         probe.write_bytes((tiny_folder / damage).read_bytes())
     elif damage is not None:
         from albert_onnx.int8_kernel import PROBE_FILE
@@ -190,6 +200,18 @@ def test_a_missing_or_damaged_probe_is_one_line_naming_the_fix(tiny_folder, tmp_
     assert result.returncode == 2, result.stderr
     assert re.fullmatch(rf"albert-onnx info: error: {re.escape(str(probe))}: albert-onnx's uint8 x int8 probe graph {says}",
                         result.stderr.strip()), result.stderr
+
+
+def test_a_probe_the_os_cannot_open_is_not_called_damaged():
+    """Out of file descriptors (EMFILE): the OS's reason, not "reinstall" (the file is fine)."""
+    code = ("import os, resource\nfrom albert_onnx import int8_kernel\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\nfds = []\n"
+            "try:\n    while True: fds.append(os.open(os.devnull, os.O_RDONLY))\nexcept OSError: pass\n"
+            "try:\n    int8_kernel._probe()\nexcept OSError as error:\n    print(error.errno, error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"24 \[Errno 24\] albert-onnx's uint8 x int8 probe graph could not be opened: Too many open files: '.*u8s8_probe\.onnx'",
+                        result.stdout.strip()), result.stdout
 
 
 def test_a_twin_not_compared_at_export_warns_where_it_runs(copy_of, monkeypatch):
