@@ -286,7 +286,7 @@ def _info(args: argparse.Namespace) -> int:
             exact = u8s8_is_exact()
             print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
             try:  # info reads the manifest; the loader also needs the file (verify checks it on every CPU)
-                folder.file(entry.u8s8.file)
+                folder.variant_path(name, u8s8=True)
             except ModelFolderError as error:
                 print(f"         {error} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
             else:

@@ -71,8 +71,7 @@ class _Fields:
         self.raw: dict[str, Any] = raw
 
     def error(self, path: str, expected: str, value: object) -> ModelFolderError:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        return ModelFolderError(f"{self.origin}: {path or 'the manifest'} must be {expected}, got {shown} "
+        return ModelFolderError(f"{self.origin}: {path or 'the manifest'} must be {expected}, got {_short(value, 60)} "
                                 f"({type(value).__name__}); the folder is damaged or not from this albert-onnx: re-export it")
 
     def _value(self, key: str, optional: bool) -> tuple[str, object]:
@@ -406,10 +405,13 @@ def graph_facts(model: Architecture, max_length: int, special_ids: dict[str, int
             "padding": padding}
 
 
-def _short(value: object) -> str:
-    """``repr(value)``, cut to 200 characters: a hostile stamp must not make a megabyte-long error line."""
-    shown = repr(value)
-    return shown if len(shown) <= 200 else shown[:197] + "..."
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: a hostile manifest or stamp must not make a megabyte-long error line."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short(value: object, limit: int = 200) -> str:
+    return _cut(repr(value), limit)
 
 
 def regular_file(path: Path, what: str) -> Path:
@@ -561,8 +563,7 @@ class ModelFolder:
             for name, want, got in fields:
                 if want != got:
                     where = "tokenizer." + name if name in ("max_length", "special_ids") or name.startswith("special_ids.") else name
-                    where = where if len(where) <= 200 else where[:197] + "..."  # key names come from the graph too
-                    raise ModelFolderError(f"{MANIFEST} says {where}={_short(want)} but {path.name} was exported with {_short(got)}; the manifest "
+                    raise ModelFolderError(f"{MANIFEST} says {_cut(where)}={_short(want)} but {path.name} was exported with {_short(got)}; the manifest "
                                            "was edited or belongs to another export: re-export the folder")
 
     def verify(self, variant: str) -> None:

@@ -163,6 +163,16 @@ def tiny_folder(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def copy_of(tiny_folder, tmp_path) -> Path:
+    """A writable copy of tiny_folder at tmp_path/model, for tests that damage or edit a folder."""
+    target = tmp_path / "model"
+    target.mkdir()
+    for path in tiny_folder.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
 @pytest.fixture(scope="session")
 def plain_folder(tiny_source, tmp_path_factory) -> Path:
     """The tiny model exported as fp32 only and without hidden states (what a default export gives)."""

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+from pathlib import Path
 
 import onnx
 import pytest
@@ -157,6 +158,13 @@ def test_validation_suffix_is_read_in_any_case(tmp_path):
 
 # -- the graphs carry the manifest's facts --------------------------------------------------------------------
 
+def _rehash(manifest: dict, folder: Path, variant: str) -> None:
+    """Give ``variant``'s manifest entry the size and sha256 of its graph in ``folder`` (edited in place), so that
+    only the graph's stamp can tell."""
+    graph = folder / manifest["variants"][variant]["file"]
+    manifest["variants"][variant].update(size=graph.stat().st_size, sha256=sha256_of(graph))
+
+
 def test_every_graph_is_stamped_with_the_manifests_facts(tiny_folder):
     manifest = json.loads((tiny_folder / "manifest.json").read_text())
     for name, entry in manifest["variants"].items():
@@ -168,12 +176,9 @@ def test_every_graph_is_stamped_with_the_manifests_facts(tiny_folder):
         assert facts["file"] == entry["file"], name
 
 
-def test_a_graph_copied_into_another_graphs_place_is_refused_with_verify_false(tiny_folder, tmp_path):
+def test_a_graph_copied_into_another_graphs_place_is_refused_with_verify_false(tiny_folder, copy_of):
     """The fp16 or fused graph under model_fp32.onnx: the same facts, but its stamp names its own file."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
+    folder = copy_of
     for other in ("model_fp16.onnx", "model_fused.onnx"):
         (folder / "model_fp32.onnx").write_bytes((tiny_folder / other).read_bytes())
         with pytest.raises(ModelFolderError, match=rf"^model_fp32\.onnx was exported as '{re.escape(other)}', another graph of the "
@@ -182,12 +187,9 @@ def test_a_graph_copied_into_another_graphs_place_is_refused_with_verify_false(t
 
 
 @pytest.mark.parametrize("key", ["file", "gemm", "padding", "model"])
-def test_a_hostile_stamp_value_is_cut_short_in_the_error(tiny_folder, tmp_path, key):
+def test_a_hostile_stamp_value_is_cut_short_in_the_error(copy_of, key):
     """A megabyte of text in a stamp field of the fused graph (hashes updated to match): one short line."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
+    folder = copy_of
     graph = onnx.load(str(folder / "model_fused.onnx"))
     stamp = next(prop for prop in graph.metadata_props if prop.key == STAMP_KEY)
     facts = json.loads(stamp.value)
@@ -195,7 +197,7 @@ def test_a_hostile_stamp_value_is_cut_short_in_the_error(tiny_folder, tmp_path, 
     stamp.value = json.dumps({**facts, key: {**facts["model"], "x" * 1_000_000: 1} if key == "model" else "x" * 1_000_000})
     onnx.save(graph, str(folder / "model_fused.onnx"))
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["variants"]["fused"].update(size=(folder / "model_fused.onnx").stat().st_size, sha256=sha256_of(folder / "model_fused.onnx"))
+    _rehash(manifest, folder, "fused")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError) as caught:
         AlbertEmbedder.from_pretrained(folder, variant="fused", device="cpu")
@@ -204,16 +206,13 @@ def test_a_hostile_stamp_value_is_cut_short_in_the_error(tiny_folder, tmp_path, 
     assert re.fullmatch(r"(model_fused\.onnx|manifest\.json) .*xxxx\.\.\..*re-export the folder", message), message
 
 
-def test_a_graph_without_the_stamp_is_refused_even_with_matching_hashes(tiny_folder, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
+def test_a_graph_without_the_stamp_is_refused_even_with_matching_hashes(copy_of):
+    folder = copy_of
     graph = onnx.load(str(folder / "model_fp32.onnx"))
     del graph.metadata_props[:]
     onnx.save(graph, str(folder / "model_fp32.onnx"))
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["variants"]["fp32"].update(size=(folder / "model_fp32.onnx").stat().st_size, sha256=sha256_of(folder / "model_fp32.onnx"))
+    _rehash(manifest, folder, "fp32")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx carries no 'albert_onnx\.manifest_facts' metadata"):
         AlbertEmbedder.from_pretrained(folder, variant="fp32")
@@ -226,7 +225,7 @@ def test_a_manifest_from_another_export_is_refused(tiny_folder, plain_folder, tm
     for name in ("model_fp32.onnx", "tokenizer.json"):
         (folder / name).write_bytes((tiny_folder / name).read_bytes())
     manifest = json.loads((plain_folder / "manifest.json").read_text())
-    manifest["variants"]["fp32"].update(size=(folder / "model_fp32.onnx").stat().st_size, sha256=sha256_of(folder / "model_fp32.onnx"))
+    _rehash(manifest, folder, "fp32")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match=r"manifest\.json says outputs=.* but model_fp32\.onnx was exported with"):
         AlbertEmbedder.from_pretrained(folder, variant="fp32")

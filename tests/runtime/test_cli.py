@@ -295,12 +295,9 @@ def test_info(tiny_folder, capsys):
     assert f"this CPU runs {ran}\n" in out
 
 
-def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, tmp_path, capsys, monkeypatch):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        if path.name != "model_int8_u8s8.onnx":
-            (folder / path.name).write_bytes(path.read_bytes())
+def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, copy_of, capsys, monkeypatch):
+    folder = copy_of
+    (folder / "model_int8_u8s8.onnx").unlink()
     for exact, effect in ((True, "does not load here"), (False, "loads here only from Python with verify=False")):
         monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda exact=exact: exact)
         status, out, _ = cli(capsys, "info", str(folder))

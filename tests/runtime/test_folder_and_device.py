@@ -15,13 +15,6 @@ from albert_onnx import AlbertEmbedder, ModelFolderError
 from albert_onnx.session import available_providers
 
 
-@pytest.fixture()
-def copy_of(tiny_folder, tmp_path):
-    target = tmp_path / "model"
-    shutil.copytree(tiny_folder, target)
-    return target
-
-
 def test_manifest_records_what_the_runtime_needs(tiny_folder):
     manifest = json.loads((tiny_folder / "manifest.json").read_text())
     assert manifest["source"]["random_weights"] is True

@@ -19,7 +19,7 @@ import pytest
 from albert_onnx import embedder as embedder_module
 from albert_onnx.embedder import AlbertEmbedder
 from albert_onnx.int8_kernel import u8s8_is_exact
-from albert_onnx.model_folder import ModelFolderError
+from albert_onnx.model_folder import STAMP_KEY, ModelFolderError
 from tests.conftest import IN_CI
 
 TEXTS = ["A man is playing a guitar.", "Stocks fell sharply on Tuesday after the central bank raised rates.", "Why?"]
@@ -84,13 +84,6 @@ def test_the_twin_runs_only_where_the_probe_allows(tiny_folder, monkeypatch):
         monkeypatch.setattr(embedder_module, "u8s8_is_exact", lambda exact=exact: exact)
         assert AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu").graph.name == graph
     assert AlbertEmbedder.from_pretrained(tiny_folder, variant="fused", device="cpu").graph.name == "model_fused.onnx"
-
-
-@pytest.fixture
-def copy_of(tiny_folder, tmp_path):
-    target = tmp_path / "model"
-    shutil.copytree(tiny_folder, target)
-    return target
 
 
 def _edit_manifest(folder: Path, edit) -> None:
@@ -233,7 +226,7 @@ def _without_file_stamp(graph: Path) -> bytes:
     """The graph as exported before 2026-12-03: its stamp names its product (gemm) but not its file."""
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(graph))
-    stamp = next(prop for prop in model.metadata_props if prop.key == "albert_onnx.manifest_facts")
+    stamp = next(prop for prop in model.metadata_props if prop.key == STAMP_KEY)
     stamp.value = json.dumps({key: value for key, value in json.loads(stamp.value).items() if key != "file"})
     return model.SerializeToString()
 

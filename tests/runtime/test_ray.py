@@ -364,11 +364,8 @@ def test_a_damaged_parquet_file_in_an_input_folder_is_named(no_ray, tiny_folder,
     assert not (tmp_path / "out").exists()
 
 
-def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ray, tiny_folder, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
+def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ray, copy_of, tmp_path):
+    folder = copy_of
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["model"]["hidden_size"] = 64
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -378,12 +375,9 @@ def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ra
     assert not (tmp_path / "out").exists()
 
 
-def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(tiny_folder, tmp_path):
+def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(copy_of, tmp_path):
     # actors on VNNI/AMX CPUs run the twin, not model_int8.onnx: another twin makes another job
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for path in tiny_folder.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
+    folder = copy_of
     _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "a"}])
     options = ray_job._check(_options(folder, tmp_path / "in.jsonl", tmp_path / "out", variant="int8"))
     files = [options.input]
