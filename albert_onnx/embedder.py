@@ -74,7 +74,7 @@ def _best_variant(folder: ModelFolder, device: str) -> str | None:
     return None
 
 
-def _no_variant_for(folder: ModelFolder, variant: str, device: str) -> str | None:
+def no_variant_for(folder: ModelFolder, variant: str, device: str) -> str | None:
     """Why ``variant`` (``auto``: any) of ``folder`` cannot run on ``device``, or None when it can."""
     if variant == "auto":
         if _best_variant(folder, device) is not None:
@@ -96,7 +96,7 @@ def resolve_variant(folder: ModelFolder, variant: str, device: str) -> str:
         ModelFolderError: The folder lacks the variant, or (``auto``) has none for the device.
         ValueError: The variant does not run on the device.
     """
-    why = _no_variant_for(folder, variant, device)
+    why = no_variant_for(folder, variant, device)
     if why is not None:
         raise (ModelFolderError if variant == "auto" else ValueError)(f"{why}; pick another variant or device, or re-export the "
                                                                       "folder with a variant for this device")
@@ -187,7 +187,7 @@ class AlbertEmbedder:
         settings = (threads, verify, io_binding, spin_wait, options)
         if device != "auto":
             return cls._open(model, variant, device, *settings)
-        reason = cuda_missing_reason() or _no_variant_for(model, variant, "cuda")
+        reason = cuda_missing_reason() or no_variant_for(model, variant, "cuda")
         if reason is None:
             try:
                 return cls._open(model, variant, "cuda", *settings)
@@ -196,7 +196,7 @@ class AlbertEmbedder:
                 logger.warning("device='auto' runs on cpu, not cuda: %s", reason)
         else:  # a CPU-only install or folder is normal: DEBUG (the CLI prints INFO on stdout, where --output - goes)
             logger.debug("device='auto' runs on cpu: %s", reason)
-        why_not_cpu = _no_variant_for(model, variant, "cpu")
+        why_not_cpu = no_variant_for(model, variant, "cpu")
         if why_not_cpu is not None:
             raise (ModelFolderError if variant == "auto" else ValueError)(f"{why_not_cpu}, and device='auto' cannot use cuda: {reason}")
         embedder = cls._open(model, variant, "cpu", *settings)

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__, arguments
-from .embedder import LONG_TEXT, TruncationWarning, resolve_variant
-from .model_folder import VARIANTS, ModelFolder, sha256_of
+from .embedder import LONG_TEXT, TruncationWarning, no_variant_for, resolve_variant
+from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
 from .pooling import POOLINGS
 from .session import DEVICES, cuda_missing_reason, resolve_device
 
@@ -62,7 +62,8 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass
 class RayJobOptions:
-    """One corpus job. :func:`run_ray_job` checks every field before Ray starts.
+    """One corpus job. :func:`run_ray_job` checks every field before Ray starts (``device='auto'`` with
+    onnxruntime-gpu starts it first, to count the cluster's GPUs).
 
     Attributes:
         folder: Model folder written by ``albert-onnx export``.
@@ -72,7 +73,8 @@ class RayJobOptions:
         id_field: Column (field) with the row id; not used for .txt (ids are line numbers from 0).
         pooling, normalize, max_length, long_text: As for ``AlbertEmbedder.encode`` (max_length None: the model's).
         batch_size: Texts per ONNX Runtime call.
-        device, variant: As for ``AlbertEmbedder.from_pretrained``; ``auto`` is resolved once, by the driver.
+        device, variant: As for ``AlbertEmbedder.from_pretrained``; ``auto`` is resolved once, by the driver:
+            cuda where its onnxruntime has the CUDA provider, the folder a CUDA graph and the cluster a GPU, else cpu.
         actors, threads_per_actor: The actor pool (None: fit the cluster, see :func:`plan_actors`).
         address: Ray cluster address (None: start Ray in this process unless it is running).
         strict: Stop at the first bad row instead of keeping it with a null vector and an error.
@@ -729,8 +731,8 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
         arguments.count("threads_per_actor", threads)
     if device == "cuda":
         if gpus < 1:
-            raise ValueError("device='cuda' but the Ray cluster has no GPU (device='auto' picks cuda where the driver's onnxruntime has "
-                             "the CUDA provider); start Ray on GPU machines (ray start --num-gpus N) or pass device='cpu'")
+            raise ValueError("device='cuda' but the Ray cluster has no GPU; start Ray on GPU machines (ray start --num-gpus N) or "
+                             "pass device='cpu' or 'auto'")
         if actors is not None and actors > gpus:
             raise ValueError(f"actors={actors} but the Ray cluster has {gpus} GPUs and each actor holds one; pass at most {gpus}, or None for one per GPU")
         return actors or gpus, threads or 1
@@ -790,6 +792,36 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
     return written
 
 
+def _job_device(options: RayJobOptions, folder: ModelFolder) -> str:
+    """The device of every actor: ``options.device``, or for ``auto`` the in-process rule applied to the cluster.
+
+    ``auto`` is cuda where the driver's onnxruntime has the CUDA provider, the folder a graph for CUDA and the
+    cluster a GPU (Ray is started to count them: the driver cannot try a session on the workers' GPUs); else cpu,
+    with the reason logged (a warning when only the cluster's GPUs are missing).
+
+    Raises:
+        DeviceUnavailable: ``cuda`` asked for and this onnxruntime has no CUDA provider.
+        ModelFolderError, ValueError: ``auto`` falls to cpu and the variant asked for does not run there.
+    """
+    if options.device != "auto":
+        return resolve_device(options.device)
+    reason = cuda_missing_reason() or no_variant_for(folder, options.variant, "cuda")
+    if reason is None:
+        import ray
+
+        _start_ray(options)
+        if ray.cluster_resources().get("GPU", 0) >= 1:
+            return "cuda"
+        reason = "the Ray cluster has no GPU (start Ray on GPU machines: ray start --num-gpus N)"
+        logger.warning("device='auto' runs on cpu, not cuda: %s", reason)
+    else:  # a CPU-only install or folder is normal: DEBUG, as in-process
+        logger.debug("device='auto' runs on cpu: %s", reason)
+    why_not_cpu = no_variant_for(folder, options.variant, "cpu")
+    if why_not_cpu is not None:
+        raise (ModelFolderError if options.variant == "auto" else ValueError)(f"{why_not_cpu}, and device='auto' cannot use cuda: {reason}")
+    return "cpu"
+
+
 def _start_ray(options: RayJobOptions) -> None:
     import ray
 
@@ -814,25 +846,23 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     """
     options = _check(options)
     folder = ModelFolder.load(options.folder)
-    # auto, for a cluster: cuda when the driver's onnxruntime has the CUDA provider (actors then hold num_gpus=1 each
-    # and a cluster without GPUs is a one-line error); the driver cannot try a session on the workers' GPUs
-    device = resolve_device(options.device if options.device != "auto" else "cpu" if cuda_missing_reason() else "cuda")
+    limit = folder.tokenizer.max_length
+    max_length = limit if options.max_length is None else arguments.count("max_length", options.max_length, 3, limit)
+    files = _input_files(options.input)
+    device = _job_device(options, folder)
     variant = resolve_variant(folder, options.variant, device)
     folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
     if device == "cpu":  # load it once here too: a graph that does not match manifest.json fails in one line, before Ray
         from .embedder import AlbertEmbedder
 
         AlbertEmbedder.from_pretrained(options.folder, variant=variant, device=device, threads=1, verify=False)
-    limit = folder.tokenizer.max_length
-    max_length = limit if options.max_length is None else arguments.count("max_length", options.max_length, 3, limit)
-    files = _input_files(options.input)
     job = _fingerprint(options, files, folder, variant, device, max_length)
     done = _resumable(options.output, job, options.overwrite)
 
     def put(table: pa.Table) -> Any:
         import ray
 
-        _start_ray(options)  # only once there is a shard to embed: a finished or refused job never starts Ray
+        _start_ray(options)  # only once there is a shard to embed: a finished or refused job never starts Ray (_job_device may have)
         return ray.put(table)
 
     corpus = _read(options, files, done, put)

@@ -18,6 +18,7 @@ pa = need_module("pyarrow")
 pq = need_module("pyarrow.parquet")
 
 from albert_onnx import AlbertEmbedder, ray_job  # noqa: E402
+from albert_onnx.model_folder import ModelFolder  # noqa: E402
 from albert_onnx.ray_job import RayJobOptions, plan_actors, run_ray_job  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -410,3 +411,55 @@ def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(copy_of, tmp_path):
     ray_job._write_json(options.output / ray_job.JOB_FILE, first)  # the job with the twin, rerun without it
     with pytest.raises(ValueError, match=rf"holds a job with uint8 x int8 twin sha256 {recorded}; this run has no uint8 x int8 twin"):
         ray_job._resumable(options.output, job(), overwrite=False)
+
+
+def _driver_with_cuda(monkeypatch, gpus: int) -> list:
+    """The driver's onnxruntime has the CUDA provider and the cluster has ``gpus`` GPUs; returns the Ray starts."""
+    started = []
+    monkeypatch.setattr(ray_job, "cuda_missing_reason", lambda: None)
+    monkeypatch.setattr(ray_job, "_start_ray", lambda options: started.append(options.address))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, **({"GPU": float(gpus)} if gpus else {})})
+    return started
+
+
+def test_auto_is_cuda_only_where_the_cluster_has_a_gpu(tiny_folder, tmp_path, monkeypatch, caplog):
+    folder = ModelFolder.load(tiny_folder)
+
+    def device(variant="auto") -> str:
+        return ray_job._job_device(_options(tiny_folder, "corpus.jsonl", tmp_path / "out", device="auto", variant=variant), folder)
+
+    started = _driver_with_cuda(monkeypatch, 2)
+    assert device() == "cuda"
+    assert started == [None]  # Ray was started (here: its address, None) to count the GPUs
+    assert device("fused") == "cuda"
+
+    started = _driver_with_cuda(monkeypatch, 0)
+    with caplog.at_level(logging.DEBUG, logger="albert_onnx"):
+        assert device() == "cpu"
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", "device='auto' runs on cpu, not cuda: the Ray cluster has no GPU (start Ray on GPU machines: ray start --num-gpus N)")]
+    with pytest.raises(ValueError) as caught:
+        device("fp16")
+    assert str(caught.value) == ("variant='fp16' runs on ['cuda'], not device='cpu', and device='auto' cannot use cuda: the Ray "
+                                 "cluster has no GPU (start Ray on GPU machines: ray start --num-gpus N)")
+
+    # a graph that runs only on the CPU, or a CPU-only onnxruntime: cpu, without starting Ray
+    started = _driver_with_cuda(monkeypatch, 2)
+    assert device("int8") == "cpu"
+    monkeypatch.setattr(ray_job, "cuda_missing_reason", lambda: "onnxruntime has no CUDAExecutionProvider")
+    assert device() == "cpu"
+    assert started == []
+
+
+def test_auto_job_on_a_cluster_without_gpus_runs_on_cpu(local_ray, tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_job, "cuda_missing_reason", lambda: None)  # as with onnxruntime-gpu on the driver
+    source = tmp_path / "corpus.jsonl"
+    texts = ["A man is playing a guitar.", "Stocks fell sharply on Tuesday."]
+    _write_jsonl(source, [{"id": i, "text": text} for i, text in enumerate(texts)])
+    out = tmp_path / "vectors"
+    counts = run_ray_job(_options(tiny_folder, source, out, device="auto", variant="auto"))
+    assert counts["written"] == 1
+    job = json.loads((out / "_job.json").read_text())["job"]
+    assert (job["device"], job["variant"]) == ("cpu", "int8")
+    expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu", threads=1).encode(texts)
+    np.testing.assert_array_equal(_vectors(_read_all(out), [0, 1]), expected)
