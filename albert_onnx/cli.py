@@ -104,7 +104,8 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
                                                        "replaced atomically; - for stdout (ray: folder of parquet files)")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="how token vectors become one vector (default mean)")
     embed.add_argument("--device", choices=DEVICES, default="auto",
-                       help="auto: cuda when a CUDA session comes up (onnxruntime-gpu and a GPU), else cpu, saying why if CUDA failed")
+                       help="auto: cuda when a CUDA session comes up (onnxruntime-gpu and a GPU), else cpu, saying why if CUDA failed; "
+                            "ray: cuda when this onnxruntime has CUDA and the cluster a GPU")
     embed.add_argument("--device-id", type=int, help="the GPU to run on (cuda; default 0)")
     embed.add_argument("--cuda-option", action="append", metavar="KEY=VALUE",
                        help="a CUDAExecutionProvider option passed through, e.g. gpu_mem_limit=8589934592 (repeatable)")
@@ -233,7 +234,8 @@ def _embed_ray(args: argparse.Namespace) -> int:
     """Embed with a Ray Data job into a folder of parquet parts (``albert_onnx.ray_job``).
 
     Raises:
-        CommandError: --layer, or an option this ray_job's RayJobOptions does not have yet.
+        CommandError: --layer, an option this ray_job's RayJobOptions does not have yet, or actors that could not
+            load the model on the cluster.
         ValueError: Bad job options (from the job).
     """
     from . import ray_job
@@ -258,7 +260,10 @@ def _embed_ray(args: argparse.Namespace) -> int:
                                     id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
                                     strict=args.strict, **extra)
-    counts = ray_job.run_ray_job(options)
+    try:
+        counts = ray_job.run_ray_job(options)
+    except ray_job.ActorStartError as error:  # a worker's setup (its CUDA, its copy of the folder), as a local CUDA error is
+        raise CommandError(str(error)) from error
     print(f"{counts['rows']} rows in {counts['shards']} shards: {counts['written']} written, {counts['skipped']} already done, "
           f"{counts['bad_rows']} bad rows -> {args.output}", file=sys.stderr)
     return 0

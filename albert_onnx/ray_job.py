@@ -23,6 +23,7 @@ on the "albert_onnx" logger; with ``strict`` the first bad row stops the job ins
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -58,6 +59,7 @@ _ORD, _SHARD = "__albert_onnx_row", "__albert_onnx_shard"  # row ordinal in the 
 _TRUNCATED = "__albert_onnx_truncated"  # an actor batch's count of truncated texts, on its first row (0 elsewhere)
 _LOGGED_BAD_ROWS = 20  # each bad row is in the parts' error column; the log names the first ones
 _BOM = b"\xef\xbb\xbf"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's tracebacks
 
 
 @dataclass
@@ -731,8 +733,9 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
         arguments.count("threads_per_actor", threads)
     if device == "cuda":
         if gpus < 1:
-            raise ValueError("device='cuda' but the Ray cluster has no GPU; start Ray on GPU machines (ray start --num-gpus N) or "
-                             "pass device='cpu' or 'auto'")
+            raise ValueError("device='cuda' but the Ray cluster has no GPU (device='auto' keeps cuda for a job whose finished parts "
+                             "were made there); start Ray on GPU machines (ray start --num-gpus N), or pass device='cpu' (and "
+                             "overwrite=True to restart such a job)")
         if actors is not None and actors > gpus:
             raise ValueError(f"actors={actors} but the Ray cluster has {gpus} GPUs and each actor holds one; pass at most {gpus}, or None for one per GPU")
         return actors or gpus, threads or 1
@@ -770,7 +773,8 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
     collected: dict[int, list[pa.Table]] = {shard: [] for shard in corpus.todo}
     received = dict.fromkeys(corpus.todo, 0)
     written, truncated, texts = 0, 0, 0
-    with tqdm(total=sum(corpus.sizes[shard] for shard in corpus.todo), desc="embedded", unit="row", disable=None) as progress:
+    with tqdm(total=sum(corpus.sizes[shard] for shard in corpus.todo), desc="embedded", unit="row", disable=None) as progress, \
+            _actor_start_errors(model):
         # the actors finish rows in any order; _write_shard puts each shard back in input order
         for batch in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
             shards = batch[_SHARD].to_numpy()
@@ -792,12 +796,28 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
     return written
 
 
+def _recorded_device(output: Path) -> str | None:
+    """The device of the job whose finished parts ``output`` holds, or None (no parts, or no readable record:
+    :func:`_resumable` then says what is wrong)."""
+    if not _finished_parts(output):
+        return None
+    try:
+        recorded = json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    job = recorded.get("job") if isinstance(recorded, dict) else None
+    device = job.get("device") if isinstance(job, dict) else None
+    return device if device in ("cpu", "cuda") else None
+
+
 def _job_device(options: RayJobOptions, folder: ModelFolder) -> str:
     """The device of every actor: ``options.device``, or for ``auto`` the in-process rule applied to the cluster.
 
     ``auto`` is cuda where the driver's onnxruntime has the CUDA provider, the folder a graph for CUDA and the
     cluster a GPU (Ray is started to count them: the driver cannot try a session on the workers' GPUs); else cpu,
-    with the reason logged (a warning when only the cluster's GPUs are missing).
+    with the reason logged (a warning when only the cluster's GPUs are missing). A rerun into a folder with
+    finished parts keeps the device they were made on, where it can, so a finished job does not start Ray and
+    an interrupted one is not refused because the cluster changed.
 
     Raises:
         DeviceUnavailable: ``cuda`` asked for and this onnxruntime has no CUDA provider.
@@ -806,6 +826,10 @@ def _job_device(options: RayJobOptions, folder: ModelFolder) -> str:
     if options.device != "auto":
         return resolve_device(options.device)
     reason = cuda_missing_reason() or no_variant_for(folder, options.variant, "cuda")
+    recorded = None if options.overwrite else _recorded_device(options.output)
+    if (recorded == "cuda" and reason is None) or (recorded == "cpu" and no_variant_for(folder, options.variant, "cpu") is None):
+        logger.debug("device='auto' runs on %s, the device of the finished parts in %s", recorded, options.output)
+        return recorded
     if reason is None:
         import ray
 
@@ -822,11 +846,44 @@ def _job_device(options: RayJobOptions, folder: ModelFolder) -> str:
     return "cpu"
 
 
+class ActorStartError(RuntimeError):
+    """The embedder actors could not load the model on the cluster (a worker's setup: its CUDA, its copy of the
+    model folder, its albert-onnx); the message is the actor's own error, in one line."""
+
+
+@contextlib.contextmanager
+def _actor_start_errors(model: dict[str, Any]) -> Iterator[None]:
+    """Turn Ray's report of an actor whose constructor raised (a traceback of Ray's frames around ours) into
+    :class:`ActorStartError` naming the actor's own exception."""
+    import ray
+
+    try:
+        yield
+    except ray.exceptions.RayActorError as error:
+        if not error.actor_init_failed:
+            raise
+        lines = [line.strip() for line in _ANSI.sub("", error.error_msg).splitlines() if line.strip()]
+        raise ActorStartError(f"the embedder actors could not load {model['variant']} on {model['device']} on the Ray cluster: "
+                              f"{lines[-1] if lines else error.error_msg}; every node needs albert-onnx and the model folder at "
+                              f"{model['folder']}") from error
+
+
 def _start_ray(options: RayJobOptions) -> None:
+    """Start Ray in this process, or connect to ``options.address``.
+
+    Raises:
+        ValueError: ``address`` given and no Ray cluster answers there (one line).
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
+        except ConnectionError as error:
+            if options.address is None:
+                raise
+            raise ValueError(f"address={options.address!r}: no Ray cluster answered there ({' '.join(str(error).split())}); "
+                             "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
 
 
 def run_ray_job(options: RayJobOptions) -> dict[str, int]:
@@ -841,7 +898,8 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     Raises:
         TypeError, ValueError: One line each: a bad option (before Ray starts), a bad model folder, an output
             folder holding another job, an input that cannot be parsed, a missing, mixed-type or repeated id,
-            or with ``strict`` a bad row (naming it).
+            or with ``strict`` a bad row (naming it); an ``address`` where no Ray cluster answers.
+        ActorStartError: The actors could not load the model on the cluster (a RuntimeError, in one line).
         RuntimeError: CUDA asked for and missing; a shard that came back incomplete (a bug).
     """
     options = _check(options)
@@ -862,7 +920,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     def put(table: pa.Table) -> Any:
         import ray
 
-        _start_ray(options)  # only once there is a shard to embed: a finished or refused job never starts Ray (_job_device may have)
+        _start_ray(options)  # only once there is a shard to embed (or _job_device counted GPUs for a new job)
         return ray.put(table)
 
     corpus = _read(options, files, done, put)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # no GPU, even on a GPU host
     yield
     ray.shutdown()
 
@@ -463,3 +463,41 @@ def test_auto_job_on_a_cluster_without_gpus_runs_on_cpu(local_ray, tiny_folder, 
     assert (job["device"], job["variant"]) == ("cpu", "int8")
     expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu", threads=1).encode(texts)
     np.testing.assert_array_equal(_vectors(_read_all(out), [0, 1]), expected)
+
+
+def test_auto_keeps_the_device_of_the_finished_parts(tiny_folder, tmp_path, monkeypatch):
+    folder = ModelFolder.load(tiny_folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-000000.parquet").write_bytes(b"")  # a finished part: the record below says what made it
+
+    def device(**changes) -> str:
+        return ray_job._job_device(_options(tiny_folder, "corpus.jsonl", out, **{"device": "auto", "variant": "auto", **changes}), folder)
+
+    for recorded, gpus in (("cuda", 0), ("cpu", 2)):
+        (out / "_job.json").write_text(json.dumps({"format": ray_job.JOB_FORMAT, "job": {"device": recorded}}))
+        started = _driver_with_cuda(monkeypatch, gpus)
+        assert device() == recorded  # not the cluster's count: the job resumes, or is refused for another change, as made
+        assert started == []  # so a finished job does not start Ray
+        assert device(overwrite=True) == ("cuda" if gpus else "cpu")  # a restart counts the GPUs
+        assert started == [None]
+    assert device(variant="fp16") == "cuda"  # a recorded cpu that the variant cannot run on: the cluster decides
+    monkeypatch.setattr(ray_job, "cuda_missing_reason", lambda: "onnxruntime has no CUDAExecutionProvider")
+    (out / "_job.json").write_text(json.dumps({"format": ray_job.JOB_FORMAT, "job": {"device": "cuda"}}))
+    assert device() == "cpu"  # cuda recorded, but this onnxruntime cannot run it: the fingerprint then names the change
+
+
+def test_an_address_without_a_cluster_is_one_line(tiny_folder, tmp_path, monkeypatch):
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by setting `--address` flag\n"
+                              "or `RAY_ADDRESS` environment variable.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    with pytest.raises(ValueError) as caught:
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out", address="10.0.0.9:6379"))
+    assert str(caught.value) == ("address='10.0.0.9:6379': no Ray cluster answered there (Could not find any running Ray instance. "
+                                 "Please specify the one to connect to by setting `--address` flag or `RAY_ADDRESS` environment variable.); "
+                                 "pass the address `ray status` shows on the head node, or omit it to start Ray here")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,50 @@
+"""Actors that cannot load the model on the cluster: one line naming the actor's own error, not Ray's traceback.
+
+A module of its own: it starts a local Ray that claims a GPU (Ray does not check), which the module-wide Ray of
+test_ray.py must not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import need_module
+
+ray = need_module("ray")
+need_module("pyarrow")
+
+from albert_onnx import cli, ray_job  # noqa: E402
+from albert_onnx.ray_job import ActorStartError, RayJobOptions, run_ray_job  # noqa: E402
+from albert_onnx.session import available_providers  # noqa: E402
+
+pytestmark = [pytest.mark.ray,
+              pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="the actors need an onnxruntime without CUDA")]
+
+
+@pytest.fixture(scope="module")
+def ray_with_a_claimed_gpu():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_actors_that_cannot_load_the_model_are_one_line(ray_with_a_claimed_gpu, tiny_folder, tmp_path, monkeypatch, capsys):
+    # The driver is made to believe in CUDA; the actors, in their own processes, find this onnxruntime has none
+    monkeypatch.setattr(ray_job, "resolve_device", lambda device: device)
+    monkeypatch.setattr(cli, "_check_device", lambda device: None)
+    source = tmp_path / "corpus.jsonl"
+    source.write_text(json.dumps({"id": 1, "text": "a b"}) + "\n")
+    with pytest.raises(ActorStartError) as caught:
+        run_ray_job(RayJobOptions(folder=str(tiny_folder), input=str(source), output=tmp_path / "out", device="cuda"))
+    message = str(caught.value)
+    assert message.startswith("the embedder actors could not load fp16 on cuda on the Ray cluster: albert_onnx.session.DeviceUnavailable: "
+                              "device='cuda' but onnxruntime ")
+    assert message.endswith(f"; every node needs albert-onnx and the model folder at {tiny_folder}")
+    assert "\n" not in message and "\x1b" not in message
+    assert not (tmp_path / "out").exists()
+
+    status = cli.main(["embed", str(tiny_folder), "--engine", "ray", "--input", str(source), "--output", str(tmp_path / "out"),
+                       "--device", "cuda"])
+    assert (status, capsys.readouterr().err.splitlines()[-1:]) == (2, [f"albert-onnx embed: error: {message}"])
