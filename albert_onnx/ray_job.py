@@ -240,7 +240,7 @@ def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
     except FileNotFoundError:
         raise ValueError(f"output {output}/ holds {len(parts)} part files but no {JOB_FILE} (an older albert-onnx or "
                          f"another program wrote them), so this job cannot tell whether they are its own: {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
         raise ValueError(f"output {output}/{JOB_FILE} cannot be read ({error}); {fix}") from None
     old = recorded.get("job") if isinstance(recorded, dict) and recorded.get("format") == JOB_FORMAT else None
     if not isinstance(old, dict):
@@ -803,7 +803,7 @@ def _recorded_device(output: Path) -> str | None:
         return None
     try:
         recorded = json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     job = recorded.get("job") if isinstance(recorded, dict) else None
     device = job.get("device") if isinstance(job, dict) else None
@@ -931,7 +931,8 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     created = _start_output(options.output, record, options.overwrite)
     try:
         if corpus.todo:
-            model = {"folder": str(options.folder), "variant": variant, "device": device}
+            # absolute: an actor's working directory is not the driver's, so a relative folder would not be found there
+            model = {"folder": str(Path(options.folder).resolve()), "variant": variant, "device": device}
             encode = {"batch_size": options.batch_size, "pooling": options.pooling, "normalize": options.normalize,
                       "max_length": max_length, "long_text": options.long_text}
             counts["written"] = _embed(options, corpus, model, encode)

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # no GPU, even on a GPU host
+    # a new local Ray (not one a developer left running) with no GPU, even on a GPU host
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -501,3 +502,27 @@ def test_an_address_without_a_cluster_is_one_line(tiny_folder, tmp_path, monkeyp
                                  "Please specify the one to connect to by setting `--address` flag or `RAY_ADDRESS` environment variable.); "
                                  "pass the address `ray status` shows on the head node, or omit it to start Ray here")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_record_nested_too_deep_is_one_line(no_ray, tiny_folder, tmp_path):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-000000.parquet").write_bytes(b"")
+    (out / "_job.json").write_text("[" * 200_000 + "]" * 200_000)
+    for device in ("auto", "cpu"):
+        with pytest.raises(ValueError) as caught:
+            run_ray_job(_options(tiny_folder, source, out, device=device))
+        assert str(caught.value).startswith(f"output {out}/_job.json cannot be read (maximum recursion depth exceeded")
+        assert str(caught.value).endswith("pass overwrite=True (--overwrite) to restart, or another output folder")
+
+
+def test_a_relative_folder_reaches_the_actors(local_ray, tiny_folder, tmp_path, monkeypatch):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a b"}])
+    monkeypatch.chdir(tiny_folder.parent)  # the actors' working directory is Ray's, not this one
+    counts = run_ray_job(_options(tiny_folder.name, source, tmp_path / "out", variant="int8"))
+    assert counts["written"] == 1
+    expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu", threads=1).encode(["a b"])
+    np.testing.assert_array_equal(_vectors(_read_all(tmp_path / "out"), [1]), expected)

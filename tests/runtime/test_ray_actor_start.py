@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.ray,
 
 @pytest.fixture(scope="module")
 def ray_with_a_claimed_gpu():
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
