@@ -224,6 +224,21 @@ def _finished_parts(output: Path) -> set[int]:
     return {int(match.group(1)) for path in output.iterdir() if (match := _PART.fullmatch(path.name)) and path.is_file()}
 
 
+def _read_record(output: Path) -> Any:
+    """``output``/_job.json, parsed.
+
+    Raises:
+        FileNotFoundError: There is none.
+        ValueError: It cannot be read or parsed (one line).
+    """
+    try:
+        return json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
+        raise ValueError(f"output {output}/{JOB_FILE} cannot be read ({error})") from None
+
+
 def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
     """The shards already finished for this same job (none with ``overwrite``, or with no part to keep).
 
@@ -236,12 +251,12 @@ def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
         return set()
     fix = "pass overwrite=True (--overwrite) to restart, or another output folder"
     try:
-        recorded = json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
+        recorded = _read_record(output)
     except FileNotFoundError:
         raise ValueError(f"output {output}/ holds {len(parts)} part files but no {JOB_FILE} (an older albert-onnx or "
                          f"another program wrote them), so this job cannot tell whether they are its own: {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
-        raise ValueError(f"output {output}/{JOB_FILE} cannot be read ({error}); {fix}") from None
+    except ValueError as error:
+        raise ValueError(f"{error}; {fix}") from None
     old = recorded.get("job") if isinstance(recorded, dict) and recorded.get("format") == JOB_FORMAT else None
     if not isinstance(old, dict):
         raise ValueError(f"output {output}/{JOB_FILE} is not a job record of this albert-onnx (an older version wrote it); {fix}")
@@ -802,8 +817,8 @@ def _recorded_device(output: Path) -> str | None:
     if not _finished_parts(output):
         return None
     try:
-        recorded = json.loads((output / JOB_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        recorded = _read_record(output)
+    except (FileNotFoundError, ValueError):
         return None
     job = recorded.get("job") if isinstance(recorded, dict) else None
     device = job.get("device") if isinstance(job, dict) else None
