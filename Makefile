@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, no model hub):
 #   make demo   - create .venv, export ../shared/models/albert-base-v2 with random weights, embed a few sentences
-#   make test   - create .venv and run the test suite (what .ci/run calls)
+#   make test   - create .venv and run the test suite, then the export tests again under transformers 5 in
+#                 .venv-transformers5 (what .ci/run calls)
 #   make test-gpu - on a CUDA 13 host: export the test folders with .venv, then run the CUDA tests in .venv-gpu ([gpu])
 PYTHON ?= python3
 VENV   := .venv
@@ -8,6 +9,7 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 MODEL  := build/albert-base-v2
 GPU_VENV := .venv-gpu
+TF5_VENV := .venv-transformers5
 TEST_FOLDERS := build/test-folders
 
 .PHONY: demo test test-gpu bench bench-quick clean
@@ -27,8 +29,17 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/albert-onnx embed $(MODEL) --input build/demo.txt --output build/demo.npy
 	$(PY) -c "import numpy as np; v = np.load('build/demo.npy'); print('vectors', v.shape); print('cosine matrix (RANDOM weights: not meaningful)'); print(np.round(v @ v.T, 3))"
 
-test: $(VENV)/.installed
+# The export's second tested set (transformers 5, which has no slow AlbertTokenizer): no benchmark peers, no Ray
+$(TF5_VENV)/.installed: pyproject.toml constraints-transformers5.txt
+	$(PYTHON) -m venv $(TF5_VENV)
+	$(TF5_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TF5_VENV)/bin/python -m pip install -q -c constraints-transformers5.txt -e ".[cpu,export,test]"
+	touch $@
+
+test: $(VENV)/.installed $(TF5_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
+	# the proof that the reference tokenizer equals 4.57's slow one ran above; it cannot run under transformers 5
+	$(TF5_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/export --ignore tests/export/test_reference_tokenizer.py
 
 # onnxruntime and onnxruntime-gpu install the same module: the CUDA tests get a venv of their own, without torch
 $(GPU_VENV)/.installed: pyproject.toml constraints.txt constraints-gpu.txt

@@ -4,6 +4,7 @@ un-padding of id rows."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .model_folder import ModelFolderError, TokenizerSettings
 
+logger = logging.getLogger("albert_onnx")
 MAX_TOKENIZER_BYTES = 64 << 20  # ALBERT's is 2.3 MB; refuse to parse anything huge
 # Where a head of a text may end: Unicode White_Space (what the normalizer's \s matches), which its first steps turn
 # into a word boundary (Strip, then \s+ -> " ") before anything else sees the text
@@ -75,6 +77,13 @@ class AlbertTokenizer:
             if found != token_id:
                 raise ModelFolderError(f"{path}: special token {name} ({token!r}) has id {found}, manifest.json says "
                                        f"{token_id}; the tokenizer belongs to another model: re-export the folder")
+        whole = {token.content for token in self.tokenizer.get_added_tokens_decoder().values() if token.special}
+        loose = [token for token in settings.special_tokens.values() if token not in whole]
+        if loose:
+            # Folders exported before 2026-12-03 lack "<unk>" there: a literal "<unk>" (as in WikiText) became "▁" "<unk>".
+            logger.warning("%s does not keep %s whole in a text, as ALBERT's tokenizer does, so a text that holds it gets other "
+                           "ids (and vectors) than PyTorch's; re-export the folder (texts without it are unaffected)",
+                           path, " or ".join(map(repr, loose)))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.cls_id = settings.special_ids["cls"]

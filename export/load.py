@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from importlib import resources
@@ -71,10 +72,15 @@ def one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def is_offline_mode() -> bool:
+    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, as huggingface_hub reads it; read now, from the
+    environment (transformers 5 dropped ``transformers.utils.is_offline_mode``)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return value is not None and value.upper() in ("1", "ON", "YES", "TRUE")
+
+
 def hub_failure(source: str, what: str, error: OSError) -> ExportError:
     """The ExportError for a hub download that failed (offline, no network, unknown id, gated repo)."""
-    from transformers.utils import is_offline_mode
-
     reason = one_line(str(error).splitlines()[0] if str(error).strip() else type(error).__name__, 200)
     if is_offline_mode():
         fix = ("HF_HUB_OFFLINE is set and the Hugging Face cache has no copy: unset HF_HUB_OFFLINE and run once with "
@@ -250,7 +256,6 @@ def weights_failure(path: Path | str, error: Exception) -> ExportError:
     chain = _causes(error)
     refused = [e for e in chain if isinstance(e, pickle.UnpicklingError)]
     damaged = [e for e in chain if isinstance(e, SafetensorError)]
-    mismatch = [line.strip() for e in chain if isinstance(e, RuntimeError) for line in str(e).splitlines() if "size mismatch" in line]
     if refused:
         return ExportError(f"{path}: torch.load(weights_only=True) refused it ({one_line(refused[-1], 160)}): it holds Python "
                            "objects besides tensors (possibly malicious) or is damaged; do not load it with weights_only=False: "
@@ -258,9 +263,6 @@ def weights_failure(path: Path | str, error: Exception) -> ExportError:
     if damaged:
         return ExportError(f"{path}: not a valid safetensors file ({one_line(damaged[-1], 160)}); the file is damaged or "
                            "truncated: download it again")
-    if mismatch:
-        return ExportError(f"{path}: the weights do not fit config.json ({one_line(mismatch[0], 200)}); use the config.json "
-                           "that came with these weights")
     return ExportError(f"{path}: could not be loaded ({one_line(error, 200)}); check the file, or download the checkpoint again")
 
 
@@ -282,7 +284,7 @@ def hub_weights(source: str, revision: str | None) -> Path:
         ExportError: The hub cannot be reached (or HF_HUB_OFFLINE is set) and the cache has no copy, the id is
             unknown, or the repository has neither weights file.
     """
-    from transformers.utils import cached_file, is_offline_mode
+    from transformers.utils import cached_file
 
     for name in WEIGHT_FILES:
         try:
@@ -356,15 +358,28 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     from safetensors import SafetensorError
 
     try:
-        model = AlbertModel.from_pretrained(
+        # transformers' own size-mismatch error differs by version (4.x: "size mismatch for ..." in a RuntimeError;
+        # 5.x: a report in the log, then "You set `ignore_mismatched_sizes` to `False`"), and a tensor the file lacks
+        # is only a log line (the model keeps its random init). So let it load, then read what it reports.
+        model, info = AlbertModel.from_pretrained(
             str(local),
             config=config,
             use_safetensors=use_safetensors,
             trust_remote_code=False,
             attn_implementation="eager",
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
-    except (OSError, pickle.UnpicklingError, SafetensorError, RuntimeError) as error:
-        if isinstance(error, RuntimeError) and "size mismatch" not in str(error):
-            raise  # not about the file (out of memory, a torch bug): its own message says more than ours would
+    except (OSError, pickle.UnpicklingError, SafetensorError) as error:
         raise weights_failure(local / weights, error) from error
+    # entries are names (4.x) or (name, file's shape, model's shape) (5.x)
+    mismatched = sorted(entry if isinstance(entry, str) else entry[0] for entry in info.get("mismatched_keys") or ())
+    if mismatched:
+        raise ExportError(f"{local / weights}: the weights do not fit config.json ({len(mismatched)} tensors have other shapes, "
+                          f"e.g. {mismatched[0]}); use the config.json that came with these weights")
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ExportError(f"{local / weights}: the weights lack {len(missing)} tensors of the ALBERT model config.json describes "
+                          f"(e.g. {missing[0]}), which would keep random values; use the checkpoint's complete weights file "
+                          "and the config.json that came with it")
     return LoadedModel(model.eval(), config, source, revision, False, None, weights)

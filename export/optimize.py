@@ -146,12 +146,13 @@ def convert_fp16(fused_path: Path, out_path: Path) -> dict[str, int]:
     )
     for node in model.model.graph.node:  # the masked-score value, in half precision
         if node.op_type == "Attention":
-            for attribute in node.attribute:
-                if attribute.name == "mask_filter_value":
-                    # the fusion writes float32's minimum (-3.4e38), which is -inf in fp16: a kernel that forms
-                    # mask * value (0 * -inf = NaN) or adds it to a negative score would break. -10000 (ONNX Runtime's
-                    # default) is finite in fp16 and still gives exp(score - 10000) == 0 for a masked position.
-                    attribute.f = FP16_MASK_FILTER_VALUE
+            # Under transformers 4.x the fusion writes float32's minimum (-3.4e38), which is -inf in fp16: a kernel
+            # that forms mask * value (0 * -inf = NaN) or adds it to a negative score would break. -10000 (ONNX
+            # Runtime's default) is finite in fp16 and still gives exp(score - 10000) == 0 for a masked position.
+            # Under transformers 5 the fusion writes none (the default applies); set it either way, so the graph says it.
+            kept = [attribute for attribute in node.attribute if attribute.name != "mask_filter_value"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("mask_filter_value", FP16_MASK_FILTER_VALUE)])
     dedupe_initializers(model)
     model.save_model_to_file(str(out_path))
     return fused_op_counts(model.model)

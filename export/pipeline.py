@@ -147,11 +147,11 @@ def _export(options: ExportOptions) -> Path:
         weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
         step(1, f"loaded {options.source} with {weights_note}")
 
-        slow = tok.load_slow_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
-        fast = tok.build_fast_tokenizer(slow)
+        reference = tok.load_reference_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
+        fast = tok.build_fast_tokenizer(reference)
         fast.save(str(folder / TOKENIZER_FILE))
         vset = validate.validation_set(options.validation_texts, options.validation_samples)
-        bad = tok.mismatches(slow, fast, vset.texts)
+        bad = tok.mismatches(reference, fast, vset.texts)
         if bad:
             raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")
         step(2, f"wrote tokenizer.json (identical ids on {len(vset.texts)} validation texts)")
@@ -161,7 +161,7 @@ def _export(options: ExportOptions) -> Path:
         # Eager attention holds batch x heads x length^2 scores (x3 with softmax and dropout): 16 rows of 64-head
         # xxlarge at 350 tokens are ~1.5 GB a copy. Fewer rows per batch for more heads; still mixed lengths.
         rows = max(2, 16 * 12 // config.num_attention_heads)
-        ref = validate.reference(loaded.model, slow, vset, batch_size=rows, max_length=max_length)
+        ref = validate.reference(loaded.model, reference, vset, batch_size=rows, max_length=max_length)
         # PyTorch is done: free its weights before the graph rewrites need the memory (0.9 GB for xxlarge)
         loaded.model = None  # step() collects it and hands the pages back
         step(3, f"exported fp32 graph, ran the PyTorch reference on {len(vset.texts)} texts")
@@ -212,7 +212,7 @@ def _export(options: ExportOptions) -> Path:
         architecture = Architecture("albert", config.hidden_size, config.embedding_size, config.num_hidden_layers,
                                     config.num_attention_heads, config.intermediate_size, config.vocab_size,
                                     config.type_vocab_size, config.max_position_embeddings, config.hidden_act)
-        settings = tok.tokenizer_settings(slow, config.max_position_embeddings)
+        settings = tok.tokenizer_settings(reference, config.max_position_embeddings)
         outputs = to_onnx.output_names(options.hidden_states)
         facts = graph_facts(architecture, settings["max_length"], settings["special_ids"], outputs)
         variants = {}
@@ -235,7 +235,7 @@ def _export(options: ExportOptions) -> Path:
         manifest = Manifest(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             source=Source(options.source, options.revision, loaded.random_weights, loaded.seed, loaded.weights_file,
-                          str(slow.name_or_path)),  # the folder or hub id the vocabulary really came from
+                          reference.name_or_path),  # the folder or hub id the vocabulary really came from
             versions=_versions(),
             opset=to_onnx.OPSET,
             model=architecture,

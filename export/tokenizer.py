@@ -1,5 +1,5 @@
 """Find ALBERT's SentencePiece vocabulary and write tokenizer.json for the Rust ``tokenizers`` library, reproducing the
-slow SentencePiece AlbertTokenizer."""
+SentencePiece AlbertTokenizer (``reference_tokenizer.ReferenceTokenizer``, transformers 4.57's slow one)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,21 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-import sentencepiece
-from tokenizers import Regex, Tokenizer, normalizers
-from transformers import AlbertTokenizer
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers
 from transformers.convert_slow_tokenizer import AlbertConverter
 
 from albert_onnx.model_folder import sha256_of
 
 from .errors import ExportError
-from .load import looks_like_path, hub_failure, one_line, read_json, shipped_name
+from .load import looks_like_path, hub_failure, one_line, shipped_name
+from .reference_tokenizer import VOCABULARY, ReferenceTokenizer
 
 log = logging.getLogger(__name__)
 
 # Every published ALBERT (base/large/xlarge/xxlarge, v1 and v2) uses this one 30,000-piece SentencePiece model.
 ALBERT_SPIECE_SHA256 = "fefb02b667a6c5c2fe27602d28e5fb3428f66ab89c7d6f388e7c8d44a02d0336"
-VOCABULARY = "spiece.model"
-JSON_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# What the reference reads beside spiece.model, fetched with it from the hub when there
+HUB_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json")
 
 
 def hub_cache() -> Path:
@@ -62,25 +61,8 @@ def find_cached_vocabulary(name: str) -> Path | None:
     return None
 
 
-def _check_folder(folder: Path) -> None:
-    """Name the damaged file before transformers fails on it with a message that does not."""
-    try:
-        sentencepiece.SentencePieceProcessor(model_file=str(folder / VOCABULARY))
-    except (RuntimeError, OSError) as error:
-        raise ExportError(f"{folder / VOCABULARY}: not a SentencePiece model ({one_line(error, 120)}); the file is damaged: "
-                          "restore it, or pass --tokenizer FOLDER with a good spiece.model") from None
-    for name in JSON_FILES:
-        if (folder / name).is_file():
-            read_json(folder / name)
-
-
-def _from_folder(folder: Path) -> AlbertTokenizer:
-    _check_folder(folder)
-    return AlbertTokenizer.from_pretrained(str(folder))
-
-
-def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: int | None = None) -> AlbertTokenizer:
-    """Load the reference SentencePiece tokenizer (spiece.model).
+def load_reference_tokenizer(source: str, revision: str | None = None, vocab_size: int | None = None) -> ReferenceTokenizer:
+    """Load the reference SentencePiece tokenizer (spiece.model and the tokenizer settings beside it).
 
     Where from, in order: ``source`` as a folder (``--tokenizer`` when given, else the model's folder); for a
     published ALBERT (a shipped size name such as ``albert-large-v2`` or ``albert/albert-large-v2``) the Hugging
@@ -92,8 +74,9 @@ def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: in
         vocab_size: The model's ``vocab_size``: the vocabulary must fit in its embedding table.
 
     Raises:
-        ExportError: No spiece.model where it should be, a damaged file, a vocabulary larger than ``vocab_size``,
-            or (offline) nowhere to find it; one line naming the file or the id and the fix.
+        ExportError: No spiece.model where it should be, a damaged file, a setting the reference does not reproduce
+            (see ReferenceTokenizer), a vocabulary larger than ``vocab_size``, or (offline) nowhere to find it; one
+            line naming the file or the id and the fix.
     """
     local = Path(source)
     official = shipped_name(source)
@@ -101,22 +84,22 @@ def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: in
         if not (local / VOCABULARY).is_file():
             raise ExportError(f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with "
                               "spiece.model) or a hub id that has one")
-        slow, where = _from_folder(local), f"{local / VOCABULARY}"
+        slow, where = ReferenceTokenizer(local), f"{local / VOCABULARY}"
     elif local.exists():
         raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
     elif official is None and looks_like_path(source):
         raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
                           "or a hub id such as albert/albert-base-v2")
     elif official is not None and (cached := find_cached_vocabulary(official)) is not None:
-        slow, where = _from_folder(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
+        slow, where = ReferenceTokenizer(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
     else:
         from transformers.utils import cached_file
 
         hub_id = f"albert/{official}" if official is not None else source
         try:
-            # Fetch (or find) spiece.model first: offline, AlbertTokenizer.from_pretrained fails later with
-            # "Either model_file or model_proto must be specified", which names neither the file nor the fix.
             fetched = Path(cached_file(hub_id, VOCABULARY, revision=revision))
+            for name in HUB_FILES:  # into the same snapshot folder, where the reference reads them
+                cached_file(hub_id, name, revision=revision, _raise_exceptions_for_missing_entries=False)
         except OSError as error:
             if official is None:
                 raise hub_failure(source, "its spiece.model", error) from error
@@ -130,8 +113,7 @@ def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: in
             raise ExportError(f"{fetched}: spiece.model of {hub_id} has sha256 {digest[:12]}..., not ALBERT's "
                               f"{ALBERT_SPIECE_SHA256[:12]}...; the cached copy is damaged: delete it and run once online, "
                               "or pass --tokenizer FOLDER (a folder with spiece.model)")
-        _check_folder(fetched.parent)
-        slow, where = AlbertTokenizer.from_pretrained(hub_id, revision=revision), f"{hub_id} (hub)"
+        slow, where = ReferenceTokenizer(fetched.parent, name_or_path=hub_id), f"{hub_id} (hub)"
     log.info(f"vocabulary: {where}, {len(slow)} tokens")
     if vocab_size is not None and len(slow) > vocab_size:
         raise ExportError(f"the vocabulary {where} has {len(slow)} tokens but the model's vocab_size is {vocab_size}, so ids "
@@ -139,8 +121,8 @@ def load_slow_tokenizer(source: str, revision: str | None = None, vocab_size: in
     return slow
 
 
-def build_fast_tokenizer(slow: AlbertTokenizer) -> Tokenizer:
-    """Convert with transformers' AlbertConverter, then fix the two places where it differs from the slow one.
+def build_fast_tokenizer(reference: ReferenceTokenizer) -> Tokenizer:
+    """Convert with transformers' AlbertConverter, then fix the three places where it differs from the reference.
 
     1. The converter registers SentencePiece's user-defined symbols (``( ) " - . – £ €``) as added tokens, so
        the Rust tokenizer cuts the text there and prepends "▁" to the next piece ("key-board" -> "▁board");
@@ -148,44 +130,37 @@ def build_fast_tokenizer(slow: AlbertTokenizer) -> Tokenizer:
        as SentencePiece does. (Measured: 2,428 of 14,516 STS-B/hard-case texts differed before this fix.)
     2. The slow tokenizer strips and collapses all whitespace (``remove_space``) before SentencePiece; the
        converted normalizer only collapses runs of spaces, leaving a trailing "▁" for "text. ".
+    3. The slow tokenizer keeps every special token whole where the text holds it; the converter adds only the
+       control symbols and [MASK], so a literal "<unk>" (as in WikiText) became "▁" "<unk>" with its own "▁"
+       piece. (Measured: 4,140 of 20,000 seeded random texts with special tokens differed, each one holding "<unk>".)
     """
-    tokenizer = AlbertConverter(slow).converted()
-    # Items are AddedToken or, for a folder with only spiece.model (a hub-cache snapshot), plain str.
-    special = {str(getattr(token, "content", token)) for token in slow.all_special_tokens_extended} | set(slow.all_special_tokens)
+    tokenizer = AlbertConverter(reference).converted()
+    special = set(reference.all_special)
     spec = json.loads(tokenizer.to_str())
     spec["added_tokens"] = [tok for tok in spec["added_tokens"] if tok["special"] or tok["content"] in special]
     tokenizer = Tokenizer.from_str(json.dumps(spec))
+    kept = {tok["content"] for tok in spec["added_tokens"]}
+    tokenizer.add_special_tokens([AddedToken(content, normalized=False, special=True) for content in reference.all_special if content not in kept])
     tokenizer.normalizer = normalizers.Sequence(
         [normalizers.Strip(), normalizers.Replace(Regex(r"\s+"), " "), tokenizer.normalizer]
     )
     return tokenizer
 
 
-def mismatches(slow: AlbertTokenizer, fast: Tokenizer, texts: Iterable[str]) -> list[str]:
-    """Texts whose ids (with [CLS]/[SEP]) differ between the slow reference and the Rust tokenizer."""
-    return [text for text in texts if slow(text)["input_ids"] != fast.encode(text).ids]
+def mismatches(reference: ReferenceTokenizer, fast: Tokenizer, texts: Iterable[str]) -> list[str]:
+    """Texts whose ids (with [CLS]/[SEP]) differ between the reference and the Rust tokenizer."""
+    return [text for text in texts if reference.encode(text) != fast.encode(text).ids]
 
 
-def tokenizer_settings(slow: AlbertTokenizer, max_position_embeddings: int) -> dict[str, object]:
+def tokenizer_settings(reference: ReferenceTokenizer, max_position_embeddings: int) -> dict[str, object]:
     """The settings the runtime needs, for the manifest."""
-    max_length = min(int(slow.model_max_length), max_position_embeddings) if slow.model_max_length < 10**9 else max_position_embeddings
+    limit = reference.model_max_length
+    roles = ("pad", "unk", "cls", "sep", "mask")
     return {
-        "max_length": max_length,
-        "do_lower_case": bool(slow.do_lower_case),
-        "keep_accents": bool(slow.keep_accents),
-        "remove_space": bool(slow.remove_space),
-        "special_ids": {
-            "pad": slow.pad_token_id,
-            "unk": slow.unk_token_id,
-            "cls": slow.cls_token_id,
-            "sep": slow.sep_token_id,
-            "mask": slow.mask_token_id,
-        },
-        "special_tokens": {
-            "pad": slow.pad_token,
-            "unk": slow.unk_token,
-            "cls": slow.cls_token,
-            "sep": slow.sep_token,
-            "mask": str(slow.mask_token),
-        },
+        "max_length": max_position_embeddings if limit is None else min(limit, max_position_embeddings),
+        "do_lower_case": reference.do_lower_case,
+        "keep_accents": reference.keep_accents,
+        "remove_space": reference.remove_space,
+        "special_ids": {role: reference.id_of(role) for role in roles},
+        "special_tokens": {role: reference.specials[role].content for role in roles},
     }

@@ -30,6 +30,7 @@ from albert_onnx.model_folder import Validation
 from albert_onnx.session import DeviceUnavailable, create_session
 
 from .errors import ExportError
+from .reference_tokenizer import ReferenceTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,12 @@ def masked_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return ((hidden.astype(np.float64) * weights).sum(axis=1) / weights.sum(axis=1)).astype(np.float32)
 
 
-def reference(model: AlbertModel, tokenizer, vset: ValidationSet, batch_size: int, max_length: int, singles: int = 24) -> Reference:
+def reference(model: AlbertModel, tokenizer: ReferenceTokenizer, vset: ValidationSet, batch_size: int, max_length: int, singles: int = 24) -> Reference:
     """Tokenize in padded batches (input order, so lengths mix) and run the plain PyTorch model.
 
     Args:
         model: ALBERT in eval mode.
-        tokenizer: The slow SentencePiece tokenizer (the reference for ids).
+        tokenizer: The reference SentencePiece tokenizer (the ids).
         vset: Texts and pairs.
         batch_size: Texts per padded batch.
         max_length: Truncation length.
@@ -188,8 +189,7 @@ def reference(model: AlbertModel, tokenizer, vset: ValidationSet, batch_size: in
     feeds, hidden, pooler, sentence, word = [], [], [], [], []
     table = model.embeddings.word_embeddings.weight.detach().numpy()
     for start in range(0, len(vset.texts), batch_size):
-        enc = tokenizer(vset.texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        batch = {name: enc[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        batch = tokenizer.encode_batch(vset.texts[start : start + batch_size], max_length)
         with torch.inference_mode():
             out = model(**{name: torch.from_numpy(value) for name, value in batch.items()})
         feeds.append(batch)
@@ -201,8 +201,7 @@ def reference(model: AlbertModel, tokenizer, vset: ValidationSet, batch_size: in
     pool = np.concatenate([batch["input_ids"][batch["attention_mask"] == 1] for batch in feeds])  # real token ids
     rng = np.random.default_rng(0)
     for text in vset.texts[:singles]:
-        enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np")
-        single = {name: enc[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        single = tokenizer.encode_batch([text], max_length)
         solo.append(single)
         # batchmates of the same length (no padding): the row-wise math must give row 0 the same vector
         length = single["input_ids"].shape[1]

@@ -23,6 +23,7 @@ import torch
 from albert_onnx import AlbertEmbedder
 from albert_onnx.model_folder import ModelFolder
 from albert_onnx_export import ExportOptions, export_model, validate
+from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import SHIPPED_SIZES, check_config, load_albert
 from albert_onnx_export.write import staging_folder
@@ -117,16 +118,14 @@ def test_runtime_matches_pytorch(tiny_source, tiny_folder):
     """End to end: the runtime's mean-pooled vector and static word rows equal PyTorch's."""
     loaded = load_albert(str(tiny_source), random_weights=True, seed=1)
     embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu")
-    from transformers import AlbertTokenizer
-
-    slow = AlbertTokenizer.from_pretrained(str(tiny_source))
-    texts = ["A man is playing a guitar.", "", "Héllo 1,000 [MASK] 😀"]
+    reference = ReferenceTokenizer(tiny_source)
+    texts = ["A man is playing a guitar.", "", "Héllo 1,000 [MASK] 😀 <unk>"]
     with torch.inference_mode():
         for text, vector in zip(texts, embedder.encode(texts, normalize=False)):
-            enc = slow(text, return_tensors="pt")
-            expected = loaded.model(**enc).last_hidden_state[0].mean(0).numpy()
+            enc = reference.encode_batch([text], 512)
+            expected = loaded.model(**{name: torch.from_numpy(value) for name, value in enc.items()}).last_hidden_state[0].mean(0).numpy()
             np.testing.assert_allclose(vector, expected, atol=1e-4)
-        ids = slow("guitar", add_special_tokens=False)["input_ids"]
+        ids = reference.encode("guitar")[1:-1]
         rows = loaded.model.embeddings.word_embeddings.weight[ids].mean(0).numpy()
     np.testing.assert_allclose(embedder.word_vectors(["guitar"])[0], rows, atol=1e-6)
 
@@ -465,7 +464,8 @@ def test_malicious_pickle_is_refused_in_one_line(tiny_source, tmp_path):
 @pytest.mark.parametrize("damage, message", [
     ("truncated", r"not a valid safetensors file \(Error while deserializing header"),
     ("lfs", r"is a Git LFS pointer, not the weights; run `git lfs pull`"),
-    ("mismatch", r"the weights do not fit config\.json \(size mismatch for"),
+    ("mismatch", r"the weights do not fit config\.json \(3 tensors have other shapes, e\.g\. encoder\.albert_layer_groups\.0\.albert_layers\.0\.ffn\.bias\); "),
+    ("missing", r"the weights lack 1 tensors of the ALBERT model config\.json describes \(e\.g\. pooler\.weight\), which would keep random values"),
 ])
 def test_damaged_weights_are_named(tiny_source, tmp_path, damage, message):
     folder = _checkpoint(tiny_source, tmp_path / "ckpt")
@@ -476,6 +476,12 @@ def test_damaged_weights_are_named(tiny_source, tmp_path, damage, message):
         load_albert(str(tiny_source), random_weights=True).model.save_pretrained(folder, safe_serialization=True)
         if damage == "truncated":
             weights.write_bytes(weights.read_bytes()[:1000])
+        elif damage == "missing":
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(weights)
+            del tensors["pooler.weight"]
+            save_file(tensors, weights, metadata={"format": "pt"})
         else:
             (folder / "config.json").write_text(json.dumps({**TINY_CONFIG, "intermediate_size": 512}))
     with pytest.raises(ExportError, match=rf"^{re.escape(str(weights))}:? {message}"):

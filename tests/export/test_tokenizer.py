@@ -1,16 +1,18 @@
-"""tokenizer.json reproduces the SentencePiece AlbertTokenizer id for id; the vocabulary is found offline for size names."""
+"""tokenizer.json reproduces the SentencePiece AlbertTokenizer (the export's reference, proven equal to transformers 4.57's
+slow one in test_reference_tokenizer.py) id for id; the vocabulary is found offline for size names."""
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AlbertTokenizer
 
 from albert_onnx_export.errors import ExportError
-from albert_onnx_export.tokenizer import ALBERT_SPIECE_SHA256, build_fast_tokenizer, load_slow_tokenizer, mismatches
+from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
+from albert_onnx_export.tokenizer import ALBERT_SPIECE_SHA256, build_fast_tokenizer, load_reference_tokenizer, mismatches
 from tests.conftest import BASE_SOURCE, make_hub_cache, need_shared, run_cli
 
 HARD_CASES = [
@@ -21,12 +23,27 @@ HARD_CASES = [
     "Dr. Smith's 2,000-word essay—really?", "x" * 3000, "word " * 600, "ALL CAPS AND MiXeD", "ﬁ ligature ① ²",
 ]
 
+# Characters that each exercise a rule: whitespace kinds (U+0085: whitespace to Python, kept by SentencePiece), the
+# quote pairs, digits and commas (the digit-comma rule), accents (NFKD), case (Greek final sigma, dotted I, ß,
+# titlecase digraphs), SentencePiece's user-defined symbols, CJK and emoji (unknown pieces), the special tokens'
+# own characters, and the special tokens themselves.
+ALPHABET = list("abcXYZ 019,.,-()\"'`£€–") + [" ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x85", "``", "''", "é", "Ö", "ñ",
+                                             "a\u0301", "Σ", "ΟΔΟΣ", "İ", "ß", "ǅ", "中", "😀", "ﬁ", "①", "[", "]", "<", ">", "MASK", "mask"]
+SPECIALS = ["[MASK]", "[CLS]", "[SEP]", "<pad>", "<unk>"]
+
+
+def random_texts(count: int, seed: int = 0) -> list[str]:
+    """Seeded random strings of ALPHABET's items, one in eight a special token."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(SPECIALS) if rng.random() < 0.12 else rng.choice(ALPHABET) for _ in range(rng.randint(0, 24)))
+            for _ in range(count)]
+
 
 @pytest.fixture(scope="module")
 def tokenizers():
     need_shared()
-    slow = AlbertTokenizer.from_pretrained(str(BASE_SOURCE))
-    return slow, build_fast_tokenizer(slow)
+    reference = ReferenceTokenizer(BASE_SOURCE)
+    return reference, build_fast_tokenizer(reference)
 
 
 def test_every_stsb_sentence(tokenizers, sts_texts):
@@ -38,6 +55,15 @@ def test_every_stsb_sentence(tokenizers, sts_texts):
 def test_hard_cases(tokenizers):
     slow, fast = tokenizers
     assert mismatches(slow, fast, HARD_CASES) == []
+
+
+def test_random_texts_with_special_tokens(tokenizers):
+    """A literal "<unk>" is the unknown token, kept whole as the reference keeps it (it was "▁" "<unk>" before)."""
+    reference, fast = tokenizers
+    texts = random_texts(5000)
+    assert sum("<unk>" in text for text in texts) > 500
+    assert mismatches(reference, fast, texts) == []
+    assert fast.encode("a <unk> b").tokens == ["[CLS]", "▁a", "<unk>", "▁b", "[SEP]"]
 
 
 def test_mask_has_no_extra_piece(tokenizers):
@@ -63,13 +89,13 @@ def test_size_name_finds_the_vocabulary_in_the_hub_cache(tmp_path, monkeypatch, 
     cache = make_hub_cache(home / "hub")
     _clear_hub_env(monkeypatch)
     monkeypatch.setenv(variable, str(cache if variable == "HF_HUB_CACHE" else home))
-    slow = load_slow_tokenizer("albert-large-v2", vocab_size=30000)
+    found = load_reference_tokenizer("albert-large-v2", vocab_size=30000)
     blob = cache / "models--albert--albert-base-v2" / "blobs" / ALBERT_SPIECE_SHA256
-    assert Path(slow.vocab_file).resolve() == blob.resolve()
+    assert Path(found.vocab_file).resolve() == blob.resolve()
     reference, _ = tokenizers
-    assert [slow(text)["input_ids"] for text in HARD_CASES] == [reference(text)["input_ids"] for text in HARD_CASES]
+    assert [found.encode(text) for text in HARD_CASES] == [reference.encode(text) for text in HARD_CASES]
     # a snapshot has no tokenizer_config.json: the Rust tokenizer built from it must still match
-    assert mismatches(reference, build_fast_tokenizer(slow), HARD_CASES) == []
+    assert mismatches(reference, build_fast_tokenizer(found), HARD_CASES) == []
 
 
 def test_source_folder_comes_before_the_cache(tmp_path, monkeypatch):
@@ -79,7 +105,7 @@ def test_source_folder_comes_before_the_cache(tmp_path, monkeypatch):
     folder = tmp_path / "own"
     folder.mkdir()
     shutil.copy(BASE_SOURCE / "spiece.model", folder / "spiece.model")
-    assert Path(load_slow_tokenizer(str(folder)).vocab_file) == folder / "spiece.model"
+    assert Path(load_reference_tokenizer(str(folder)).vocab_file) == folder / "spiece.model"
 
 
 def _export_offline(tmp_path: Path, cache: Path):
@@ -114,13 +140,13 @@ def test_damaged_cached_vocabulary_is_named(tmp_path):
 
 def test_folder_without_spiece_model(tmp_path):
     with pytest.raises(ExportError, match=r"has no spiece\.model; pass --tokenizer FOLDER"):
-        load_slow_tokenizer(str(tmp_path))
+        load_reference_tokenizer(str(tmp_path))
 
 
 def test_damaged_spiece_model_is_named(tmp_path):
     (tmp_path / "spiece.model").write_bytes(b"not a model" * 10)
     with pytest.raises(ExportError, match=rf"^{re.escape(str(tmp_path / 'spiece.model'))}: not a SentencePiece model"):
-        load_slow_tokenizer(str(tmp_path))
+        load_reference_tokenizer(str(tmp_path))
 
 
 def test_damaged_tokenizer_config_is_named(tmp_path):
@@ -128,10 +154,10 @@ def test_damaged_tokenizer_config_is_named(tmp_path):
     shutil.copy(BASE_SOURCE / "spiece.model", tmp_path / "spiece.model")
     (tmp_path / "tokenizer_config.json").write_text("{bad")
     with pytest.raises(ExportError, match=rf"^{re.escape(str(tmp_path / 'tokenizer_config.json'))}: not valid JSON \(line 1, column 2"):
-        load_slow_tokenizer(str(tmp_path))
+        load_reference_tokenizer(str(tmp_path))
 
 
 def test_vocabulary_larger_than_the_model(tmp_path):
     need_shared()
     with pytest.raises(ExportError, match=r"has 30000 tokens but the model's vocab_size is 1000"):
-        load_slow_tokenizer(str(BASE_SOURCE), vocab_size=1000)
+        load_reference_tokenizer(str(BASE_SOURCE), vocab_size=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -117,6 +118,20 @@ def test_swapped_or_crafted_tokenizer_is_refused_even_unverified(copy_of, edit, 
     edit_tokenizer(copy_of, edit)
     with pytest.raises(ModelFolderError, match=match):
         AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+def test_tokenizer_that_splits_a_literal_unk_is_named(copy_of, caplog):
+    """A folder exported before 2026-12-03 has no "<unk>" added token: a literal "<unk>" got its own "▁" piece."""
+    assert AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False).tokenize(["a <unk> b"])["input_ids"].shape == (1, 5)
+    assert caplog.records == []
+    edit_tokenizer(copy_of, lambda spec: spec.update(added_tokens=[t for t in spec["added_tokens"] if t["content"] != "<unk>"]))
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+    (record,) = caplog.records
+    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} does not keep '<unk>' whole in a text, as ALBERT's tokenizer does, "
+                                   "so a text that holds it gets other ids (and vectors) than PyTorch's; re-export the folder "
+                                   "(texts without it are unaffected)")
+    assert embedder.tokenize(["a <unk> b"])["input_ids"].shape == (1, 6)
 
 
 @pytest.mark.parametrize("content, match", [
