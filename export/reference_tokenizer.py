@@ -24,17 +24,15 @@ import numpy as np
 import sentencepiece
 
 from .errors import ExportError
-from .load import read_json
+from .load import one_line, read_json
 
 SPIECE_UNDERLINE = "▁"
 VOCABULARY = "spiece.model"
-# transformers' SPECIAL_TOKENS_ATTRIBUTES order, which is the order of all_special_tokens (it orders the lower-casing
-# pattern's alternatives).
-SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# AlbertTokenizer's defaults; the runtime needs these five ids.
+# AlbertTokenizer's defaults, in transformers' SPECIAL_TOKENS_ATTRIBUTES order, which is the order of all_special_tokens
+# (it orders the lower-casing pattern's alternatives).
 DEFAULT_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
                     "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"}
-REQUIRED_IDS = ("pad", "unk", "cls", "sep", "mask")
+SPECIAL_ROLES = ("pad", "unk", "cls", "sep", "mask")  # the ids the runtime needs (the manifest's special_ids)
 FLAGS = ("lstrip", "rstrip", "single_word")
 
 
@@ -94,7 +92,7 @@ class ReferenceTokenizer:
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_file=self.vocab_file)
         except (RuntimeError, OSError) as error:
-            raise ExportError(f"{self.vocab_file}: not a SentencePiece model ({' '.join(str(error).split())[:120]}); the file is "
+            raise ExportError(f"{self.vocab_file}: not a SentencePiece model ({one_line(error, 120)}); the file is "
                               "damaged: restore it, or pass --tokenizer FOLDER with a good spiece.model") from None
         path = folder / "tokenizer_config.json"
         config = read_json(path) if path.is_file() else {}
@@ -103,7 +101,7 @@ class ReferenceTokenizer:
         self.remove_space = _flag(config.get("remove_space", True), f"{path}: remove_space")
         self.keep_accents = _flag(config.get("keep_accents", False), f"{path}: keep_accents")
         self.model_max_length = self._max_length(config.get("model_max_length"), path)
-        values = {key: config.get(key, DEFAULT_SPECIALS[key]) for key in SPECIAL_KEYS}
+        values = {key: config.get(key, DEFAULT_SPECIALS[key]) for key in DEFAULT_SPECIALS}
         # the added tokens as the slow tokenizer holds them: (token, its id, where it was read)
         added: list[tuple[SpecialToken, int, str]] = []
         if "added_tokens_decoder" in config:
@@ -178,7 +176,7 @@ class ReferenceTokenizer:
             return {}
         data = read_json(path)
         ReferenceTokenizer._check_supported({k: v for k, v in data.items() if k == "additional_special_tokens"}, path)
-        return {key: data[key] for key in SPECIAL_KEYS if key in data}
+        return {key: data[key] for key in DEFAULT_SPECIALS if key in data}
 
     @staticmethod
     def _legacy_added(folder: Path) -> list[tuple[SpecialToken, int, str]]:

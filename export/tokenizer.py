@@ -16,7 +16,7 @@ from albert_onnx.model_folder import sha256_of
 
 from .errors import ExportError
 from .load import looks_like_path, hub_failure, one_line, shipped_name
-from .reference_tokenizer import VOCABULARY, ReferenceTokenizer
+from .reference_tokenizer import SPECIAL_ROLES, VOCABULARY, ReferenceTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,14 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
         if not (local / VOCABULARY).is_file():
             raise ExportError(f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with "
                               "spiece.model) or a hub id that has one")
-        slow, where = ReferenceTokenizer(local), f"{local / VOCABULARY}"
+        found, where = ReferenceTokenizer(local), f"{local / VOCABULARY}"
     elif local.exists():
         raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
     elif official is None and looks_like_path(source):
         raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
                           "or a hub id such as albert/albert-base-v2")
     elif official is not None and (cached := find_cached_vocabulary(official)) is not None:
-        slow, where = ReferenceTokenizer(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
+        found, where = ReferenceTokenizer(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
     else:
         from transformers.utils import cached_file
 
@@ -113,12 +113,12 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
             raise ExportError(f"{fetched}: spiece.model of {hub_id} has sha256 {digest[:12]}..., not ALBERT's "
                               f"{ALBERT_SPIECE_SHA256[:12]}...; the cached copy is damaged: delete it and run once online, "
                               "or pass --tokenizer FOLDER (a folder with spiece.model)")
-        slow, where = ReferenceTokenizer(fetched.parent, name_or_path=hub_id), f"{hub_id} (hub)"
-    log.info(f"vocabulary: {where}, {len(slow)} tokens")
-    if vocab_size is not None and len(slow) > vocab_size:
-        raise ExportError(f"the vocabulary {where} has {len(slow)} tokens but the model's vocab_size is {vocab_size}, so ids "
+        found, where = ReferenceTokenizer(fetched.parent, name_or_path=hub_id), f"{hub_id} (hub)"
+    log.info(f"vocabulary: {where}, {len(found)} tokens")
+    if vocab_size is not None and len(found) > vocab_size:
+        raise ExportError(f"the vocabulary {where} has {len(found)} tokens but the model's vocab_size is {vocab_size}, so ids "
                           "would index past its embedding table; pass --tokenizer with the vocabulary that belongs to this model")
-    return slow
+    return found
 
 
 def build_fast_tokenizer(reference: ReferenceTokenizer) -> Tokenizer:
@@ -155,12 +155,11 @@ def mismatches(reference: ReferenceTokenizer, fast: Tokenizer, texts: Iterable[s
 def tokenizer_settings(reference: ReferenceTokenizer, max_position_embeddings: int) -> dict[str, object]:
     """The settings the runtime needs, for the manifest."""
     limit = reference.model_max_length
-    roles = ("pad", "unk", "cls", "sep", "mask")
     return {
         "max_length": max_position_embeddings if limit is None else min(limit, max_position_embeddings),
         "do_lower_case": reference.do_lower_case,
         "keep_accents": reference.keep_accents,
         "remove_space": reference.remove_space,
-        "special_ids": {role: reference.id_of(role) for role in roles},
-        "special_tokens": {role: reference.specials[role].content for role in roles},
+        "special_ids": {role: reference.id_of(role) for role in SPECIAL_ROLES},
+        "special_tokens": {role: reference.specials[role].content for role in SPECIAL_ROLES},
     }
