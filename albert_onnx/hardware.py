@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 # The flags that decide which int8/bf16 kernels ONNX Runtime and PyTorch run (AVX2 alone: vpmaddubsw; VNNI, AMX).
@@ -56,3 +57,23 @@ def gpu_name(device_id: int = 0) -> str | None:
         return None
     line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
     return line.replace(", ", " · ") or None
+
+
+def onnxruntime_package() -> tuple[str, str]:
+    """The onnxruntime this process imports: its package (``onnxruntime`` or ``onnxruntime-gpu``) and version.
+
+    Both packages install the same module, and a host can hold both (a GPU host's image with the CPU build, and the
+    GPU build put first on sys.path): package metadata alone would name the one that does not run. The package is
+    the one installed where the module was imported from.
+    """
+    import onnxruntime as ort
+
+    site = Path(ort.__file__).resolve().parent.parent
+    for name in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            where = Path(str(metadata.distribution(name).locate_file(""))).resolve()
+        except metadata.PackageNotFoundError:
+            continue
+        if where == site:
+            return name, ort.__version__
+    return "onnxruntime", ort.__version__  # a source build or an unusual layout: the module's own version

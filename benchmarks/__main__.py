@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from albert_onnx.hardware import cpu_facts, gpu_name
+from albert_onnx.hardware import cpu_facts, gpu_name, onnxruntime_package
 
 from . import engines as eng
 from .profile import host_share, profile_by_op
@@ -45,11 +45,13 @@ def machine_facts(threads: int) -> dict[str, object]:
 
     cpu, flags = cpu_facts()
     versions = {}
-    for name in ["torch", "transformers", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx", "sentence-transformers", "tokenizers", "numpy"]:
+    for name in ["torch", "transformers", "optimum", "optimum-onnx", "sentence-transformers", "tokenizers", "numpy"]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    ort_name, ort_version = onnxruntime_package()  # the imported one (a GPU host may hold both builds)
+    versions[ort_name] = ort_version
     return {"date": dt.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
             "cpu_flags": flags, "python": platform.python_version(), "versions": versions}
 
@@ -96,6 +98,15 @@ def fidelity(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     pair = lambda v: (_unit(v[0::2][: len(v) // 2]) * _unit(v[1::2][: len(v) // 2])).sum(1)  # noqa: E731
     return {"same_ids_min_cosine": _min_cosine(vectors, reference), "centred_cosine_mean": float(centred.mean()),
             "centred_cosine_min": float(centred.min()), "rank_agreement": float(spearmanr(pair(vectors), pair(reference)).statistic)}
+
+
+def _is_albert_onnx(name: str) -> bool:
+    """A well-formed albert-onnx engine name (a bad one is reported when its engine is built, not exported for)."""
+    try:
+        eng.albert_onnx_engine(name)
+    except ValueError:
+        return False
+    return True
 
 
 def timed(fn) -> float:
@@ -162,9 +173,10 @@ def main(argv=None) -> int:
 
     cpu_engines = ["pytorch-fp32", "pytorch-bf16", "albert-onnx-fp32", "albert-onnx-fused", "albert-onnx-int8",
                    "optimum-o2", "optimum-int8", "sentence-transformers-onnx"]
-    gpu_engines = ["pytorch-fp32", "pytorch-fp16", "pytorch-fp16sdpa", "albert-onnx-fused", "albert-onnx-fp16"]
+    gpu_engines = ["pytorch-fp32", "pytorch-fp16", "pytorch-fp16sdpa", "albert-onnx-fused", "albert-onnx-fp16",
+                   *(f"albert-onnx-fp16-{tuning}" for tuning in eng.TUNINGS)]
     names = args.engines.split(",") if args.engines else (gpu_engines if args.device == "cuda" else cpu_engines)
-    variants = tuple(sorted({n.rsplit("-", 1)[1] for n in names if n.startswith("albert-onnx-")} | {"fused"}))
+    variants = tuple(sorted({eng.albert_onnx_engine(n)[0] for n in names if _is_albert_onnx(n)} | {"fused"}))
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / "work"
     workdir.mkdir(exist_ok=True)

@@ -26,13 +26,43 @@ def ort_options(threads: int):
     return session_options(threads, spin_wait=False)
 
 
+# The CUDA settings still open (issue 10), each an engine of its own so that one GPU run measures them side by side:
+# albert-onnx-VARIANT-TUNING passes these to AlbertEmbedder.from_pretrained. sdpa_kernel is ONNX Runtime's CUDA
+# provider option naming the attention kernels its Attention op may use (bit flags of its AttentionBackend: 1 flash,
+# 2 memory-efficient, 4 TensorRT fused, 8 cuDNN flash, 16 unfused; 0, the default, lets it choose).
+TUNINGS: dict[str, dict] = {
+    "nobind": {"io_binding": False},  # plain run(): does IOBinding (the CUDA default) pay?
+    "flash": {"provider_options": {"sdpa_kernel": 1}},
+    "efficient": {"provider_options": {"sdpa_kernel": 2}},
+    "trt": {"provider_options": {"sdpa_kernel": 4}},
+    "cudnn": {"provider_options": {"sdpa_kernel": 8}},
+    "unfused": {"provider_options": {"sdpa_kernel": 16}},
+}
+
+
+def albert_onnx_engine(name: str) -> tuple[str, str | None]:
+    """The variant and tuning (None: the runtime's defaults) an ``albert-onnx-VARIANT[-TUNING]`` name asks for.
+
+    Raises:
+        ValueError: Not such a name, or a variant or tuning that does not exist.
+    """
+    from albert_onnx.model_folder import VARIANTS
+
+    variant, _, tuning = name.removeprefix("albert-onnx-").partition("-")
+    if not name.startswith("albert-onnx-") or variant not in VARIANTS or (tuning and tuning not in TUNINGS):
+        raise ValueError(f"unknown engine {name!r}: albert-onnx-VARIANT[-TUNING] takes a variant from {', '.join(VARIANTS)} "
+                         f"and a tuning from {', '.join(TUNINGS)}")
+    return variant, tuning or None
+
+
 def make_engine(name: str, checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str) -> "Engine":
-    """Build the engine called ``name`` (pytorch-fp32|bf16|fp16, albert-onnx-VARIANT, optimum-o2|int8,
+    """Build the engine called ``name`` (pytorch-fp32|bf16|fp16|fp16sdpa, albert-onnx-VARIANT[-TUNING], optimum-o2|int8,
     sentence-transformers-onnx)."""
     if name.startswith("pytorch-"):
         return TorchEngine(checkpoint, name.split("-", 1)[1], threads, device)
     if name.startswith("albert-onnx-"):
-        return AlbertOnnxEngine(folder, name.rsplit("-", 1)[1], threads, device)
+        variant, tuning = albert_onnx_engine(name)
+        return AlbertOnnxEngine(folder, variant, threads, device, tuning)
     if name.startswith("optimum-"):
         return OptimumEngine(checkpoint, workdir, name.split("-", 1)[1], threads)
     if name == "sentence-transformers-onnx":
@@ -114,13 +144,14 @@ class TorchEngine(PaddedBatchEngine):
 class AlbertOnnxEngine(Engine):
     """This project: AlbertEmbedder on one variant of the exported folder."""
 
-    def __init__(self, folder: Path, variant: str, threads: int, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, variant: str, threads: int, device: str = "cpu", tuning: str | None = None) -> None:
         from albert_onnx import AlbertEmbedder
 
         started = time.perf_counter()
-        self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads, spin_wait=False)
+        self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads, spin_wait=False,
+                                                       **TUNINGS.get(tuning or "", {}))
         self.load_seconds = time.perf_counter() - started
-        self.name = f"albert-onnx-{variant}"
+        self.name = f"albert-onnx-{variant}" + (f"-{tuning}" if tuning else "")
         self.file_size = self.embedder.folder.variants[variant].size
 
     def run_ids(self, feeds):

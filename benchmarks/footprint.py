@@ -1,12 +1,15 @@
 """One engine alone in a fresh process: ``python -m benchmarks.footprint NAME CHECKPOINT FOLDER WORKDIR THREADS DEVICE B S``.
 
 Prints one JSON line: cold start (seconds from process start to the first vector of one short text, imports
-included), and peak RSS after one call of shape (B, S).
+included), peak RSS after one call of shape (B, S), and on CUDA the GPU memory this process holds then.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,8 +17,49 @@ from pathlib import Path
 import psutil
 
 
+def _nvidia_smi(*query: str) -> str | None:
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run([tool, *query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def process_gpu_mb(listing: str | None, pid: int) -> float | None:
+    """MiB that ``nvidia-smi --query-compute-apps=pid,used_memory`` lists for ``pid`` (None: not listed, as in a
+    container whose PIDs nvidia-smi does not see)."""
+    for line in (listing or "").splitlines():
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) == 2 and cells[0] == str(pid) and cells[1].isdigit():
+            return float(cells[1])
+    return None
+
+
+def device_used_mb(listing: str | None) -> float | None:
+    """The first GPU's ``memory.used`` in MiB from ``nvidia-smi --query-gpu=memory.used``."""
+    first = (listing or "").strip().splitlines()[:1]
+    return float(first[0]) if first and first[0].strip().isdigit() else None
+
+
+def gpu_memory(before_mb: float | None) -> dict:
+    """This process's GPU memory (CUDA context, weights, arena: whatever the framework holds), by the best measure
+    nvidia-smi gives here: its per-process listing, else the growth of the device's used memory since this process
+    started (the benchmark's main process holds its own memory meanwhile, but does not change it)."""
+    mine = process_gpu_mb(_nvidia_smi("--query-compute-apps=pid,used_memory"), os.getpid())
+    if mine is not None:
+        return {"gpu_memory_mb": mine, "gpu_memory_by": "nvidia-smi, this process"}
+    after = device_used_mb(_nvidia_smi("--query-gpu=memory.used"))
+    if before_mb is None or after is None:
+        return {"gpu_memory_mb": None, "gpu_memory_by": "nvidia-smi gave no reading"}
+    return {"gpu_memory_mb": after - before_mb, "gpu_memory_by": "nvidia-smi, device memory.used growth"}
+
+
 def main(argv: list[str]) -> int:
     name, checkpoint, folder, workdir, threads, device, batch, seq = argv
+    before = device_used_mb(_nvidia_smi("--query-gpu=memory.used")) if device == "cuda" else None  # before any CUDA context
     from . import engines
 
     engine = engines.make_engine(name, Path(checkpoint), Path(folder), Path(workdir), int(threads), device)
@@ -28,7 +72,10 @@ def main(argv: list[str]) -> int:
     engine.run_ids(random_feeds(int(batch), int(seq), np.random.default_rng(0)))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
     peak = next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")) / 1024
-    print(json.dumps({"cold_start_s": round(cold, 2), "peak_rss_mb": round(peak, 1), "peak_rss_shape": f"b{batch}·s{seq}"}))
+    result = {"cold_start_s": round(cold, 2), "peak_rss_mb": round(peak, 1), "peak_rss_shape": f"b{batch}·s{seq}"}
+    if device == "cuda":
+        result.update(gpu_memory(before))
+    print(json.dumps(result))
     return 0
 
 

@@ -38,10 +38,12 @@ def write_report(results: dict, out: Path) -> None:
             cells.append(f"{r['median_ms']:.1f} ({r['p10_ms']:.1f}–{r['p90_ms']:.1f}) {_ratio(r0['median_ms'], r['median_ms'])}" if r else "-")
         size = f"{info['file_size'] / 1e6:.1f}" if info.get("file_size") else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {size} | {info['load_seconds']:.2f} |")
+    gpu = m.get("device") == "cuda"  # its own column: the GPU memory each engine holds
     lines += ["", "Single request over real STS-B sentences (end to end, tokenization included), and corpus throughput "
               "(STS-B sentences, batch 32; eager PyTorch with the usual padded batches):", "",
-              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | centred cos mean / min | rank agreement | batch invariance | min cos vs base, end to end | cold start s | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | centred cos mean / min | rank agreement | batch invariance | min cos vs base, end to end | cold start s | peak RSS MB |"
+              + (" GPU MB |" if gpu else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     c0 = results["corpus"].get(base, {}).get("texts_per_s")
     for name, info in results["engines"].items():
         if name not in results["latency"]:
@@ -50,11 +52,12 @@ def write_report(results: dict, out: Path) -> None:
         lines.append(f"| {name} | {l['p50_ms']:.1f} | {l['p90_ms']:.1f} | {l['p99_ms']:.1f} | {c['texts_per_s']:.1f} | "
                      f"{_ratio(c['texts_per_s'], c0)} | {a['same_ids_min_cosine']:.5f} | {a['centred_cosine_mean']:.4f} / {a['centred_cosine_min']:.4f} | "
                      f"{a['rank_agreement']:.5f} | {a['batch_invariance_max_abs_diff']:.1e} | {a['end_to_end_min_cosine']:.5f} | "
-                     f"{_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |")
+                     f"{_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |" + (f" {_gpu_mb(info)} |" if gpu else ""))
     corpus_n = next(iter(results["corpus"].values()))["texts"] if results["corpus"] else 0
     shape = next((i["own_process"].get("peak_rss_shape") for i in results["engines"].values() if "peak_rss_shape" in i.get("own_process", {})), "?")
     lines += ["", f"Cold start: a fresh process, from its start to the first vector of one short text (imports, load, first run). "
-              f"Peak RSS: that process after one {shape} call."]
+              f"Peak RSS: that process after one {shape} call." + (" GPU MB: what that process holds on the GPU then (CUDA "
+              "context included), as nvidia-smi lists it for the process, or (†) the growth of the device's used memory." if gpu else "")]
     same_n = next(iter(results["accuracy"].values()))["same_ids_texts"] if results["accuracy"] else 0
     first = next(iter(results["accuracy"].values()), {})
     lines += [f"Corpus: {corpus_n} texts. Same-ids cosine: {same_n} STS-B texts tokenized once by the baseline's tokenizer and fed "
@@ -75,6 +78,13 @@ def write_report(results: dict, out: Path) -> None:
 def _own(info: dict, key: str, spec: str) -> str:
     own = info.get("own_process", {})
     return format(own[key], spec) if key in own else f"failed: {own.get('error', 'not run')[:60]}"
+
+
+def _gpu_mb(info: dict) -> str:
+    own = info.get("own_process", {})
+    if own.get("gpu_memory_mb") is None:
+        return own.get("gpu_memory_by") or f"failed: {own.get('error', 'not run')[:60]}"
+    return f"{own['gpu_memory_mb']:.0f}" + (" †" if "growth" in own.get("gpu_memory_by", "") else "")
 
 
 def _profile_lines(profile: dict | None) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from albert_onnx import arguments
+from albert_onnx.hardware import onnxruntime_package
 from albert_onnx.model_folder import (
     INPUTS, INT8_GEMM, U8S8_FILE, VARIANT_DEVICES, VARIANT_FILES, VARIANTS, Architecture, FileEntry, Manifest, Source, TokenizerSettings,
     U8s8Graph, VariantEntry, TOKENIZER_FILE, graph_facts,
@@ -52,13 +53,15 @@ class ExportOptions:
 
 
 def _versions() -> dict[str, str]:
-    names = ["albert-onnx", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tokenizers", "sentencepiece", "numpy"]
+    names = ["albert-onnx", "torch", "transformers", "onnx", "tokenizers", "sentencepiece", "numpy"]
     found = {}
     for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    ort_name, ort_version = onnxruntime_package()  # the one that ran the validation, where both are installed
+    found[ort_name] = ort_version
     found["python"] = platform.python_version()
     return found
 

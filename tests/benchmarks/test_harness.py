@@ -31,6 +31,19 @@ def test_harness_writes_table_and_plots(tiny_source, tmp_path):
     single = results["profile"]["single_request"]  # no ordering assert: medians of a noisy machine
     assert single["host_ms"] > 0 and single["end_to_end_ms"] > 0 and single["host_share"] == single["host_ms"] / single["end_to_end_ms"]
     assert "tokenize, frame and pad alone" in table
+    assert "GPU MB" not in table
+    # a CUDA run's table has the GPU memory column (read from each engine's own process)
+    results["machine"]["device"] = "cuda"
+    results["engines"]["pytorch-fp32"]["own_process"].update(gpu_memory_mb=812.0, gpu_memory_by="nvidia-smi, this process")
+    results["engines"]["albert-onnx-int8"]["own_process"].update(gpu_memory_mb=530.0, gpu_memory_by="nvidia-smi, device memory.used growth")
+    results["engines"]["albert-onnx-fp32"]["own_process"].update(gpu_memory_mb=None, gpu_memory_by="nvidia-smi gave no reading")
+    from benchmarks.report import write_report
+
+    (tmp_path / "cuda").mkdir()
+    write_report(results, tmp_path / "cuda")
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "cuda" / "results.md").read_text().splitlines()}
+    assert rows["| pytorch-fp32"].endswith("| 812 |") and rows["| albert-onnx-int8"].endswith("| 530 † |")
+    assert rows["| albert-onnx-fp32"].endswith("| nvidia-smi gave no reading |") and "GPU MB |" in rows["| engine"]
 
 
 def test_quick_skips_emulated_bf16_and_says_so():
@@ -88,3 +101,50 @@ def test_profile_command_refuses_bad_shapes_and_files(tiny_folder, tmp_path, cap
         with pytest.raises(SystemExit) as stopped:
             profile_main(argv)
         assert stopped.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_albert_onnx_engine_names_carry_a_variant_and_a_tuning():
+    import pytest
+
+    from benchmarks.__main__ import _is_albert_onnx
+    from benchmarks.engines import albert_onnx_engine
+
+    assert albert_onnx_engine("albert-onnx-fp16") == ("fp16", None)
+    assert albert_onnx_engine("albert-onnx-fp16-flash") == ("fp16", "flash")
+    assert albert_onnx_engine("albert-onnx-fused-nobind") == ("fused", "nobind")
+    for bad in ("albert-onnx-", "albert-onnx-fp8", "albert-onnx-fp16-warp", "albert-onnx-fp16-flash-x", "pytorch-fp32"):
+        with pytest.raises(ValueError, match="unknown engine"):
+            albert_onnx_engine(bad)
+        assert not _is_albert_onnx(bad)  # so the benchmark does not ask the export for a variant "fp8"
+
+
+def test_tuned_engines_reach_the_embedder(tiny_folder, tmp_path):
+    import numpy as np
+    import pytest
+
+    from benchmarks.__main__ import random_feeds
+    from benchmarks.engines import make_engine
+
+    plain = make_engine("albert-onnx-fp32", tmp_path, tiny_folder, tmp_path, 1, "cpu")
+    unbound = make_engine("albert-onnx-fp32-nobind", tmp_path, tiny_folder, tmp_path, 1, "cpu")
+    assert unbound.name == "albert-onnx-fp32-nobind" and unbound.embedder._runner.io_binding is False
+    feeds = random_feeds(2, 16, np.random.default_rng(0))
+    np.testing.assert_array_equal(unbound.run_ids(feeds), plain.run_ids(feeds))
+    # an attention-kernel choice is a CUDA provider option: on the CPU it is refused, never ignored
+    with pytest.raises(ValueError, match="CUDA settings but device='cpu'"):
+        make_engine("albert-onnx-fp32-flash", tmp_path, tiny_folder, tmp_path, 1, "cpu")
+
+
+def test_gpu_memory_reading(monkeypatch):
+    from benchmarks import footprint
+
+    listing = "4242, 1530\n17, 80\n"
+    assert footprint.process_gpu_mb(listing, 4242) == 1530.0 and footprint.process_gpu_mb(listing, 424) is None
+    assert footprint.device_used_mb("9000\n512\n") == 9000.0 and footprint.device_used_mb("[N/A]\n") is None
+    answers = {"--query-compute-apps=pid,used_memory": "1, 99\n", "--query-gpu=memory.used": "2600\n"}
+    monkeypatch.setattr(footprint, "_nvidia_smi", lambda query: answers[query])
+    assert footprint.gpu_memory(1000.0) == {"gpu_memory_mb": 1600.0, "gpu_memory_by": "nvidia-smi, device memory.used growth"}
+    answers["--query-compute-apps=pid,used_memory"] = f"1, 99\n{footprint.os.getpid()}, 1200\n"
+    assert footprint.gpu_memory(1000.0) == {"gpu_memory_mb": 1200.0, "gpu_memory_by": "nvidia-smi, this process"}
+    monkeypatch.setattr(footprint, "_nvidia_smi", lambda query: None)
+    assert footprint.gpu_memory(None)["gpu_memory_mb"] is None

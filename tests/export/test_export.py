@@ -114,6 +114,15 @@ def test_gates_recorded_and_passed(tiny_folder):
     assert variants["int8"]["validation"]["metrics"]["centred_cosine_mean"] >= 0.95
 
 
+def test_manifest_names_the_onnxruntime_that_validated(tiny_folder):
+    """The imported onnxruntime, by package: on a GPU host both builds can be installed, and metadata alone named the
+    CPU one while the GPU one ran the gates."""
+    versions = json.loads((tiny_folder / "manifest.json").read_text())["versions"]
+    package = "onnxruntime-gpu" if "CUDAExecutionProvider" in ort.get_available_providers() else "onnxruntime"
+    assert versions[package] == ort.__version__
+    assert set(versions) & {"onnxruntime", "onnxruntime-gpu"} == {package}
+
+
 def test_runtime_matches_pytorch(tiny_source, tiny_folder):
     """End to end: the runtime's mean-pooled vector and static word rows equal PyTorch's."""
     loaded = load_albert(str(tiny_source), random_weights=True, seed=1)

@@ -315,3 +315,24 @@ def test_gpu_name_counts_devices_as_cuda_does(monkeypatch, tmp_path):
     assert hardware.gpu_name(2) is None  # CUDA sees two devices
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert hardware.gpu_name(5) == "GPU 5 · 80 MiB · 1.0"
+
+
+def test_onnxruntime_package_is_the_imported_one(tmp_path):
+    """As on a GPU host: the image's CPU onnxruntime installed, onnxruntime-gpu first on sys.path. The package named
+    is the one whose module is imported, not the first whose metadata is found."""
+    site = tmp_path / "site"
+    (site / "onnxruntime").mkdir(parents=True)
+    (site / "onnxruntime" / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    info = site / "onnxruntime_gpu-9.9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 9.9.9\n")
+    hardware = os.path.join(os.path.dirname(__file__), "..", "..", "albert_onnx", "hardware.py")
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('hardware', sys.argv[1]); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); print(module.onnxruntime_package())")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    gpu_first = subprocess.run([sys.executable, "-c", code, hardware], capture_output=True, text=True, env=env, check=True)
+    assert gpu_first.stdout.strip() == "('onnxruntime-gpu', '9.9.9')"
+    (info / "METADATA").unlink()
+    info.rmdir()  # only the stub module left there: no package is installed where it lives
+    stub_only = subprocess.run([sys.executable, "-c", code, hardware], capture_output=True, text=True, env=env, check=True)
+    assert stub_only.stdout.strip() == "('onnxruntime', '9.9.9')"  # the module's version, not the venv's package's
