@@ -40,16 +40,9 @@ def gpu_name(device_id: int = 0) -> str | None:
     without nvidia-smi or that GPU. ``device_id`` counts the devices CUDA_VISIBLE_DEVICES leaves, as CUDA does;
     nvidia-smi numbers every GPU, so the id is mapped through that list first."""
     tool = shutil.which("nvidia-smi")
-    if tool is None:
+    target = nvidia_smi_target(device_id)
+    if tool is None or target is None:
         return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
-        if device_id >= len(entries):
-            return None
-        target = entries[device_id]  # an index or a GPU-... UUID: nvidia-smi -i takes both
-    else:
-        target = str(device_id)
     try:
         result = subprocess.run([tool, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader", "-i", target],
                                 capture_output=True, text=True, timeout=20, check=False)
@@ -64,16 +57,25 @@ def onnxruntime_package() -> tuple[str, str]:
 
     Both packages install the same module, and a host can hold both (a GPU host's image with the CPU build, and the
     GPU build put first on sys.path): package metadata alone would name the one that does not run. The package is
-    the one installed where the module was imported from.
+    the one whose files hold the imported module (links resolved); of two that both claim it, the one whose version
+    the module reports.
     """
     import onnxruntime as ort
 
-    site = Path(ort.__file__).resolve().parent.parent
-    for name in ("onnxruntime-gpu", "onnxruntime"):
-        try:
-            where = Path(str(metadata.distribution(name).locate_file(""))).resolve()
-        except metadata.PackageNotFoundError:
-            continue
-        if where == site:
-            return name, ort.__version__
-    return "onnxruntime", ort.__version__  # a source build or an unusual layout: the module's own version
+    module = Path(ort.__file__).resolve()
+    claims = []
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name in ("onnxruntime", "onnxruntime-gpu") and Path(str(dist.locate_file("onnxruntime/__init__.py"))).resolve() == module:
+            claims.append((dist.version != ort.__version__, name))  # the module's own version first
+    return (min(claims)[1] if claims else "onnxruntime"), ort.__version__  # no claim: a source build, say
+
+
+def nvidia_smi_target(device_id: int = 0) -> str | None:
+    """What ``nvidia-smi -i`` calls CUDA device ``device_id``: CUDA counts the devices CUDA_VISIBLE_DEVICES leaves,
+    nvidia-smi numbers every GPU (None: that device is not visible)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return str(device_id)
+    entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+    return entries[device_id] if device_id < len(entries) else None  # an index or a GPU-... UUID: -i takes both

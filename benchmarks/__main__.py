@@ -277,6 +277,9 @@ def main(argv=None) -> int:
     # 5. each engine alone in a fresh process: cold start (process start -> first vector) and peak RSS
     batch, seq = (8, 128) if args.quick else (32, 128)
     for engine in engines:
+        if getattr(engine, "tuning", None):  # the same graph as the untuned engine: its process would repeat those numbers
+            results["engines"][engine.name]["own_process"] = {"skipped": f"as {engine.name.removesuffix('-' + engine.tuning)}"}
+            continue
         results["engines"][engine.name]["own_process"] = footprint(engine.name, checkpoint, folder, workdir, args.threads, args.device, batch, seq)
         print(f"footprint {engine.name}: {results['engines'][engine.name]['own_process']}", flush=True)
     results["peak_rss_mb"] = round(rss_mb(), 1)

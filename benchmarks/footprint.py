@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from albert_onnx.hardware import nvidia_smi_target
+
 
 def _nvidia_smi(*query: str) -> str | None:
     tool = shutil.which("nvidia-smi")
@@ -29,19 +31,25 @@ def _nvidia_smi(*query: str) -> str | None:
 
 
 def process_gpu_mb(listing: str | None, pid: int) -> float | None:
-    """MiB that ``nvidia-smi --query-compute-apps=pid,used_memory`` lists for ``pid`` (None: not listed, as in a
-    container whose PIDs nvidia-smi does not see)."""
+    """MiB that ``nvidia-smi --query-compute-apps=pid,used_memory`` lists for ``pid``, over every GPU it uses (None:
+    not listed, as in a container whose PIDs nvidia-smi does not see)."""
+    found = []
     for line in (listing or "").splitlines():
         cells = [cell.strip() for cell in line.split(",")]
         if len(cells) == 2 and cells[0] == str(pid) and cells[1].isdigit():
-            return float(cells[1])
-    return None
+            found.append(float(cells[1]))
+    return sum(found) if found else None
 
 
 def device_used_mb(listing: str | None) -> float | None:
-    """The first GPU's ``memory.used`` in MiB from ``nvidia-smi --query-gpu=memory.used``."""
+    """``memory.used`` in MiB from ``nvidia-smi --query-gpu=memory.used -i GPU`` (one GPU asked for: one line)."""
     first = (listing or "").strip().splitlines()[:1]
     return float(first[0]) if first and first[0].strip().isdigit() else None
+
+
+def _device_used() -> float | None:
+    target = nvidia_smi_target(0)  # the engines run on CUDA device 0, as CUDA_VISIBLE_DEVICES numbers it
+    return device_used_mb(_nvidia_smi("--query-gpu=memory.used", "-i", target)) if target is not None else None
 
 
 def gpu_memory(before_mb: float | None) -> dict:
@@ -51,15 +59,17 @@ def gpu_memory(before_mb: float | None) -> dict:
     mine = process_gpu_mb(_nvidia_smi("--query-compute-apps=pid,used_memory"), os.getpid())
     if mine is not None:
         return {"gpu_memory_mb": mine, "gpu_memory_by": "nvidia-smi, this process"}
-    after = device_used_mb(_nvidia_smi("--query-gpu=memory.used"))
+    after = _device_used()
     if before_mb is None or after is None:
         return {"gpu_memory_mb": None, "gpu_memory_by": "nvidia-smi gave no reading"}
+    if after < before_mb:  # another process freed memory meanwhile: the growth says nothing about this one
+        return {"gpu_memory_mb": None, "gpu_memory_by": "device memory.used fell while it ran"}
     return {"gpu_memory_mb": after - before_mb, "gpu_memory_by": "nvidia-smi, device memory.used growth"}
 
 
 def main(argv: list[str]) -> int:
     name, checkpoint, folder, workdir, threads, device, batch, seq = argv
-    before = device_used_mb(_nvidia_smi("--query-gpu=memory.used")) if device == "cuda" else None  # before any CUDA context
+    before = _device_used() if device == "cuda" else None  # before any CUDA context
     from . import engines
 
     engine = engines.make_engine(name, Path(checkpoint), Path(folder), Path(workdir), int(threads), device)

@@ -77,11 +77,15 @@ def write_report(results: dict, out: Path) -> None:
 
 def _own(info: dict, key: str, spec: str) -> str:
     own = info.get("own_process", {})
+    if "skipped" in own:
+        return own["skipped"]
     return format(own[key], spec) if key in own else f"failed: {own.get('error', 'not run')[:60]}"
 
 
 def _gpu_mb(info: dict) -> str:
     own = info.get("own_process", {})
+    if "skipped" in own:
+        return own["skipped"]
     if own.get("gpu_memory_mb") is None:
         return own.get("gpu_memory_by") or f"failed: {own.get('error', 'not run')[:60]}"
     return f"{own['gpu_memory_mb']:.0f}" + (" †" if "growth" in own.get("gpu_memory_by", "") else "")

@@ -32,16 +32,22 @@ def test_pieces_arrive_one_call_at_a_time_and_a_wrong_set_is_refused(tmp_path):
         (parts / name).write_bytes(data)
         done = _run(repo, tmp_path, "receive")
         assert done.returncode == 0, done.stderr
-    assert "holds: part-aa part-ab" in done.stdout
+    assert "holds: part-aa part-ab; still to come: part-ac part-ad part-ae" in done.stdout
     done = _run(repo, tmp_path, "test")
     assert done.returncode == 2
     assert "the pieces in" in done.stderr and "do not make onnxruntime_gpu-1.31.1" in done.stderr and "part-aa part-ab" in done.stderr
     assert not (tmp_path / "stage" / "site").exists()  # nothing installed from a wrong wheel
 
 
-def test_a_cold_host_and_an_unknown_verb_are_one_line(tmp_path):
+def test_a_cold_host_a_forgotten_carry_and_an_unknown_verb_are_one_line(tmp_path):
     repo = _copy(tmp_path)
     cold = _run(repo, tmp_path, "bench")
     assert cold.returncode == 2 and "no pieces in" in cold.stderr and "host went cold" in cold.stderr
+    forgotten = _run(repo, tmp_path, "receive")  # no piece carried with this call
+    assert forgotten.returncode == 2 and "this call carried no piece" in forgotten.stderr
+    (repo / ".gpu" / "parts").mkdir(parents=True)
+    (repo / ".gpu" / "parts" / "part-ab").write_bytes(b"second")  # part-aa was lost with a host gone cold
+    lost = _run(repo, tmp_path, "receive")
+    assert lost.returncode == 2 and "has part-ab but not part-aa" in lost.stderr and "again from part-aa" in lost.stderr
     unknown = _run(repo, tmp_path, "deploy")
     assert unknown.returncode == 2 and "unknown verb 'deploy'" in unknown.stderr

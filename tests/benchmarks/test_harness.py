@@ -11,11 +11,13 @@ from tests.conftest import BASE_SOURCE
 def test_harness_writes_table_and_plots(tiny_source, tmp_path):
     out = tmp_path / "bench"
     main(["--model", str(tiny_source), "--tokenizer", str(BASE_SOURCE), "--quick", "--corpus", "64", "--out", str(out),
-          "--engines", "pytorch-fp32,albert-onnx-fp32,albert-onnx-int8,no-such-engine"])
+          "--engines", "pytorch-fp32,albert-onnx-fp32,albert-onnx-int8,albert-onnx-fp32-nobind,no-such-engine"])
     results = json.loads((out / "results.json").read_text())
     assert results["random_weights"] is True
     assert results["engines"]["no-such-engine"]["error"].startswith("ValueError")  # reported, not dropped
-    assert {r["engine"] for r in results["shapes"]} == {"pytorch-fp32", "albert-onnx-fp32", "albert-onnx-int8"}
+    assert {r["engine"] for r in results["shapes"]} == {"pytorch-fp32", "albert-onnx-fp32", "albert-onnx-int8", "albert-onnx-fp32-nobind"}
+    # a tuning runs the untuned engine's graph: no process of its own, and the table says whose numbers apply
+    assert results["engines"]["albert-onnx-fp32-nobind"]["own_process"] == {"skipped": "as albert-onnx-fp32"}
     assert results["accuracy"]["albert-onnx-fp32"]["same_ids_min_cosine"] > 0.9999
     assert results["accuracy"]["albert-onnx-int8"]["end_to_end_min_cosine"] > 0.9
     assert 0 <= results["tokenizer_differs"]["differ_from_hf_fast"] < 64
@@ -31,6 +33,8 @@ def test_harness_writes_table_and_plots(tiny_source, tmp_path):
     single = results["profile"]["single_request"]  # no ordering assert: medians of a noisy machine
     assert single["host_ms"] > 0 and single["end_to_end_ms"] > 0 and single["host_share"] == single["host_ms"] / single["end_to_end_ms"]
     assert "tokenize, frame and pad alone" in table
+    nobind = [line for line in table.splitlines() if line.startswith("| albert-onnx-fp32-nobind |")][-1]  # the second table's row
+    assert nobind.endswith("| as albert-onnx-fp32 | as albert-onnx-fp32 |")
     assert "GPU MB" not in table
     # a CUDA run's table has the GPU memory column (read from each engine's own process)
     results["machine"]["device"] = "cuda"
@@ -106,16 +110,15 @@ def test_profile_command_refuses_bad_shapes_and_files(tiny_folder, tmp_path, cap
 def test_albert_onnx_engine_names_carry_a_variant_and_a_tuning():
     import pytest
 
-    from benchmarks.__main__ import _is_albert_onnx
     from benchmarks.engines import albert_onnx_engine
 
     assert albert_onnx_engine("albert-onnx-fp16") == ("fp16", None)
-    assert albert_onnx_engine("albert-onnx-fp16-flash") == ("fp16", "flash")
+    assert albert_onnx_engine("albert-onnx-fp16-cudnn") == ("fp16", "cudnn")
     assert albert_onnx_engine("albert-onnx-fused-nobind") == ("fused", "nobind")
-    for bad in ("albert-onnx-", "albert-onnx-fp8", "albert-onnx-fp16-warp", "albert-onnx-fp16-flash-x", "pytorch-fp32"):
+    # "fp32-" would run as albert-onnx-fp32 under another name, and the results keyed by name lost the run
+    for bad in ("albert-onnx-", "albert-onnx-fp8", "albert-onnx-fp16-warp", "albert-onnx-fp16-trt-x", "albert-onnx-fp32-", "pytorch-fp32"):
         with pytest.raises(ValueError, match="unknown engine"):
             albert_onnx_engine(bad)
-        assert not _is_albert_onnx(bad)  # so the benchmark does not ask the export for a variant "fp8"
 
 
 def test_tuned_engines_reach_the_embedder(tiny_folder, tmp_path):
@@ -132,19 +135,28 @@ def test_tuned_engines_reach_the_embedder(tiny_folder, tmp_path):
     np.testing.assert_array_equal(unbound.run_ids(feeds), plain.run_ids(feeds))
     # an attention-kernel choice is a CUDA provider option: on the CPU it is refused, never ignored
     with pytest.raises(ValueError, match="CUDA settings but device='cpu'"):
-        make_engine("albert-onnx-fp32-flash", tmp_path, tiny_folder, tmp_path, 1, "cpu")
+        make_engine("albert-onnx-fp32-cudnn", tmp_path, tiny_folder, tmp_path, 1, "cpu")
 
 
 def test_gpu_memory_reading(monkeypatch):
     from benchmarks import footprint
 
-    listing = "4242, 1530\n17, 80\n"
-    assert footprint.process_gpu_mb(listing, 4242) == 1530.0 and footprint.process_gpu_mb(listing, 424) is None
-    assert footprint.device_used_mb("9000\n512\n") == 9000.0 and footprint.device_used_mb("[N/A]\n") is None
+    listing = "4242, 1530\n17, 80\n4242, 20\n"  # one line per GPU the process uses
+    assert footprint.process_gpu_mb(listing, 4242) == 1550.0 and footprint.process_gpu_mb(listing, 424) is None
+    assert footprint.device_used_mb("9000\n") == 9000.0 and footprint.device_used_mb("[N/A]\n") is None
+    asked = []
     answers = {"--query-compute-apps=pid,used_memory": "1, 99\n", "--query-gpu=memory.used": "2600\n"}
-    monkeypatch.setattr(footprint, "_nvidia_smi", lambda query: answers[query])
+
+    def nvidia_smi(query, *target):
+        asked.append(target)
+        return answers[query]
+
+    monkeypatch.setattr(footprint, "_nvidia_smi", nvidia_smi)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     assert footprint.gpu_memory(1000.0) == {"gpu_memory_mb": 1600.0, "gpu_memory_by": "nvidia-smi, device memory.used growth"}
+    assert asked[-1] == ("-i", "3")  # CUDA's device 0 is the first visible GPU, not nvidia-smi's GPU 0
+    assert footprint.gpu_memory(3000.0) == {"gpu_memory_mb": None, "gpu_memory_by": "device memory.used fell while it ran"}
     answers["--query-compute-apps=pid,used_memory"] = f"1, 99\n{footprint.os.getpid()}, 1200\n"
     assert footprint.gpu_memory(1000.0) == {"gpu_memory_mb": 1200.0, "gpu_memory_by": "nvidia-smi, this process"}
-    monkeypatch.setattr(footprint, "_nvidia_smi", lambda query: None)
+    monkeypatch.setattr(footprint, "_nvidia_smi", lambda *query: None)
     assert footprint.gpu_memory(None)["gpu_memory_mb"] is None

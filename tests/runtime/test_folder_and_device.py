@@ -317,22 +317,43 @@ def test_gpu_name_counts_devices_as_cuda_does(monkeypatch, tmp_path):
     assert hardware.gpu_name(5) == "GPU 5 · 80 MiB · 1.0"
 
 
-def test_onnxruntime_package_is_the_imported_one(tmp_path):
-    """As on a GPU host: the image's CPU onnxruntime installed, onnxruntime-gpu first on sys.path. The package named
-    is the one whose module is imported, not the first whose metadata is found."""
-    site = tmp_path / "site"
+def _stub_onnxruntime(site, version: str, package: str | None) -> None:
+    """A module ``onnxruntime`` of ``version`` in ``site``, installed there as ``package`` (None: no package metadata)."""
     (site / "onnxruntime").mkdir(parents=True)
-    (site / "onnxruntime" / "__init__.py").write_text('__version__ = "9.9.9"\n')
-    info = site / "onnxruntime_gpu-9.9.9.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 9.9.9\n")
+    (site / "onnxruntime" / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    if package is not None:
+        info = site / f"{package.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+
+
+def _imported_package(*sites) -> str:
     hardware = os.path.join(os.path.dirname(__file__), "..", "..", "albert_onnx", "hardware.py")
     code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('hardware', sys.argv[1]); "
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); print(module.onnxruntime_package())")
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    gpu_first = subprocess.run([sys.executable, "-c", code, hardware], capture_output=True, text=True, env=env, check=True)
-    assert gpu_first.stdout.strip() == "('onnxruntime-gpu', '9.9.9')"
-    (info / "METADATA").unlink()
-    info.rmdir()  # only the stub module left there: no package is installed where it lives
-    stub_only = subprocess.run([sys.executable, "-c", code, hardware], capture_output=True, text=True, env=env, check=True)
-    assert stub_only.stdout.strip() == "('onnxruntime', '9.9.9')"  # the module's version, not the venv's package's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sites))}
+    return subprocess.run([sys.executable, "-c", code, hardware], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+
+def test_onnxruntime_package_is_the_imported_one(tmp_path):
+    """The package named is the one whose files hold the imported module, not the first (or any) whose metadata is
+    found: as on a GPU host, where the image's CPU build is installed and the GPU build put first on sys.path."""
+    gpu, cpu, bare, both = (tmp_path / name for name in ("gpu", "cpu", "bare", "both"))
+    _stub_onnxruntime(gpu, "9.9.9", "onnxruntime-gpu")
+    _stub_onnxruntime(cpu, "1.0.0", "onnxruntime")
+    _stub_onnxruntime(bare, "7.7.7", None)
+    assert _imported_package(gpu, cpu) == "('onnxruntime-gpu', '9.9.9')"
+    assert _imported_package(cpu, gpu) == "('onnxruntime', '1.0.0')"  # GPU metadata on the path, CPU module imported
+    assert _imported_package(bare) == "('onnxruntime', '7.7.7')"  # no package claims it: the module's own version
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "onnxruntime").symlink_to(gpu / "onnxruntime")  # a linked module folder
+    for info in gpu.glob("*.dist-info"):
+        shutil.copytree(info, tmp_path / "linked" / info.name)
+    assert _imported_package(tmp_path / "linked") == "('onnxruntime-gpu', '9.9.9')"
+    _stub_onnxruntime(both, "2.0.0", "onnxruntime-gpu")  # both packages installed over each other: the module's version
+    info = both / "onnxruntime-1.5.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 1.5.0\n")
+    (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+    assert _imported_package(both) == "('onnxruntime-gpu', '2.0.0')"
