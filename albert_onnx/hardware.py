@@ -39,17 +39,22 @@ def gpu_name(device_id: int = 0) -> str | None:
     """What ``nvidia-smi`` says of CUDA device ``device_id`` (e.g. ``NVIDIA H200 · 143771 MiB · 580.159.03``), None
     without nvidia-smi or that GPU. ``device_id`` counts the devices CUDA_VISIBLE_DEVICES leaves, as CUDA does;
     nvidia-smi numbers every GPU, so the id is mapped through that list first."""
-    tool = shutil.which("nvidia-smi")
     target = nvidia_smi_target(device_id)
-    if tool is None or target is None:
+    said = nvidia_smi("--query-gpu=name,memory.total,driver_version", "--format=csv,noheader", "-i", target) if target is not None else None
+    line = said.strip().splitlines()[0] if said and said.strip() else ""
+    return line.replace(", ", " · ") or None
+
+
+def nvidia_smi(*arguments: str) -> str | None:
+    """What ``nvidia-smi ARGUMENTS`` prints, or None without nvidia-smi or when it fails (no driver, no such GPU)."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
         return None
     try:
-        result = subprocess.run([tool, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader", "-i", target],
-                                capture_output=True, text=True, timeout=20, check=False)
+        result = subprocess.run([tool, *arguments], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-    return line.replace(", ", " · ") or None
+    return result.stdout if result.returncode == 0 else None
 
 
 def onnxruntime_package() -> tuple[str, str]:

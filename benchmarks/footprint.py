@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from albert_onnx.hardware import nvidia_smi_target
+from albert_onnx.hardware import nvidia_smi, nvidia_smi_target
 
 
 def _nvidia_smi(*query: str) -> str | None:
-    tool = shutil.which("nvidia-smi")
-    if tool is None:
-        return None
-    try:
-        done = subprocess.run([tool, *query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
+    return nvidia_smi(*query, "--format=csv,noheader,nounits")
 
 
 def process_gpu_mb(listing: str | None, pid: int) -> float | None:
