@@ -100,13 +100,13 @@ def fidelity(vectors: np.ndarray, reference: np.ndarray) -> dict[str, float]:
             "centred_cosine_min": float(centred.min()), "rank_agreement": float(spearmanr(pair(vectors), pair(reference)).statistic)}
 
 
-def _is_albert_onnx(name: str) -> bool:
-    """A well-formed albert-onnx engine name (a bad one is reported when its engine is built, not exported for)."""
+def _variant_of(name: str) -> str | None:
+    """The variant a well-formed albert-onnx engine name runs (None otherwise: a bad name is reported when its engine
+    is built, not exported for)."""
     try:
-        eng.albert_onnx_engine(name)
+        return eng.albert_onnx_engine(name)[0]
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def timed(fn) -> float:
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     gpu_engines = ["pytorch-fp32", "pytorch-fp16", "pytorch-fp16sdpa", "albert-onnx-fused", "albert-onnx-fp16",
                    *(f"albert-onnx-fp16-{tuning}" for tuning in eng.TUNINGS)]
     names = args.engines.split(",") if args.engines else (gpu_engines if args.device == "cuda" else cpu_engines)
-    variants = tuple(sorted({eng.albert_onnx_engine(n)[0] for n in names if _is_albert_onnx(n)} | {"fused"}))
+    variants = tuple(sorted(({_variant_of(n) for n in names} - {None}) | {"fused"}))
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / "work"
     workdir.mkdir(exist_ok=True)

@@ -183,7 +183,7 @@ bench() {
     # which attention kernel each sdpa_kernel setting really ran: ONNX Runtime says so once per process with this
     # variable set (its lines name the kernel); the first lines of each are kept
     local tuning
-    for tuning in default trt cudnn unfused; do
+    for tuning in default $("$PYTHON" -c 'from benchmarks.engines import TUNINGS; print(*(n for n, t in TUNINGS.items() if "provider_options" in t))'); do
         echo "== $tuning"
         ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 "$PYTHON" - "$STAGE/bench/work/albert-onnx" "$tuning" <<'EOF' 2>&1 | head -n 12 || true
 import sys

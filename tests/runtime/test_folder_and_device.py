@@ -317,15 +317,20 @@ def test_gpu_name_counts_devices_as_cuda_does(monkeypatch, tmp_path):
     assert hardware.gpu_name(5) == "GPU 5 · 80 MiB · 1.0"
 
 
+def _package_metadata(site, package: str, version: str) -> None:
+    """``package`` of ``version`` recorded as installed in ``site``, owning its onnxruntime module."""
+    info = site / f"{package.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+    (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+
+
 def _stub_onnxruntime(site, version: str, package: str | None) -> None:
     """A module ``onnxruntime`` of ``version`` in ``site``, installed there as ``package`` (None: no package metadata)."""
     (site / "onnxruntime").mkdir(parents=True)
     (site / "onnxruntime" / "__init__.py").write_text(f'__version__ = "{version}"\n')
     if package is not None:
-        info = site / f"{package.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
-        (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+        _package_metadata(site, package, version)
 
 
 def _imported_package(*sites) -> str:
@@ -352,8 +357,5 @@ def test_onnxruntime_package_is_the_imported_one(tmp_path):
         shutil.copytree(info, tmp_path / "linked" / info.name)
     assert _imported_package(tmp_path / "linked") == "('onnxruntime-gpu', '9.9.9')"
     _stub_onnxruntime(both, "2.0.0", "onnxruntime-gpu")  # both packages installed over each other: the module's version
-    info = both / "onnxruntime-1.5.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 1.5.0\n")
-    (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+    _package_metadata(both, "onnxruntime", "1.5.0")
     assert _imported_package(both) == "('onnxruntime-gpu', '2.0.0')"
