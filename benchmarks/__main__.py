@@ -34,7 +34,7 @@ SHAPES_GPU = SHAPES_CPU + [(128, 128)]
 
 def read_sts(limit: int | None = None) -> list[str]:
     """STS-B train then dev sentences, read by the export step's reader."""
-    from albert_onnx_export.validate import read_texts
+    from albert_onnx_export.validation_texts import read_texts
 
     texts = [t for name in ("sts-train.csv", "sts-dev.csv") for t in read_texts(SHARED / "data" / "stsbenchmark" / name)]
     return texts[:limit] if limit else texts

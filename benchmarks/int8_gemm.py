@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where the derived graphs go")
     args = parser.parse_args(argv)
-    from albert_onnx_export.validate import _sentence_pairs  # the STS-B reader the export's validation uses
+    from albert_onnx_export.validation_texts import sentence_pairs  # the STS-B reader the export's validation uses
 
     fused = AlbertEmbedder.from_pretrained(args.folder, variant="fused", device="cpu", threads=args.threads)
     work = args.out / "int8-gemm"
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
               "dynamic per-tensor (ORT, u8s8)": work / "dynamic-per-tensor.onnx"}
     sessions = {name: ort.InferenceSession(str(path), session_options(args.threads, spin_wait=False), providers=["CPUExecutionProvider"])
                 for name, path in graphs.items()}
-    texts = sorted({text for pair in _sentence_pairs(SHARED / "data/stsbenchmark/sts-dev.csv") for text in pair})[: args.texts]
+    texts = sorted({text for pair in sentence_pairs(SHARED / "data/stsbenchmark/sts-dev.csv") for text in pair})[: args.texts]
     feeds = [fused.tokenize(text) for text in texts]
     vectors = {name: np.concatenate([s.run(["sentence_embedding"], f)[0] for f in feeds]) for name, s in sessions.items()}
     rng, times = np.random.default_rng(0), {name: {} for name in sessions}

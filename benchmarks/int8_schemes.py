@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from albert_onnx import ModelFolder
     from albert_onnx.session import session_options
     from albert_onnx.tokenizer import AlbertTokenizer
-    from albert_onnx_export.validate import _sentence_pairs
+    from albert_onnx_export.validation_texts import sentence_pairs
 
     folder = ModelFolder.load(args.folder)
     tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     graphs = {"fused fp32 (reference)": folder.variant_path("fused"), "per-token (shipped int8)": folder.variant_path("int8")}
     builds = {"dynamic-per-tensor": lambda p: build_dynamic_per_tensor(folder.variant_path("fused"), p),
               "static-per-channel": lambda p: build_static_per_channel(
-                  folder.variant_path("fp32"), p, [a for a, _ in _sentence_pairs(SHARED / "data/stsbenchmark/sts-train.csv")[:64]], tokenizer),
+                  folder.variant_path("fp32"), p, [a for a, _ in sentence_pairs(SHARED / "data/stsbenchmark/sts-train.csv")[:64]], tokenizer),
               "weight-only": lambda p: build_weight_only(folder.variant_path("fused"), p)}
     for name, build in builds.items():
         path = work / f"{name}.onnx"
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sessions = {name: ort.InferenceSession(str(path), options(name), providers=["CPUExecutionProvider"]) for name, path in graphs.items()}
 
-    pairs_text = _sentence_pairs(SHARED / "data/stsbenchmark/sts-dev.csv")[: args.pairs]
+    pairs_text = sentence_pairs(SHARED / "data/stsbenchmark/sts-dev.csv")[: args.pairs]
     texts = sorted({text for pair in pairs_text for text in pair})
     index = {text: i for i, text in enumerate(texts)}
     pairs = [(index[a], index[b]) for a, b in pairs_text]

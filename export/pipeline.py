@@ -26,9 +26,8 @@ from albert_onnx.model_folder import (
     U8s8Graph, VariantEntry, TOKENIZER_FILE, graph_facts,
 )
 
-from . import optimize, quantize, to_onnx, tokenizer as tok, validate, write
+from . import validation_texts, write
 from .errors import ExportError
-from .load import load_albert
 
 log = logging.getLogger("albert_onnx_export")
 
@@ -130,9 +129,15 @@ def export_model(options: ExportOptions) -> Path:
 
 
 def _export(options: ExportOptions) -> Path:
+    _check_options(options)
+    write.check_output(Path(options.output), options.overwrite)
+    vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
+    # The steps import torch, transformers and ONNX Runtime's optimizer (7-10 s): only now, so a mistyped flag, an
+    # existing output or a bad validation file is reported at once, before any of that (or a download of the weights).
     import onnxruntime as ort
 
-    _check_options(options)
+    from . import optimize, quantize, to_onnx, tokenizer as tok, validate
+    from .load import load_albert
     started = time.perf_counter()
     steps = 7
     clock = [started]
@@ -153,7 +158,6 @@ def _export(options: ExportOptions) -> Path:
         reference = tok.load_reference_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
         fast = tok.build_fast_tokenizer(reference)
         fast.save(str(folder / TOKENIZER_FILE))
-        vset = validate.validation_set(options.validation_texts, options.validation_samples)
         bad = tok.mismatches(reference, fast, vset.texts)
         if bad:
             raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")

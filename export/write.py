@@ -316,6 +316,33 @@ def _check_replaceable(target: Path) -> None:
                           f"--overwrite replaces only a model folder: {fix}")
 
 
+def _check_target(target: Path, overwrite: bool) -> Path:
+    """The resolved ``target``, if it can be a new model folder (or, with ``overwrite``, replace the one there)."""
+    if str(target) == "":
+        raise ExportError("output='' names no folder (it would mean the current directory); pass the model folder to create")
+    target = Path(target).resolve()
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
+    if overwrite and target.is_dir():
+        _check_replaceable(target)
+    return target
+
+
+def _exists(target: Path) -> ExportError:
+    return ExportError(f"output={str(target)!r} already exists; pass --overwrite to replace it, or choose another folder")
+
+
+def check_output(target: Path, overwrite: bool) -> None:
+    """Refuse an output the export could not install, before its minutes of work; :func:`staging_folder` checks again.
+
+    Raises:
+        ExportError: ``target`` is a file, exists and ``overwrite`` is False, or is not a model folder to overwrite.
+    """
+    target = _check_target(target, overwrite)
+    if target.exists() and not overwrite:
+        raise _exists(target)
+
+
 @contextlib.contextmanager
 def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty folder beside ``target``; on success it replaces ``target`` in one rename or atomic exchange.
@@ -327,18 +354,12 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         ExportError: ``target`` exists and ``overwrite`` is False (or appeared meanwhile), it is a file, or its parent
             folder cannot be written.
     """
-    if str(target) == "":
-        raise ExportError("output='' names no folder (it would mean the current directory); pass the model folder to create")
-    target = Path(target).resolve()
-    if target.exists() and not target.is_dir():
-        raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
-    if overwrite and target.is_dir():
-        _check_replaceable(target)
+    target = _check_target(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         settle_dead_exports(target.parent)
         if target.exists() and not overwrite:
-            raise ExportError(f"output={str(target)!r} already exists; pass --overwrite to replace it, or choose another folder")
+            raise _exists(target)
         claim, fd = _claim(target)
     except OSError as error:
         if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):

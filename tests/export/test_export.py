@@ -22,7 +22,7 @@ import torch
 
 from albert_onnx import AlbertEmbedder
 from albert_onnx.model_folder import ModelFolder
-from albert_onnx_export import ExportOptions, export_model, validate
+from albert_onnx_export import ExportOptions, export_model, validate, validation_texts
 from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import SHIPPED_SIZES, check_config, load_albert
@@ -162,6 +162,7 @@ def test_failed_export_leaves_nothing(tiny_source, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.write_step
 def test_gate_failure_writes_nothing_unless_forced(tiny_source, tmp_path, monkeypatch):
     monkeypatch.setitem(validate.GATES, "int8", {"centred_cosine_mean": ("at_least", 1.01)})
     with pytest.raises(ExportError, match=r"variant 'int8' failed its gate: centred_cosine_mean=0\.9\d+ \(>= 1\.01 required\); "
@@ -177,6 +178,7 @@ def test_gate_failure_writes_nothing_unless_forced(tiny_source, tmp_path, monkey
                                                                     "tokenizer.json"]
 
 
+@pytest.mark.write_step
 def test_overwrite_replaces_atomically(tiny_source, tmp_path):
     out = tmp_path / "out"
     export_model(_options(tiny_source, out, variants=("fp32",)))
@@ -330,6 +332,7 @@ def test_leftovers_of_an_older_version(tmp_path, caplog):
     assert "left alone in" in caplog.text and ".out.tmp-8fh3_1q (2.0 MB)" in caplog.text and "delete them by hand" in caplog.text
 
 
+@pytest.mark.write_step
 def test_killed_export_then_rerun_leaves_only_the_model(tiny_source, tmp_path):
     """A real export SIGKILLed mid-way, then run again: one complete model folder and nothing else."""
     out = tmp_path / "m"
@@ -523,6 +526,7 @@ def test_bad_variant_name(tiny_source, tmp_path):
         export_model(_options(tiny_source, tmp_path / "out", variants=("int4",)))
 
 
+@pytest.mark.write_step
 def test_cli_says_random_weights_and_reports_errors(tiny_source, tmp_path):
     result = run_cli("export", str(tiny_source), "--random-weights", "--variants", "fp32", "--validation-samples", "4", "-o", str(tmp_path / "m"))
     assert "RANDOM weights" in result.stdout and "[7/7]" in result.stdout
@@ -532,9 +536,9 @@ def test_cli_says_random_weights_and_reports_errors(tiny_source, tmp_path):
 
 
 def test_validation_set_from_stsb():
-    texts = validate.read_texts(STS_DIR / "sts-dev.csv")
+    texts = validation_texts.read_texts(STS_DIR / "sts-dev.csv")
     assert len(texts) == 3000
-    vset = validate.validation_set(STS_DIR / "sts-dev.csv", 48)
+    vset = validation_texts.validation_set(STS_DIR / "sts-dev.csv", 48)
     assert len(vset.texts) == 48 + 2 and len(vset.pairs) == 24  # 24 whole pairs, plus two long texts built from them
     assert len({len(t) for t in vset.texts}) > 30
     assert vset.pairs == [(2 * i, 2 * i + 1) for i in range(24)]

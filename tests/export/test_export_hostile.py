@@ -9,6 +9,8 @@ import errno
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -20,7 +22,7 @@ from albert_onnx.model_folder import STAMP_KEY, sha256_of
 from albert_onnx_export import export_model, to_onnx
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
-from albert_onnx_export.validate import read_texts
+from albert_onnx_export.validation_texts import read_texts, validation_set
 from albert_onnx_export.write import staging_folder
 from tests.conftest import make_hub_cache, run_cli
 from tests.export.test_export import _options
@@ -47,6 +49,7 @@ def test_overwrite_refuses_model_files_without_an_albert_onnx_manifest(tiny_sour
     assert (victim / "model_fp32.onnx").read_bytes() == b"someone else's graph"
 
 
+@pytest.mark.write_step
 def test_overwrite_replaces_an_empty_folder(tiny_source, tmp_path):
     target = tmp_path / "empty"
     target.mkdir()
@@ -82,6 +85,33 @@ def test_an_empty_output_is_not_the_current_directory(tiny_source, tmp_path, mon
     assert result.stderr.strip() == ("albert-onnx export: error: argument -o/--output: '' names no folder (it would mean the current "
                                      "directory); pass the model folder to create (see albert-onnx export --help)")
     assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+
+
+_EXPORT_THEN_LIST_HEAVY_MODULES = """
+import sys
+from albert_onnx.cli import main
+status = main(sys.argv[1:])
+print(status, sorted(name for name in ("torch", "transformers", "onnxruntime.transformers") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("case", ["exists", "not-a-model-folder", "validation-texts"])
+def test_a_mistake_in_the_flags_is_reported_before_torch_is_imported(tiny_source, tmp_path, case):
+    """Seconds of imports (and a hub download of the weights) must not come before an error the flags alone show."""
+    out = tmp_path / "out"
+    out.mkdir()
+    flags = {"exists": [],
+             "not-a-model-folder": ["--overwrite"],
+             "validation-texts": ["--overwrite", "--validation-texts", str(tmp_path / "typo.csv")]}[case]
+    if case == "not-a-model-folder":
+        (out / "notes.txt").write_text("mine")
+    result = subprocess.run([sys.executable, "-c", _EXPORT_THEN_LIST_HEAVY_MODULES, "export", str(tiny_source), "--random-weights",
+                             "-o", str(out), *flags], capture_output=True, text=True, timeout=120)
+    assert result.stdout == "2 []\n", (result.stdout, result.stderr)
+    expected = {"exists": "already exists; pass --overwrite", "not-a-model-folder": "holds notes.txt, which no export wrote",
+                "validation-texts": "typo.csv' is not a file"}[case]
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 # -- failures of the machine and of the network --------------------------------------------------------------
@@ -148,6 +178,15 @@ def test_validation_file_of_another_format_is_refused(tmp_path, name):
     path.write_text('[{"text": "a"}]')
     with pytest.raises(ExportError, match=re.escape(f"the suffix {path.suffix!r} names no format this reads")):
         read_texts(path)
+
+
+@pytest.mark.parametrize("name", ["pairs.csv", "pairs.TSV", "texts.txt"])
+def test_a_validation_file_that_is_not_utf8_is_named(tmp_path, name):
+    """The STS-B path read the pairs without the check the other formats had: a codec message that named no file."""
+    path = tmp_path / name
+    path.write_bytes(b"x\tx\tx\tx\t1.0\tA man plays.\t\xff\xfe guitar\n")
+    with pytest.raises(ExportError, match=re.escape(f"validation_texts={str(path)!r} is not UTF-8 text (invalid start byte at byte ")):
+        validation_set(path, 8)
 
 
 def test_validation_suffix_is_read_in_any_case(tmp_path):

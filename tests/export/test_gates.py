@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from albert_onnx_export import quantize, validate
+from albert_onnx_export import quantize, validate, validation_texts
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.tokenizer import load_reference_tokenizer
 from tests.conftest import STS_DIR
@@ -20,7 +20,7 @@ PROVIDERS = ["CPUExecutionProvider"]
 @pytest.fixture(scope="module")
 def reference(tiny_source):
     loaded = load_albert(str(tiny_source), random_weights=True, seed=1)  # the weights of tiny_folder
-    vset = validate.validation_set(STS_DIR / "sts-dev.csv", 64)
+    vset = validation_texts.validation_set(STS_DIR / "sts-dev.csv", 64)
     return validate.reference(loaded.model, load_reference_tokenizer(str(tiny_source)), vset, batch_size=16, max_length=512)
 
 

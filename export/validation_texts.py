@@ -1,0 +1,128 @@
+"""The texts the export validates on: an STS-B .csv/.tsv, a .jsonl or a .txt, or built-in sentences.
+
+Read before the export imports torch (this module needs none of it), so a wrong ``--validation-texts`` is reported
+at once, not after seconds of imports or a download of the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+
+FALLBACK_TEXTS = [
+    "A man is playing a guitar.",
+    "The quick brown fox jumps over the lazy dog near the riverbank at dawn.",
+    "Stocks fell sharply on Tuesday after the central bank raised interest rates by half a point.",
+    "She said it was fine.",
+    "Researchers found that the new material conducts heat twice as well as copper at room temperature.",
+    "Two dogs run through a field of tall grass while children watch from a wooden fence.",
+    "Is this the right way?",
+    "The committee will publish its final report, including all 1,250 public comments, next spring.",
+]
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Texts to validate on and the pairs whose similarities are ranked."""
+
+    texts: list[str]
+    pairs: list[tuple[int, int]]
+    source: str
+
+
+def sentence_pairs(path: Path) -> list[tuple[str, str]]:
+    """STS-B style .csv/.tsv: tab-separated, sentence 1 and 2 in columns 6 and 7.
+
+    Raises:
+        ExportError: The file is not UTF-8.
+    """
+    pairs = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        try:
+            for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+                if len(row) >= 7 and row[5].strip() and row[6].strip():
+                    pairs.append((row[5], row[6]))
+        except UnicodeDecodeError as error:
+            raise _not_utf8(path, error) from None
+    return pairs
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> ExportError:
+    return ExportError(f"validation_texts={str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})")
+
+
+def _check_file(path: Path) -> str:
+    """The format (lower-case suffix) of an existing validation file."""
+    if not path.is_file():
+        raise ExportError(f"validation_texts={str(path)!r} is not a file; pass an STS-B .csv, a .jsonl or a .txt file")
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".tsv", ".jsonl", ".txt"):
+        raise ExportError(f"validation_texts={str(path)!r}: the suffix {path.suffix!r} names no format this reads; pass an STS-B "
+                          ".csv/.tsv, a .jsonl (a \"text\" field per line) or a .txt (one text per line)")
+    return kind
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts of a validation file: STS-B .csv/.tsv (both sentences of each pair), .jsonl ("text") or .txt (a line each).
+
+    Raises:
+        ExportError: The file is missing, unreadable, or holds no text (naming the file and line).
+    """
+    kind = _check_file(path)
+    try:
+        if kind in (".csv", ".tsv"):
+            texts = [text for pair in sentence_pairs(path) for text in pair]
+            if not texts:
+                raise ExportError(f"validation_texts={str(path)!r} holds no STS-B sentence pairs (tab-separated, the sentences in "
+                                  "columns 6 and 7); pass such a file, a .jsonl with a \"text\" field, or a .txt with one text per line")
+        elif kind == ".jsonl":
+            texts = []
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise ExportError(f"{path}:{number}: not JSON ({error.msg}); each line must be an object with a \"text\" string") from None
+                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                        raise ExportError(f"{path}:{number}: expected an object with a \"text\" string")
+                    texts.append(record["text"])
+        else:
+            texts = [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+    if not texts:
+        raise ExportError(f"validation_texts={str(path)!r} holds no text")
+    return texts
+
+
+def validation_set(path: Path | None, count: int) -> ValidationSet:
+    """``count`` texts spread over the length range, plus two long ones (over 300 tokens) built from them.
+
+    From an STS-B file, whole pairs are taken and ranked; from other files (or the built-in sentences), all
+    pairs among the chosen texts are.
+
+    Raises:
+        ExportError: ``path`` is missing, of no format this reads, not UTF-8, or holds no text.
+    """
+    if path is not None and _check_file(path) in (".csv", ".tsv"):
+        pairs = sorted(set(sentence_pairs(path)), key=lambda p: (len(p[0]) + len(p[1]), p))
+        if not pairs:
+            read_texts(path)  # raises, naming the file
+        chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=min(max(count // 2, 1), len(pairs)))]
+        texts = [text for pair in chosen for text in pair]
+        index_pairs = [(2 * i, 2 * i + 1) for i in range(len(chosen))]
+    else:
+        unique = sorted(set(read_texts(path) if path is not None else FALLBACK_TEXTS), key=lambda t: (len(t), t))
+        texts = [unique[int(i)] for i in np.linspace(0, len(unique) - 1, num=min(count, len(unique)))]
+        index_pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))][:20000]
+    long_text = " ".join(sorted(set(texts), key=len)[-40:])
+    texts = texts + [long_text[:1500], long_text[:700]]
+    return ValidationSet(texts, index_pairs, str(path) if path is not None else "built-in sentences")
