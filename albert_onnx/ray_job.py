@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import socket
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -883,15 +884,47 @@ def _actor_start_errors(model: dict[str, Any]) -> Iterator[None]:
                               f"{model['folder']}") from error
 
 
+ADDRESS_TIMEOUT_S = 5.0
+
+
+def _check_address(named: str, address: str) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) where nothing accepts a connection.
+
+    ray.init retries such an address for minutes, logging a warning every few seconds (measured: still waiting after
+    300 s with Ray 2.60), so a mistyped port or a cluster that is down looked like a hang. "auto" and "local" are
+    Ray's own words and left to it.
+
+    Raises:
+        ValueError: Nothing accepts a TCP connection at the address within ADDRESS_TIMEOUT_S (one line).
+    """
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{named} is not HOST:PORT (or ray://HOST:PORT, auto, local); pass the address `ray status` shows "
+                         "on the head node, or omit it to start Ray here")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as error:  # refused, unreachable, unknown host (gaierror), timed out
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ValueError(f"{named}: nothing accepts connections at {host}:{port} ({reason}); start the cluster there "
+                         "(`ray start --head`) and pass the address `ray status` shows, or omit it to start Ray here") from None
+
+
 def _start_ray(options: RayJobOptions) -> None:
     """Start Ray in this process, or connect to ``options.address``.
 
     Raises:
-        ValueError: ``address`` given and no Ray cluster answers there (one line).
+        ValueError: ``address`` (or RAY_ADDRESS) is not HOST:PORT, nothing listens there, or no Ray cluster answers
+            there (one line).
     """
     import ray
 
     if not ray.is_initialized():
+        if options.address not in (None, "auto"):
+            _check_address(f"address={options.address!r}", options.address)
+        elif os.environ.get("RAY_ADDRESS"):  # where ray.init(address=None or "auto") connects
+            _check_address(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']!r}", os.environ["RAY_ADDRESS"])
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
         except ConnectionError as error:

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import logging
 import re
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -488,8 +490,8 @@ def test_auto_keeps_the_device_of_the_finished_parts(tiny_folder, tmp_path, monk
     assert device() == "cpu"  # cuda recorded, but this onnxruntime cannot run it: the fingerprint then names the change
 
 
-def test_an_address_without_a_cluster_is_one_line(tiny_folder, tmp_path, monkeypatch):
-    def no_cluster(**kwargs):
+def test_auto_without_a_cluster_is_one_line(tiny_folder, tmp_path, monkeypatch):
+    def no_cluster(**kwargs):  # what ray.init(address="auto") raises where no cluster runs
         raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by setting `--address` flag\n"
                               "or `RAY_ADDRESS` environment variable.")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -497,11 +499,76 @@ def test_an_address_without_a_cluster_is_one_line(tiny_folder, tmp_path, monkeyp
     source = tmp_path / "corpus.jsonl"
     _write_jsonl(source, [{"id": 1, "text": "a"}])
     with pytest.raises(ValueError) as caught:
-        run_ray_job(_options(tiny_folder, source, tmp_path / "out", address="10.0.0.9:6379"))
-    assert str(caught.value) == ("address='10.0.0.9:6379': no Ray cluster answered there (Could not find any running Ray instance. "
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out", address="auto"))
+    assert str(caught.value) == ("address='auto': no Ray cluster answered there (Could not find any running Ray instance. "
                                  "Please specify the one to connect to by setting `--address` flag or `RAY_ADDRESS` environment variable.); "
                                  "pass the address `ray status` shows on the head node, or omit it to start Ray here")
     assert not (tmp_path / "out").exists()
+
+
+def _port_nothing_listens_on() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed on return: nothing listens there
+
+
+@pytest.mark.parametrize("form", ["HOST:PORT", "ray://HOST:PORT", "RAY_ADDRESS", "RAY_ADDRESS with auto"])
+def test_an_address_where_nothing_listens_is_one_line_at_once(no_ray, tiny_folder, tmp_path, monkeypatch, capsys, form):
+    """ray.init waited on such an address for minutes (still retrying after 300 s), logging a warning every few seconds."""
+    from albert_onnx.cli import main
+
+    address = f"127.0.0.1:{_port_nothing_listens_on()}"
+    flags = []
+    if form.startswith("RAY_ADDRESS"):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        named = f"RAY_ADDRESS={address!r}"
+        flags = ["--address", "auto"] if form.endswith("auto") else []
+    else:
+        given = form.replace("HOST:PORT", address)
+        flags, named = ["--address", given], f"address={given!r}"
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    started = time.monotonic()
+    status = main(["embed", str(tiny_folder), "--engine", "ray", "--input", str(source), "--output", str(tmp_path / "out"),
+                   "--variant", "fp32", "--device", "cpu", *flags])
+    seconds = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"albert-onnx embed: error: {named}: nothing accepts connections at {address} (Connection refused); "
+                          "start the cluster there (`ray start --head`)"), err
+    assert seconds < 30, seconds  # no retries: one refused connection
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["headnode", "headnode:", "headnode:port", "10.0.0.9:70000"])
+def test_an_address_that_is_not_host_port_is_one_line(no_ray, tiny_folder, tmp_path, address):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    with pytest.raises(ValueError) as caught:
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out", address=address))
+    assert str(caught.value) == (f"address={address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local); pass the address "
+                                 "`ray status` shows on the head node, or omit it to start Ray here")
+
+
+def test_an_address_that_accepts_connections_is_handed_to_ray(tiny_folder, tmp_path, monkeypatch):
+    """The check only refuses: where something listens, ray.init gets the address as given."""
+    given = []
+
+    class Stop(Exception):
+        pass
+
+    def init(**kwargs):
+        given.append(kwargs["address"])
+        raise Stop
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(Stop):
+            run_ray_job(_options(tiny_folder, source, tmp_path / "out", address=address))
+    assert given == [address]
 
 
 def test_a_record_nested_too_deep_is_one_line(no_ray, tiny_folder, tmp_path):
