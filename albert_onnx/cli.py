@@ -120,7 +120,7 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job over parquet shards")
     embed.add_argument("--id-field", help="ray: column with the row id (default id)")
     embed.add_argument("--actors", type=int, help="ray: embedder actors (default: fit the CPUs, threads x actors <= cores)")
-    embed.add_argument("--address", help="ray: the cluster's HOST:PORT, ray://HOST:PORT or auto (default: as ray.init, "
+    embed.add_argument("--address", help="ray: the cluster's HOST:PORT, ray://HOST:PORT, auto or local (default: as ray.init, "
                        "RAY_ADDRESS or a cluster running here, else start Ray in-process)")
     embed.add_argument("--strict", action="store_true", help="ray: fail the job on a bad row instead of reporting it")
     embed.add_argument("--overwrite", action="store_true", help="ray: replace what the output folder holds instead of resuming from its finished parts")

@@ -140,6 +140,9 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     id_field = arguments.nonempty_str("id_field", options.id_field)
     if options.address is not None:
         arguments.nonempty_str("address", options.address)
+    where = _ray_address(options)
+    if where is not None:
+        _host_port(*where)  # the form now; whether anything listens there, when Ray starts
     if not isinstance(options.ray_init_kwargs, dict):
         raise TypeError(f"ray_init_kwargs is a {type(options.ray_init_kwargs).__name__}; pass a dict of ray.init keyword arguments")
     folder = arguments.path("folder", options.folder)
@@ -885,52 +888,78 @@ def _actor_start_errors(model: dict[str, Any]) -> Iterator[None]:
 
 
 ADDRESS_TIMEOUT_S = 5.0
+# HOST:PORT or ray://HOST:PORT; an IPv6 host in brackets. Other schemes (Ray's client builders, a dashboard's
+# http://) are left to ray.init, which has its own messages for them.
+_HOST_PORT = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})", re.ASCII)
 
 
-def _check_address(named: str, address: str) -> None:
-    """Refuse a HOST:PORT (or ray://HOST:PORT) where nothing accepts a connection.
+def _ray_address(options: RayJobOptions) -> tuple[str, str] | None:
+    """Where ray.init will connect, with its name for messages: RAY_ADDRESS where ray.init reads it (no address, or
+    "auto"), else the address; None: start Ray here."""
+    env = os.environ.get("RAY_ADDRESS")
+    if options.address in (None, "auto") and env:
+        return f"RAY_ADDRESS={env!r}", env
+    if options.address is not None:
+        return f"address={options.address!r}", options.address
+    return None
 
-    ray.init retries such an address for minutes, logging a warning every few seconds (measured: still waiting after
-    300 s with Ray 2.60), so a mistyped port or a cluster that is down looked like a hang. "auto" and "local" are
-    Ray's own words and left to it.
+
+def _host_port(named: str, address: str) -> tuple[str, int] | None:
+    """The host and port to probe; None for Ray's own words and schemes.
 
     Raises:
-        ValueError: Nothing accepts a TCP connection at the address within ADDRESS_TIMEOUT_S (one line).
+        ValueError: ``address`` is not HOST:PORT, ray://HOST:PORT, auto, local or another scheme's URL.
     """
-    if address in ("auto", "local"):
+    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
+        return None
+    match = _HOST_PORT.fullmatch(address)
+    if match is None or not 0 < int(match[2]) < 65536:
+        raise ValueError(f"{named} is not HOST:PORT (or ray://HOST:PORT, auto, local; an IPv6 host in brackets); pass the "
+                         "address `ray status` shows on the head node, or omit it to start Ray here")
+    return match[1].strip("[]"), int(match[2])
+
+
+def _check_reachable(named: str, address: str) -> None:
+    """Refuse an address where nothing accepts a TCP connection.
+
+    ray.init retries such an address for minutes, logging a warning every few seconds (measured: still waiting after
+    300 s with Ray 2.60), so a mistyped port or a cluster that is down looked like a hang. One connection attempt per
+    resolved address, ADDRESS_TIMEOUT_S each (the name lookup itself is the system's). Something else listening there
+    passes, and Ray's retries follow.
+
+    Raises:
+        ValueError: Nothing accepts a connection there, or the host name does not resolve (one line).
+    """
+    target = _host_port(named, address)
+    if target is None:
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{named} is not HOST:PORT (or ray://HOST:PORT, auto, local); pass the address `ray status` shows "
-                         "on the head node, or omit it to start Ray here")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
-    except OSError as error:  # refused, unreachable, unknown host (gaierror), timed out
-        reason = error.strerror or str(error) or type(error).__name__
-        raise ValueError(f"{named}: nothing accepts connections at {host}:{port} ({reason}); start the cluster there "
+        socket.create_connection(target, timeout=ADDRESS_TIMEOUT_S).close()
+    except (OSError, UnicodeError) as error:  # refused, unreachable, unknown host, timed out; UnicodeError: an IDNA label
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        host = f"[{target[0]}]" if ":" in target[0] else target[0]
+        raise ValueError(f"{named}: nothing accepts connections at {host}:{target[1]} ({reason}); start the cluster there "
                          "(`ray start --head`) and pass the address `ray status` shows, or omit it to start Ray here") from None
 
 
 def _start_ray(options: RayJobOptions) -> None:
-    """Start Ray in this process, or connect to ``options.address``.
+    """Start Ray in this process, or connect to the cluster at ``options.address`` (or RAY_ADDRESS).
 
     Raises:
-        ValueError: ``address`` (or RAY_ADDRESS) is not HOST:PORT, nothing listens there, or no Ray cluster answers
-            there (one line).
+        ValueError: Nothing accepts connections at that address, or no Ray cluster answers there (one line).
     """
     import ray
 
     if not ray.is_initialized():
-        if options.address not in (None, "auto"):
-            _check_address(f"address={options.address!r}", options.address)
-        elif os.environ.get("RAY_ADDRESS"):  # where ray.init(address=None or "auto") connects
-            _check_address(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']!r}", os.environ["RAY_ADDRESS"])
+        where = _ray_address(options)
+        if where is not None:
+            _check_reachable(*where)
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
         except ConnectionError as error:
-            if options.address is None:
+            if where is None:
                 raise
-            raise ValueError(f"address={options.address!r}: no Ray cluster answered there ({' '.join(str(error).split())}); "
+            raise ValueError(f"{where[0]}: no Ray cluster answered there ({' '.join(str(error).split())}); "
                              "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
 
 

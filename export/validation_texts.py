@@ -40,21 +40,33 @@ def sentence_pairs(path: Path) -> list[tuple[str, str]]:
     """STS-B style .csv/.tsv: tab-separated, sentence 1 and 2 in columns 6 and 7.
 
     Raises:
-        ExportError: The file is not UTF-8.
+        ExportError: The file is not UTF-8, or a field is over the csv module's limit (131,072 characters).
     """
     pairs = []
     with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
-            for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for row in reader:
                 if len(row) >= 7 and row[5].strip() and row[6].strip():
                     pairs.append((row[5], row[6]))
-        except UnicodeDecodeError as error:
-            raise _not_utf8(path, error) from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as error:
+            raise ExportError(f"{path}:{reader.line_num}: not an STS-B row ({error}); pass a file with a sentence pair per line, "
+                              "tab-separated") from None
     return pairs
 
 
-def _not_utf8(path: Path, error: UnicodeDecodeError) -> ExportError:
-    return ExportError(f"validation_texts={str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})")
+def _not_utf8(path: Path) -> ExportError:
+    """The error for a file that does not decode, at the offset of its first bad byte in the file.
+
+    The decoder's own offset counts from the start of the chunk it was reading, not from the start of the file.
+    """
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        return ExportError(f"validation_texts={str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})")
+    return ExportError(f"validation_texts={str(path)!r} is not UTF-8 text")  # changed while read
 
 
 def _check_file(path: Path) -> str:
@@ -96,8 +108,8 @@ def read_texts(path: Path) -> list[str]:
                     texts.append(record["text"])
         else:
             texts = [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
-    except UnicodeDecodeError as error:
-        raise _not_utf8(path, error) from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if not texts:
         raise ExportError(f"validation_texts={str(path)!r} holds no text")
     return texts

@@ -323,6 +323,9 @@ def _check_target(target: Path, overwrite: bool) -> Path:
     target = Path(target).resolve()
     if target.exists() and not target.is_dir():
         raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
+    above = next((parent for parent in target.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():  # exists() is False under a file (ENOTDIR), so the target passed above
+        raise ExportError(f"output={str(target)!r}: {above} is a file, not a folder; choose a path inside a folder")
     if overwrite and target.is_dir():
         _check_replaceable(target)
     return target

@@ -23,7 +23,7 @@ from albert_onnx_export import export_model, to_onnx
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validation_texts import read_texts, validation_set
-from albert_onnx_export.write import staging_folder
+from albert_onnx_export.write import check_output, staging_folder
 from tests.conftest import make_hub_cache, run_cli
 from tests.export.test_export import _options
 
@@ -85,6 +85,19 @@ def test_an_empty_output_is_not_the_current_directory(tiny_source, tmp_path, mon
     assert result.stderr.strip() == ("albert-onnx export: error: argument -o/--output: '' names no folder (it would mean the current "
                                      "directory); pass the model folder to create (see albert-onnx export --help)")
     assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+
+
+def test_an_output_under_a_file_is_named(tmp_path):
+    """exists() hides ENOTDIR: the check passed, and the export failed after its imports with a bare 'File exists'."""
+    (tmp_path / "notes.txt").write_text("mine")
+    target = tmp_path / "notes.txt" / "model"
+    message = re.escape(f"output={str(target)!r}: {tmp_path / 'notes.txt'} is a file, not a folder; choose a path inside a folder")
+    with pytest.raises(ExportError, match=message):
+        check_output(target, overwrite=False)
+    with pytest.raises(ExportError, match=message):
+        with staging_folder(target, overwrite=True):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 _EXPORT_THEN_LIST_HEAVY_MODULES = """
@@ -180,12 +193,25 @@ def test_validation_file_of_another_format_is_refused(tmp_path, name):
         read_texts(path)
 
 
-@pytest.mark.parametrize("name", ["pairs.csv", "pairs.TSV", "texts.txt"])
-def test_a_validation_file_that_is_not_utf8_is_named(tmp_path, name):
-    """The STS-B path read the pairs without the check the other formats had: a codec message that named no file."""
+@pytest.mark.parametrize("name", ["pairs.csv", "pairs.TSV", "texts.txt", "texts.jsonl"])
+@pytest.mark.parametrize("lines_before", [0, 2000])
+def test_a_validation_file_that_is_not_utf8_is_named_with_the_offset_in_the_file(tmp_path, name, lines_before):
+    """The STS-B path read the pairs without the check the other formats had: a codec message that named no file; and
+    the offset was the decoder's, within its chunk (wrong past about 8 KB)."""
     path = tmp_path / name
-    path.write_bytes(b"x\tx\tx\tx\t1.0\tA man plays.\t\xff\xfe guitar\n")
-    with pytest.raises(ExportError, match=re.escape(f"validation_texts={str(path)!r} is not UTF-8 text (invalid start byte at byte ")):
+    good = b'{"text": "A man plays music."}\n'  # a text in each format (a csv row of one column, which is skipped)
+    bad = b"x\tx\tx\tx\t1.0\tA man plays.\t\xff\xfe guitar\n"
+    path.write_bytes(good * lines_before + bad)
+    offset = len(good) * lines_before + bad.index(b"\xff")
+    with pytest.raises(ExportError) as caught:
+        validation_set(path, 8)
+    assert str(caught.value) == f"validation_texts={str(path)!r} is not UTF-8 text (invalid start byte at byte {offset})"
+
+
+def test_an_oversized_csv_field_is_named(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("x\tx\tx\tx\t1.0\tA man plays.\tA man plays music.\n" + "x\t" * 5 + "y" * 200_000 + "\tz\n")
+    with pytest.raises(ExportError, match=re.escape(f"{path}:2: not an STS-B row (field larger than field limit (131072)); ")):
         validation_set(path, 8)
 
 

@@ -5,8 +5,8 @@ BiasGelu for v1's exact gelu), the shared layer weights stored once in every gra
 vocabulary comes from a Hugging Face cache laid out like the real one (no --tokenizer), which also proves the
 size names export offline.
 
-CI runs a tiny v1 config (the exact-GELU path, BiasGelu) here and albert-base-v2 (12 heads of 64, FastGelu) with
-the same checks in test_albert_base.py; ``pytest -m sizes`` exports all eight size configs by name (large alone
+CI runs albert-base-v2 by name (fp32 only), a tiny v1 config (the exact-GELU path, BiasGelu) here, and albert-base-v2
+(12 heads of 64, FastGelu) with the per-size checks in test_albert_base.py; ``pytest -m sizes`` exports all eight size configs by name (large alone
 takes 80 s on 2 cores, xlarge and xxlarge minutes and several GB each, so CI leaves them out).
 """
 
@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pytest
 
 from albert_onnx_export.load import SHIPPED_SIZES
-from tests.conftest import STS_DIR, TINY_CONFIG, make_tiny_source, run_cli
+from tests.conftest import BASE_SOURCE, STS_DIR, TINY_CONFIG, make_tiny_source, run_cli
 
 pytestmark = pytest.mark.sizes
 
@@ -103,6 +103,20 @@ def test_size_exports_offline_with_every_fusion(name, hub_cache, validation_text
     check_size_folder(out, shipped_config(name))
     export = json.loads((out / "manifest.json").read_text())["export"]
     print(f"{name}: export {export['seconds']} s, peak RSS {export['peak_rss_mb']} MB, {samples} validation texts")
+
+
+def test_a_size_name_exports_offline_from_the_cache(hub_cache, tmp_path):
+    """What CI keeps of the size exports by name: albert-base-v2's shipped config and the cached vocabulary, end to
+    end (fp32 only; test_albert_base.py checks every variant of the same architecture)."""
+    out = tmp_path / "albert-base-v2"
+    result = run_cli("export", "albert-base-v2", "--random-weights", "--variants", "fp32", "--validation-samples", "4", "-o", str(out),
+                     env={"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "HF_HOME": None})
+    assert "Hugging Face cache, sha256 checked" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    real = json.loads((BASE_SOURCE / "config.json").read_text())
+    assert {field: manifest["model"][field] for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "embedding_size")} == {
+        field: real[field] for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "embedding_size")}
+    assert manifest["source"]["model"] == "albert-base-v2" and manifest["variants"]["fp32"]["validation"]["status"] == "passed"
 
 
 def test_v1_gelu_fuses_into_bias_gelu_in_every_graph(tmp_path, validation_texts):

@@ -540,18 +540,56 @@ def test_an_address_where_nothing_listens_is_one_line_at_once(no_ray, tiny_folde
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("address", ["headnode", "headnode:", "headnode:port", "10.0.0.9:70000"])
-def test_an_address_that_is_not_host_port_is_one_line(no_ray, tiny_folder, tmp_path, address):
+@pytest.mark.parametrize("address", ["headnode", "headnode:", "headnode:port", "10.0.0.9:70000", "::1:6379", "headnode:\u0666\u0663\u0667\u0669",
+                                     "headnode:" + "9" * 5000, "ray://headnode", "head node:6379"])
+def test_an_address_that_is_not_host_port_is_one_line_before_the_job_starts(no_ray, tiny_folder, tmp_path, address):
     source = tmp_path / "corpus.jsonl"
     _write_jsonl(source, [{"id": 1, "text": "a"}])
     with pytest.raises(ValueError) as caught:
         run_ray_job(_options(tiny_folder, source, tmp_path / "out", address=address))
-    assert str(caught.value) == (f"address={address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local); pass the address "
-                                 "`ray status` shows on the head node, or omit it to start Ray here")
+    assert str(caught.value) == (f"address={address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local; an IPv6 host in brackets); "
+                                 "pass the address `ray status` shows on the head node, or omit it to start Ray here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
 
 
-def test_an_address_that_accepts_connections_is_handed_to_ray(tiny_folder, tmp_path, monkeypatch):
-    """The check only refuses: where something listens, ray.init gets the address as given."""
+@pytest.mark.parametrize("host, shown, reason", [("a" * 64 + ".example", "a" * 64 + ".example", "(UnicodeError: label empty or too long)"),
+                                                 ("[::1]", "[::1]", "Connection refused")])
+def test_a_host_that_cannot_be_reached_is_one_line(no_ray, tiny_folder, tmp_path, host, shown, reason):
+    """An IDNA label over 63 characters raised UnicodeError from the socket module, not OSError."""
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    port = _port_nothing_listens_on()
+    if host == "[::1]":
+        try:
+            socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    with pytest.raises(ValueError) as caught:
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out", address=f"{host}:{port}"))
+    message = str(caught.value)
+    assert message.startswith(f"address='{host}:{port}': nothing accepts connections at {shown}:{port} (") and reason in message, message
+    assert "\n" not in message
+
+
+def test_ray_address_auto_without_a_cluster_names_ray_address(tiny_folder, tmp_path, monkeypatch):
+    """RAY_ADDRESS=auto made ray.init raise ConnectionError, which kept its traceback (no --address to name)."""
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    with pytest.raises(ValueError) as caught:
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    assert str(caught.value) == ("RAY_ADDRESS='auto': no Ray cluster answered there (Could not find any running Ray instance.); "
+                                 "pass the address `ray status` shows on the head node, or omit it to start Ray here")
+
+
+@pytest.mark.parametrize("form", ["ray://127.0.0.1:PORT", "localhost:PORT", "http://127.0.0.1:PORT"])
+def test_an_address_that_accepts_connections_is_handed_to_ray(tiny_folder, tmp_path, monkeypatch, form):
+    """The check only refuses: where something listens (or for a scheme Ray's own messages cover), ray.init gets the
+    address as given."""
     given = []
 
     class Stop(Exception):
@@ -565,7 +603,7 @@ def test_an_address_that_accepts_connections_is_handed_to_ray(tiny_folder, tmp_p
     source = tmp_path / "corpus.jsonl"
     _write_jsonl(source, [{"id": 1, "text": "a"}])
     with socket.create_server(("127.0.0.1", 0)) as server:
-        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        address = form.replace("PORT", str(server.getsockname()[1]))
         with pytest.raises(Stop):
             run_ray_job(_options(tiny_folder, source, tmp_path / "out", address=address))
     assert given == [address]
