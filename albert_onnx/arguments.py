@@ -7,8 +7,9 @@ str (a set, dict or DataFrame would embed in arbitrary order, or embed keys and 
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,42 @@ def texts(value: object, name: str = "texts") -> list[str]:
                 raise ValueError(f"{name}[{index}] has a lone surrogate {item[error.start]!r} at character {error.start}, which is "
                                  "not valid Unicode; decode the input with errors='replace' or fix the text") from None
     return items
+
+
+def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[str]:
+    """``field`` of the JSON object on each non-blank line (the CLI's --input and the export's validation texts).
+
+    Args:
+        name: The file, as the errors name it (``name:line``).
+        lines: The file's lines, decoded.
+        field: The key that holds each text.
+        fix: What to do about a line without a str ``field``, ending that error.
+
+    Raises:
+        ValueError: A line is not JSON, nested too deeply for json, not an object with a str ``field``, or its text
+            has a lone surrogate (a "\\ud800" escape: valid JSON, not valid Unicode).
+    """
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+        except RecursionError:  # json's answer to "[[[[..." thousands deep
+            raise ValueError(f"{name}:{number}: JSON nested too deeply; each line must be an object with a {field!r} field") from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; {fix}")
+        text = record[field]
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ValueError(f"{name}:{number}: {field!r} has a lone surrogate {text[error.start]!r} at character "
+                                 f"{error.start}, which is not valid Unicode; fix the text") from None
+        texts.append(text)
+    return texts
 
 
 FEEDS = ("input_ids", "attention_mask", "token_type_ids")

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import errno
 import importlib
-import json
 import logging
 import os
 import re
@@ -383,33 +382,8 @@ def read_texts(source: str, field: str = "text") -> list[str]:
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     if source != "-" and Path(source).suffix.lower() == ".jsonl":
-        return _jsonl_texts(name, lines, field)
+        return arguments.jsonl_texts(name, lines, field, fix="pass --text-field to name another")
     return lines
-
-
-def _jsonl_texts(name: str, lines: list[str], field: str) -> list[str]:
-    """``field`` of the JSON object on each non-blank line; every error names ``name:line``."""
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise CommandError(f"{name}:{number}: not valid JSON ({error.msg} at column {error.colno})") from error
-        except RecursionError as error:  # json's answer to "[[[[..." thousands deep
-            raise CommandError(f"{name}:{number}: JSON nested too deeply; each line must be an object with a {field!r} field") from error
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise CommandError(f"{name}:{number}: expected an object with a str {field!r} field; pass --text-field to name another")
-        text = record[field]
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as error:  # a "\ud800" escape: valid JSON, not valid Unicode
-                raise CommandError(f"{name}:{number}: {field!r} has a lone surrogate {text[error.start]!r} at character "
-                                   f"{error.start}, which is not valid Unicode; fix the text") from error
-        texts.append(text)
-    return texts
 
 
 def _output_file(output: str) -> Path | None:

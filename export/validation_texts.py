@@ -7,11 +7,12 @@ at once, not after seconds of imports or a download of the weights.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from albert_onnx import arguments
 
 from .errors import ExportError
 
@@ -94,18 +95,14 @@ def read_texts(path: Path) -> list[str]:
                 raise ExportError(f"validation_texts={str(path)!r} holds no STS-B sentence pairs (tab-separated, the sentences in "
                                   "columns 6 and 7); pass such a file, a .jsonl with a \"text\" field, or a .txt with one text per line")
         elif kind == ".jsonl":
-            texts = []
             with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ExportError(f"{path}:{number}: not JSON ({error.msg}); each line must be an object with a \"text\" string") from None
-                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                        raise ExportError(f"{path}:{number}: expected an object with a \"text\" string")
-                    texts.append(record["text"])
+                try:
+                    lines = (line.rstrip("\r\n") for line in handle)
+                    texts = arguments.jsonl_texts(str(path), lines, "text", fix="each line must be an object with a \"text\" string")
+                except UnicodeDecodeError:
+                    raise
+                except ValueError as error:  # the export's one error type, the same message
+                    raise ExportError(str(error)) from None
         else:
             texts = [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
     except UnicodeDecodeError:

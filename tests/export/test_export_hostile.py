@@ -208,6 +208,21 @@ def test_a_validation_file_that_is_not_utf8_is_named_with_the_offset_in_the_file
     assert str(caught.value) == f"validation_texts={str(path)!r} is not UTF-8 text (invalid start byte at byte {offset})"
 
 
+@pytest.mark.parametrize("line, message", [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply; each line must be an object with a 'text' field"),  # was RecursionError
+    ('{"text": "ab\\ud800c"}', "'text' has a lone surrogate '\\ud800' at character 2, which is not valid Unicode; fix the text"),
+    ('{"text": 1}', "expected an object with a str 'text' field; each line must be an object with a \"text\" string"),
+    ('{"text": ', "not valid JSON (Expecting value at column 10)"),
+])
+def test_a_bad_jsonl_line_is_named_as_the_cli_names_it(tmp_path, line, message):
+    """The validation texts are read by the CLI's JSONL reader (arguments.jsonl_texts), which knew these cases."""
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"text": "A man plays."}\n' + line + "\n")
+    with pytest.raises(ExportError) as caught:
+        validation_set(path, 8)
+    assert str(caught.value) == f"{path}:2: {message}"
+
+
 def test_an_oversized_csv_field_is_named(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("x\tx\tx\tx\t1.0\tA man plays.\tA man plays music.\n" + "x\t" * 5 + "y" * 200_000 + "\tz\n")
