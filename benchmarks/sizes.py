@@ -66,7 +66,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from albert_onnx_export.load import SHIPPED_SIZES
+    from albert_onnx_export.locate import SHIPPED_SIZES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sizes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,10 +15,7 @@ from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
-
-SHIPPED_SIZES = tuple(
-    sorted(p.name[: -len(".json")] for p in resources.files(__package__).joinpath("configs").iterdir() if p.name.endswith(".json"))
-)
+from .locate import WEIGHT_FILES, check_weights_named, local_weights, locate_model, shipped_name
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -58,12 +55,6 @@ class LoadedModel:
     random_weights: bool
     seed: int | None
     weights_file: str | None
-
-
-def shipped_name(source: str) -> str | None:
-    """The shipped size config that ``source`` names (``albert-base-v2`` or ``albert/albert-base-v2``), if any."""
-    name = source.split("/")[-1]
-    return name if name in SHIPPED_SIZES and source in (name, f"albert/{name}") else None
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -176,34 +167,16 @@ def check_config(raw: dict, origin: str) -> None:
         raise ExportError(f"{origin} is not a usable ALBERT config: {'; '.join(problems)}; fix these fields in {origin}")
 
 
-def looks_like_path(source: str) -> bool:
-    """True when ``source`` cannot be a hub id (``name`` or ``org/name``), so it was meant as a path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(source)
-    except HFValidationError:
-        return True
-    return False
-
-
-def _read_config(source: str, revision: str | None) -> AlbertConfig:
-    local = Path(source)
-    shipped = shipped_name(source)
-    if local.is_dir():
-        config_path = local / "config.json"
-        if not config_path.is_file():
-            raise ExportError(f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id")
+def _read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
+    where = locate_model(source)
+    if where == "folder":
+        config_path = Path(source) / "config.json"
         raw, origin = read_json(config_path), str(config_path)
-    elif local.exists():
-        raise ExportError(f"source={source!r} is a file; pass the checkpoint folder that holds config.json")
-    elif shipped is not None:
+    elif where == "shipped":
         # The published configs ship with the package, so a size can be named with no download.
+        shipped = shipped_name(source)
         raw = json.loads(resources.files(__package__).joinpath("configs", f"{shipped}.json").read_text(encoding="utf-8"))
         origin = f"the shipped config {shipped}.json"
-    elif looks_like_path(source):
-        raise ExportError(f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
-                          f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
     else:
         try:
             # The raw config.json (what users with internet get), without transformers' defaults filled in.
@@ -219,7 +192,7 @@ def _read_config(source: str, revision: str | None) -> AlbertConfig:
     config = AlbertConfig.from_dict(raw)
     # Eager attention: ONNX Runtime's Attention fusion matches the eager graph, not SDPA's.
     config._attn_implementation = "eager"
-    return config
+    return config, where
 
 
 def randomize_weights(model: AlbertModel, seed: int) -> None:
@@ -274,7 +247,6 @@ def _check_not_lfs_pointer(path: Path) -> None:
         raise ExportError(f"{path} is a Git LFS pointer, not the weights; run `git lfs pull` in {path.parent} (install git-lfs first)")
 
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
 
 
 def hub_weights(source: str, revision: str | None) -> Path:
@@ -320,7 +292,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
             architecture fields, has no weights (and ``random_weights`` is off), or a weights file that is
             damaged, unsafe to unpickle, or does not fit the config; one line naming the file and the fix.
     """
-    config = _read_config(source, revision)
+    config, where = _read_config(source, revision)
     local = Path(source)
     if random_weights:
         torch.manual_seed(seed)
@@ -334,21 +306,11 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         randomize_weights(model, seed)
         return LoadedModel(model.eval(), config, source, revision, True, seed, None)
 
-    if local.is_dir():
-        if (local / "model.safetensors").is_file():
-            weights, use_safetensors = "model.safetensors", True
-        elif (local / "pytorch_model.bin").is_file():
-            weights, use_safetensors = "pytorch_model.bin", False  # transformers loads .bin with weights_only=True
-        else:
-            raise ExportError(
-                f"source={source!r} has no model.safetensors or pytorch_model.bin; "
-                "add the weights, or pass --random-weights to export the architecture with seeded random weights"
-            )
+    check_weights_named(source, where)
+    if where == "folder":
+        weights = local_weights(source)
+        use_safetensors = weights == "model.safetensors"  # transformers loads .bin with weights_only=True
         _check_not_lfs_pointer(local / weights)
-    elif shipped_name(source) == source:
-        raise ExportError(
-            f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}"
-        )
     else:
         # Fetch (or find in the cache) the weights file first, then load from its snapshot folder: offline with an
         # empty cache, transformers' from_pretrained(hub id) fails with an AttributeError that names nothing.

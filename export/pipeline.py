@@ -26,7 +26,7 @@ from albert_onnx.model_folder import (
     U8s8Graph, VariantEntry, TOKENIZER_FILE, graph_facts,
 )
 
-from . import validation_texts, write
+from . import locate, validation_texts, write
 from .errors import ExportError
 
 log = logging.getLogger("albert_onnx_export")
@@ -132,8 +132,13 @@ def _export(options: ExportOptions) -> Path:
     _check_options(options)
     write.check_output(Path(options.output), options.overwrite)
     vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
-    # The steps import torch, transformers and ONNX Runtime's optimizer (7-10 s): only now, so a mistyped flag, an
-    # existing output or a bad validation file is reported at once, before any of that (or a download of the weights).
+    where = locate.locate_model(options.source)
+    if not options.random_weights:
+        locate.check_weights_named(options.source, where)
+    if options.tokenizer is not None:  # the source's own spiece.model is looked for after its config says ALBERT
+        locate.locate_vocabulary(options.tokenizer)
+    # The steps import torch, transformers and ONNX Runtime's optimizer (7-10 s): only now, so a mistyped flag or path,
+    # an existing output or a bad validation file is reported at once, before any of that (or a download of the weights).
     import onnxruntime as ort
 
     from . import optimize, quantize, to_onnx, tokenizer as tok, validate

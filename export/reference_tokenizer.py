@@ -25,9 +25,9 @@ import sentencepiece
 
 from .errors import ExportError
 from .load import one_line, read_json
+from .locate import VOCABULARY
 
 SPIECE_UNDERLINE = "▁"
-VOCABULARY = "spiece.model"
 # AlbertTokenizer's defaults, in transformers' SPECIAL_TOKENS_ATTRIBUTES order, which is the order of all_special_tokens
 # (it orders the lower-casing pattern's alternatives).
 DEFAULT_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",

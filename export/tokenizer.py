@@ -15,7 +15,8 @@ from transformers.convert_slow_tokenizer import AlbertConverter
 from albert_onnx.model_folder import sha256_of
 
 from .errors import ExportError
-from .load import looks_like_path, hub_failure, one_line, shipped_name
+from .load import hub_failure, one_line
+from .locate import locate_vocabulary, shipped_name
 from .reference_tokenizer import SPECIAL_ROLES, VOCABULARY, ReferenceTokenizer
 
 log = logging.getLogger(__name__)
@@ -78,18 +79,9 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
             (see ReferenceTokenizer), a vocabulary larger than ``vocab_size``, or (offline) nowhere to find it; one
             line naming the file or the id and the fix.
     """
-    local = Path(source)
     official = shipped_name(source)
-    if local.is_dir():
-        if not (local / VOCABULARY).is_file():
-            raise ExportError(f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with "
-                              "spiece.model) or a hub id that has one")
-        found, where = ReferenceTokenizer(local), f"{local / VOCABULARY}"
-    elif local.exists():
-        raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
-    elif official is None and looks_like_path(source):
-        raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
-                          "or a hub id such as albert/albert-base-v2")
+    if locate_vocabulary(source) == "folder":
+        found, where = ReferenceTokenizer(Path(source)), f"{Path(source) / VOCABULARY}"
     elif official is not None and (cached := find_cached_vocabulary(official)) is not None:
         found, where = ReferenceTokenizer(cached), f"{cached / VOCABULARY} (Hugging Face cache, sha256 checked)"
     else:

@@ -25,7 +25,8 @@ from albert_onnx.model_folder import ModelFolder
 from albert_onnx_export import ExportOptions, export_model, validate, validation_texts
 from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from albert_onnx_export.errors import ExportError
-from albert_onnx_export.load import SHIPPED_SIZES, check_config, load_albert
+from albert_onnx_export.load import check_config, load_albert
+from albert_onnx_export.locate import SHIPPED_SIZES
 from albert_onnx_export.write import staging_folder
 from tests.conftest import STS_DIR, TINY_CONFIG, run_cli
 

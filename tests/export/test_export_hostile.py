@@ -108,23 +108,42 @@ print(status, sorted(name for name in ("torch", "transformers", "onnxruntime.tra
 """
 
 
-@pytest.mark.parametrize("case", ["exists", "not-a-model-folder", "validation-texts"])
+_MISTAKES = {  # case -> (source, flags, what stderr says); "SRC" is the tiny checkpoint folder (no weights), "TMP" tmp_path
+    "exists": ("SRC", ["--random-weights"], "already exists; pass --overwrite"),
+    "not-a-model-folder": ("SRC", ["--random-weights", "--overwrite"], "holds notes.txt, which no export wrote"),
+    "validation-texts": ("SRC", ["--random-weights", "--overwrite", "--validation-texts", "TMP/typo.csv"], "typo.csv' is not a file"),
+    "no-such-source": ("TMP/typo", ["--random-weights", "--overwrite"], "typo': no such folder; pass a folder with config.json"),
+    "source-is-a-file": ("SRC/config.json", ["--random-weights", "--overwrite"], "config.json' is a file; pass the checkpoint folder"),
+    "source-without-config": ("TMP", ["--random-weights", "--overwrite"], "folder has no config.json"),
+    "no-weights": ("SRC", ["--overwrite"], "has no model.safetensors or pytorch_model.bin; add the weights, or pass --random-weights"),
+    "size-name-without-weights": ("albert-base-v2", ["--overwrite"], "is a size name with no weights; pass --random-weights"),
+    "no-such-tokenizer": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/typo"],
+                          "tokenizer source 'TMP/typo': no such folder; pass --tokenizer FOLDER"),
+    "tokenizer-without-vocabulary": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/out"],
+                                     "tokenizer source 'TMP/out' has no spiece.model"),
+}
+
+
+@pytest.mark.parametrize("case", list(_MISTAKES))
 def test_a_mistake_in_the_flags_is_reported_before_torch_is_imported(tiny_source, tmp_path, case):
-    """Seconds of imports (and a hub download of the weights) must not come before an error the flags alone show."""
+    """Seconds of imports (and a hub download, or minutes of loading the weights) must not come before an error the
+    flags and a look at the disk show: a mistyped source or --tokenizer path was named only after the imports, and a
+    folder without spiece.model only after the model had loaded."""
     out = tmp_path / "out"
     out.mkdir()
-    flags = {"exists": [],
-             "not-a-model-folder": ["--overwrite"],
-             "validation-texts": ["--overwrite", "--validation-texts", str(tmp_path / "typo.csv")]}[case]
     if case == "not-a-model-folder":
         (out / "notes.txt").write_text("mine")
-    result = subprocess.run([sys.executable, "-c", _EXPORT_THEN_LIST_HEAVY_MODULES, "export", str(tiny_source), "--random-weights",
-                             "-o", str(out), *flags], capture_output=True, text=True, timeout=120)
+    source, flags, expected = _MISTAKES[case]
+
+    def placed(text: str) -> str:
+        return text.replace("SRC", str(tiny_source)).replace("TMP", str(tmp_path))
+
+    result = subprocess.run([sys.executable, "-c", _EXPORT_THEN_LIST_HEAVY_MODULES, "export", placed(source), "-o", str(out),
+                             *map(placed, flags)], capture_output=True, text=True, timeout=120)
     assert result.stdout == "2 []\n", (result.stdout, result.stderr)
-    expected = {"exists": "already exists; pass --overwrite", "not-a-model-folder": "holds notes.txt, which no export wrote",
-                "validation-texts": "typo.csv' is not a file"}[case]
-    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and placed(expected) in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == (["notes.txt"] if case == "not-a-model-folder" else [])
 
 
 # -- failures of the machine and of the network --------------------------------------------------------------

@@ -22,7 +22,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from albert_onnx_export.load import SHIPPED_SIZES
+from albert_onnx_export.locate import SHIPPED_SIZES
 from tests.conftest import BASE_SOURCE, STS_DIR, TINY_CONFIG, make_tiny_source, run_cli
 
 pytestmark = pytest.mark.sizes

@@ -181,8 +181,6 @@ def test_cuda_without_provider_fails_loudly(tiny_folder):
 
 # -- device choice without a GPU: a CUDA provider that is compiled in but does not come up ----------------------
 
-import logging  # noqa: E402
-
 import onnxruntime as ort  # noqa: E402
 
 from albert_onnx import session as session_module  # noqa: E402

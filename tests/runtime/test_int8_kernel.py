@@ -175,7 +175,7 @@ def test_a_missing_or_damaged_probe_is_one_line_naming_the_fix(tiny_folder, tmp_
     its place: `albert-onnx info` says what is wrong, no traceback."""
     probe = tmp_path / "probe.onnx"
     if damage == "retyped":  # the probe's input names, other types
-        onnx = pytest.importorskip("onnx")
+        pytest.importorskip("onnx")
         from onnx import TensorProto, helper
 
         inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("rows", "row_scale")]

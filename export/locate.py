@@ -1,0 +1,109 @@
+"""Locate the checkpoint and its vocabulary: a local folder, a shipped size name or a hub id.
+
+Imports neither torch nor transformers, so the export names a mistyped path at once, before seconds of imports and
+before any weights are loaded or downloaded; load.py and tokenizer.py branch on the same answers.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from .errors import ExportError
+
+SHIPPED_SIZES = tuple(
+    sorted(p.name[: -len(".json")] for p in resources.files(__package__).joinpath("configs").iterdir() if p.name.endswith(".json"))
+)
+VOCABULARY = "spiece.model"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
+
+Where = Literal["folder", "shipped", "hub"]
+
+
+def shipped_name(source: str) -> str | None:
+    """The shipped size config that ``source`` names (``albert-base-v2`` or ``albert/albert-base-v2``), if any."""
+    name = source.split("/")[-1]
+    return name if name in SHIPPED_SIZES and source in (name, f"albert/{name}") else None
+
+
+def looks_like_path(source: str) -> bool:
+    """True when ``source`` cannot be a hub id (``name`` or ``org/name``), so it was meant as a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return True
+    return False
+
+
+def locate_model(source: str) -> Where:
+    """Where the checkpoint ``source`` is: a local folder with config.json, a shipped size name, or a hub id.
+
+    A local folder wins over a size name or hub id of the same spelling, as in transformers.
+
+    Raises:
+        ExportError: A folder without config.json, a file, or a path (not a hub id) where nothing is.
+    """
+    local = Path(source)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ExportError(f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id")
+        return "folder"
+    if local.exists():
+        raise ExportError(f"source={source!r} is a file; pass the checkpoint folder that holds config.json")
+    if shipped_name(source) is not None:
+        return "shipped"
+    if looks_like_path(source):
+        raise ExportError(f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
+                          f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
+    return "hub"
+
+
+def local_weights(source: str) -> str:
+    """The weights file in the checkpoint folder ``source`` (one that :func:`locate_model` called a folder).
+
+    Raises:
+        ExportError: The folder has neither weights file.
+    """
+    for name in WEIGHT_FILES:
+        if (Path(source) / name).is_file():
+            return name
+    raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin; "
+                      "add the weights, or pass --random-weights to export the architecture with seeded random weights")
+
+
+def check_weights_named(source: str, where: Where) -> None:
+    """Without ``--random-weights``: a folder must hold a weights file and a size name is not enough.
+
+    Raises:
+        ExportError: A folder without weights, or a bare size name (``albert-base-v2``: a config with no weights).
+    """
+    if where == "folder":
+        local_weights(source)
+    elif where == "shipped" and shipped_name(source) == source:
+        raise ExportError(f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}")
+
+
+def locate_vocabulary(source: str) -> Where:
+    """Where the vocabulary ``source`` (``--tokenizer``, else the model source) is: a folder with spiece.model, a size name
+    (every ALBERT size uses the same spiece.model) or a hub id.
+
+    Raises:
+        ExportError: A folder without spiece.model, a file, or a path (not a hub id) where nothing is.
+    """
+    local = Path(source)
+    if local.is_dir():
+        if not (local / VOCABULARY).is_file():
+            raise ExportError(f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with "
+                              "spiece.model) or a hub id that has one")
+        return "folder"
+    if local.exists():
+        raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
+    if shipped_name(source) is not None:
+        return "shipped"
+    if looks_like_path(source):
+        raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
+                          "or a hub id such as albert/albert-base-v2")
+    return "hub"
