@@ -15,7 +15,7 @@ from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
-from .locate import WEIGHT_FILES, check_weights_named, local_weights, locate_model, shipped_name
+from .locate import WEIGHT_FILES, local_weights, locate_model, shipped_name
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -306,9 +306,8 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         randomize_weights(model, seed)
         return LoadedModel(model.eval(), config, source, revision, True, seed, None)
 
-    check_weights_named(source, where)
-    if where == "folder":
-        weights = local_weights(source)
+    weights = local_weights(source, where)
+    if weights is not None:
         use_safetensors = weights == "model.safetensors"  # transformers loads .bin with weights_only=True
         _check_not_lfs_pointer(local / weights)
     else:

@@ -61,29 +61,21 @@ def locate_model(source: str) -> Where:
     return "hub"
 
 
-def local_weights(source: str) -> str:
-    """The weights file in the checkpoint folder ``source`` (one that :func:`locate_model` called a folder).
-
-    Raises:
-        ExportError: The folder has neither weights file.
-    """
-    for name in WEIGHT_FILES:
-        if (Path(source) / name).is_file():
-            return name
-    raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin; "
-                      "add the weights, or pass --random-weights to export the architecture with seeded random weights")
-
-
-def check_weights_named(source: str, where: Where) -> None:
-    """Without ``--random-weights``: a folder must hold a weights file and a size name is not enough.
+def local_weights(source: str, where: Where) -> str | None:
+    """The weights file in the checkpoint folder ``source``; None for a hub id (its weights are fetched later).
 
     Raises:
         ExportError: A folder without weights, or a bare size name (``albert-base-v2``: a config with no weights).
     """
     if where == "folder":
-        local_weights(source)
-    elif where == "shipped" and shipped_name(source) == source:
+        for name in WEIGHT_FILES:
+            if (Path(source) / name).is_file():
+                return name
+        raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin; "
+                          "add the weights, or pass --random-weights to export the architecture with seeded random weights")
+    if where == "shipped" and shipped_name(source) == source:
         raise ExportError(f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}")
+    return None
 
 
 def locate_vocabulary(source: str) -> Where:

@@ -134,7 +134,7 @@ def _export(options: ExportOptions) -> Path:
     vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
     where = locate.locate_model(options.source)
     if not options.random_weights:
-        locate.check_weights_named(options.source, where)
+        locate.local_weights(options.source, where)
     if options.tokenizer is not None:  # the source's own spiece.model is looked for after its config says ALBERT
         locate.locate_vocabulary(options.tokenizer)
     # The steps import torch, transformers and ONNX Runtime's optimizer (7-10 s): only now, so a mistyped flag or path,
