@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import hashlib
 import importlib
 import logging
 import os
 import re
 import secrets
+import stat
 import sys
 import warnings
 from contextlib import contextmanager
@@ -185,7 +187,7 @@ def _embed_local(args: argparse.Namespace) -> int:
         why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
         raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
     cuda = _cuda_settings(args)
-    output = _output_file(args.output)  # checked before the work, written after it
+    output = _output_file(args.output, args.input, args.folder)  # checked before the work, written after it
     texts = read_texts(args.input, args.text_field)
     try:
         embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads, **cuda)
@@ -356,6 +358,8 @@ def read_texts(source: str, field: str = "text") -> list[str]:
         OSError: The file cannot be read (the error names it).
     """
     if source == "-":
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise CommandError("--input -: this process has no stdin (it was closed); pipe the texts in, or pass a file path")
         name, data = "<stdin>", sys.stdin.buffer.read()  # bytes: decoded below the same way as a file
     else:
         path = Path(source)
@@ -386,21 +390,49 @@ def read_texts(source: str, field: str = "text") -> list[str]:
     return lines
 
 
-def _output_file(output: str) -> Path | None:
+# The longest file name most filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
+NAME_MAX = 255
+
+
+def _output_file(output: str, source: str = "-", folder: str | None = None) -> Path | None:
     """The --output path (None for ``-``, stdout), checked before any work is done.
 
+    Args:
+        output: The --output flag.
+        source: The --input flag: the output must not overwrite it.
+        folder: The model folder: the output must not be written into it (it would replace a graph, or make the
+            folder one that ``export --overwrite`` no longer replaces).
+
     Raises:
-        CommandError: It is a directory, its folder does not exist, or it is ``-`` and stdout is a terminal.
+        CommandError: It is a directory or ends in a separator, its folder (a symbolic link's target's folder) does
+            not exist, it is a loop of links, its name is too long to write beside, it is the input or inside the
+            model folder, or it is ``-`` and stdout is a terminal or closed.
     """
     if output == "-":
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise CommandError("--output -: this process has no stdout (it was closed); redirect it to a file or a pipe, or pass a file path")
         if sys.stdout.isatty():
             raise CommandError("--output -: stdout is a terminal; redirect it to a file or a pipe, or pass a file path")
         return None
     path = Path(output)
-    if path.is_dir():
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise CommandError(f"--output {output!r}: the file name is over {NAME_MAX} bytes; pass a shorter one")
+    if path.is_dir() or output.endswith(("/", os.sep)):
         raise CommandError(f"--output {output!r} is a directory; pass the path of a file to write")
-    if not path.parent.is_dir():
-        raise CommandError(f"--output {output!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise CommandError(f"--output {output!r} is a loop of symbolic links; remove it or pass another path") from None
+    target = Path(os.path.realpath(path))  # what write_npy replaces: a link's target, in its folder
+    shown = repr(output) if target == path.absolute() else f"{output!r} (a link to {str(target)!r})"
+    if not target.parent.is_dir():
+        raise CommandError(f"--output {shown}: folder {str(target.parent)!r} does not exist")
+    if target.exists() and source != "-" and Path(source).exists() and target.samefile(source):
+        raise CommandError(f"--output {shown} is the --input file; pass another path, so the texts are kept")
+    if folder is not None and Path(folder).is_dir() and target.parent.samefile(folder):
+        raise CommandError(f"--output {shown} is inside the model folder {folder!r}; write the vectors elsewhere")
     return path
 
 
@@ -426,12 +458,18 @@ class _WriteAll:
         return len(data)
 
 
+def _temporary_prefix(target: Path) -> str:
+    """``.albert-onnx-HASH.``: the same for every writer of ``target``, and short, so any name NAME_MAX allows has a
+    temporary beside it (``.NAME.TOKEN.tmp`` was 22 bytes longer than NAME, over the limit for long names)."""
+    return f".albert-onnx-{hashlib.sha256(os.fsencode(target.name)).hexdigest()[:16]}."
+
+
 def _temporary_pattern(target: Path) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{16}}\.tmp")
+    return re.compile(rf"{re.escape(_temporary_prefix(target))}[0-9a-f]{{16}}\.tmp")
 
 
 def _remove_dead_temporaries(target: Path) -> None:
-    """Delete the ``.NAME.TOKEN.tmp`` files that writers of ``target`` killed mid-write left.
+    """Delete the ``.albert-onnx-HASH.TOKEN.tmp`` files that writers of ``target`` killed mid-write left.
 
     Each writer holds an exclusive ``flock`` on its temporary file until the rename, and the kernel drops it when the
     process ends however it ends, so a file whose lock can be taken is a dead writer's. Where the filesystem has no
@@ -459,10 +497,17 @@ def _remove_dead_temporaries(target: Path) -> None:
 
 
 def _locked_temporary(target: Path) -> tuple[Path, int]:
-    """A new ``.NAME.TOKEN.tmp`` beside ``target``, open for writing and flock-ed (where the filesystem can)."""
+    """A new ``.albert-onnx-HASH.TOKEN.tmp`` beside ``target``, open for writing and flock-ed (where the filesystem
+    can), with ``target``'s permission bits when it exists (a rewrite must not make a private file readable)."""
+    try:
+        mode: int | None = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: 0o666 and the umask
     while True:
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies
+        temporary = target.with_name(f"{_temporary_prefix(target)}{secrets.token_hex(8)}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is not None else 0o666)
+        if mode is not None:
+            os.fchmod(descriptor, mode)
         if fcntl is not None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -477,21 +522,21 @@ def _locked_temporary(target: Path) -> tuple[Path, int]:
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` in .npy format to exactly ``path`` (no ``.npy`` appended).
 
-    A new or regular file is written to a temporary file in the same folder (``.NAME.TOKEN.tmp``, locked while
+    A new or regular file is written to a temporary file in the same folder (``.albert-onnx-HASH.TOKEN.tmp``, locked while
     written), synced and renamed over ``path``, so ``path`` holds its old content or the whole new array, never part
     of one, even if the process is killed; the next write removes what a killed one left. A device or FIFO
     (/dev/stdout) is written in place: there is nothing to rename over. A symbolic link is followed, so its target
     is replaced and the link kept.
 
     Raises:
-        OSError: The write failed (a full disk, no permission); the error names ``path``.
+        OSError: The write failed (a full disk, no permission); the error names ``path``, not the temporary file.
     """
+    target = Path(os.path.realpath(path))
     try:
         if path.exists() and not path.is_file():
             with path.open("wb") as handle:
                 np.save(_WriteAll(handle), array)
             return
-        target = Path(os.path.realpath(path))
         _remove_dead_temporaries(target)
         temporary, descriptor = _locked_temporary(target)
         try:
@@ -504,7 +549,8 @@ def write_npy(path: Path, array: np.ndarray) -> None:
             temporary.unlink(missing_ok=True)  # then re-raised: a failed or interrupted write leaves nothing behind
             raise
     except OSError as error:
-        if error.filename is None:  # ENOSPC from write() names no file: name the one the user asked for
+        # ENOSPC from write() names no file, and open/rename name the temporary: name the one the user asked for
+        if error.filename is None or _temporary_pattern(target).fullmatch(os.path.basename(error.filename)):
             raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
@@ -602,7 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _run(argv)
         try:
-            sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
+            if sys.stdout is not None:  # None: started with stdout closed
+                sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, inside this try
         except OSError as error:
             if isinstance(error, BrokenPipeError):
                 raise

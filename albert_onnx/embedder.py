@@ -132,7 +132,7 @@ class AlbertEmbedder:
         verify: bool = True,
         io_binding: bool | None = None,
         spin_wait: bool = True,
-        device_id: int = 0,
+        device_id: int | None = None,
         provider_options: Mapping[str, str | int | float | bool] | None = None,
     ) -> "AlbertEmbedder":
         """Load a model folder written by ``albert-onnx export``.
@@ -148,7 +148,7 @@ class AlbertEmbedder:
             io_binding: Force IOBinding on or off (None: on for CUDA).
             spin_wait: Idle ORT threads busy-wait for work (default, fastest alone); pass False when other
                 sessions or PyTorch share the cores in this process.
-            device_id: The GPU to run on (CUDA only).
+            device_id: The GPU to run on (CUDA only; None: GPU 0). Passing it, even 0, says CUDA is meant.
             provider_options: More CUDAExecutionProvider options, passed through (``gpu_mem_limit`` in bytes,
                 ``arena_extend_strategy``, ``cudnn_conv_algo_search``, ``sdpa_kernel``, ...); ONNX Runtime checks them.
 
@@ -171,8 +171,10 @@ class AlbertEmbedder:
         verify = arguments.flag("verify", verify)
         io_binding = arguments.optional_flag("io_binding", io_binding)
         spin_wait = arguments.flag("spin_wait", spin_wait)
-        options = cuda_options(device_id, provider_options)
-        cuda_given = options != cuda_options()  # a GPU number or provider options were passed
+        options = cuda_options(0 if device_id is None else device_id, provider_options)
+        # Passed at all (device_id=0 and provider_options={} too) says CUDA is meant: comparing with the defaults
+        # let `--device-id 0` run quietly on the CPU.
+        cuda_given = device_id is not None or provider_options is not None
         if device == "cpu" and cuda_given:
             raise ValueError(f"device_id={device_id!r} / provider_options={provider_options!r:.80} are CUDA settings but device='cpu'; "
                              "drop them, or pass device='cuda' or 'auto'")

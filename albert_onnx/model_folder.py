@@ -61,6 +61,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The largest integer a manifest holds: sizes in bytes and counts all fit an int64.
+INT64_MAX = 2**63 - 1
+
+
 class _Fields:
     """Typed reads from one JSON object of the manifest; every error names the field's dotted path."""
 
@@ -97,6 +101,8 @@ class _Fields:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.error(path, f"an integer >= {minimum}", value)
+        if value > INT64_MAX:  # a 400-digit "size" passed, and `info` failed converting it to float
+            raise self.error(path, "an integer below 2**63", value)
         return value
 
     def bool(self, key: str) -> bool:

@@ -12,7 +12,9 @@ file is a finished shard. ``_job.json`` records what makes the vectors (:func:`_
 part is written; a rerun resumes only that same job, skipping finished shards, and refuses any other in one line
 (``overwrite=True`` removes the old job's files and restarts). The unfinished shards go through one
 ``map_batches`` over one actor pool (each actor loads the model once); the driver writes a shard as soon as its
-last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part.
+last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part. A run
+holds an exclusive ``flock`` on ``_job.lock`` in the output folder from before it reads ``_job.json`` to its end, so
+a second job on the same output is refused instead of mixing its parts into the first one's.
 
 Rows. Ids keep the input's type: int or str as written in jsonl/json, the column's type in parquet, int in csv
 when every id is a plain integer (else str), 0-based line numbers (int) for txt. A missing id, ids of two types
@@ -40,6 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so two jobs on one output are not told apart there
+    fcntl = None  # type: ignore[assignment]
+
 from . import __version__, arguments
 from .embedder import LONG_TEXT, TruncationWarning, no_variant_for, resolve_variant
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
@@ -53,6 +60,7 @@ logger = logging.getLogger("albert_onnx")
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet")
 JOB_FILE = "_job.json"
+LOCK_FILE = "_job.lock"
 JOB_FORMAT = "albert-onnx-ray-job"
 JOB_FORMAT_VERSION = 1
 _PART = re.compile(r"part-(\d{6,})\.parquet")
@@ -247,21 +255,28 @@ def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
     """The shards already finished for this same job (none with ``overwrite``, or with no part to keep).
 
     Raises:
-        ValueError: ``output`` holds parts of another job, or parts with no readable ``_job.json``: one line
-            naming what changed.
+        ValueError: ``output`` holds parts of another job (one line naming what changed), or parts with no
+            readable ``_job.json`` of albert-onnx's, which not even ``overwrite`` replaces.
     """
     parts = _finished_parts(output)
-    if overwrite or not parts:  # no finished part: nothing to protect, a stale _job.json is simply replaced
+    if not parts:  # no finished part: nothing to protect, a stale _job.json is simply replaced
         return set()
     fix = "pass overwrite=True (--overwrite) to restart, or another output folder"
+    # Without a record of ours, not even overwrite: part files no record claims may be anyone's (an attack found a
+    # job's own input among them, deleted by --overwrite).
+    theirs = f"so its {len(parts)} part files may not be a job's to replace: move them away, or pass another output folder"
     try:
         recorded = _read_record(output)
     except FileNotFoundError:
-        raise ValueError(f"output {output}/ holds {len(parts)} part files but no {JOB_FILE} (an older albert-onnx or "
-                         f"another program wrote them), so this job cannot tell whether they are its own: {fix}") from None
+        raise ValueError(f"output {output}/ holds {len(parts)} part files but no {JOB_FILE} (another program or an older "
+                         f"albert-onnx wrote them), {theirs}") from None
     except ValueError as error:
-        raise ValueError(f"{error}; {fix}") from None
-    old = recorded.get("job") if isinstance(recorded, dict) and recorded.get("format") == JOB_FORMAT else None
+        raise ValueError(f"{error}, {theirs}") from None
+    if not (isinstance(recorded, dict) and recorded.get("format") == JOB_FORMAT):
+        raise ValueError(f"output {output}/{JOB_FILE} is not a job record of albert-onnx, {theirs}")
+    if overwrite:
+        return set()
+    old = recorded.get("job")
     if not isinstance(old, dict):
         raise ValueError(f"output {output}/{JOB_FILE} is not a job record of this albert-onnx (an older version wrote it); {fix}")
     changed = [key for key in job if old.get(key) != job[key]] + [key for key in old if key not in job]
@@ -291,32 +306,74 @@ def _job_files(output: Path) -> list[Path]:
     return [path for path in output.iterdir() if names.fullmatch(path.name) and path.is_file()]
 
 
-def _start_output(output: Path, record: dict[str, Any], overwrite: bool) -> list[Path]:
-    """Create ``output`` (or clear the old job's files with ``overwrite``) and write this job's record.
+def _lock_output(output: Path) -> int | None:
+    """Take ``output``/_job.lock for this run: an exclusive ``flock``, which the kernel drops when the process ends
+    however it ends, so a lock file a killed run left is simply taken.
+
+    Returns:
+        The lock's file descriptor, for :func:`_unlock_output`; None where the filesystem has no flock.
+
+    Raises:
+        ValueError: Another running job holds it (one line).
+    """
+    if fcntl is None:
+        return None
+    while True:
+        descriptor = os.open(output / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise ValueError(f"output {output}/ is being written by another job that is still running (it holds {LOCK_FILE}); "
+                             "wait for it to finish, or pass another output folder") from None
+        except OSError:  # no flock on this filesystem (some network ones): nothing to hold
+            os.close(descriptor)
+            logger.debug("no flock on %s: a second job on this output would not be refused", output)
+            return None
+        if os.fstat(descriptor).st_nlink:
+            return descriptor
+        os.close(descriptor)  # the run that held it removed it after we opened it: take the new one
+
+
+def _unlock_output(output: Path, descriptor: int | None) -> None:
+    """Remove and release ``_job.lock`` (still held, so a job that opened it meanwhile sees it unlinked and retries)."""
+    if descriptor is None:
+        return
+    try:
+        (output / LOCK_FILE).unlink(missing_ok=True)
+    finally:
+        os.close(descriptor)
+
+
+def _start_output(output: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Clear the old job's files with ``overwrite``, and write this job's record.
 
     The old record goes first, so a crash halfway through leaves parts with no record, which the next run
     refuses, never old parts under the new job's record.
-
-    Returns:
-        The folders this call created, ``output`` first, then the parents it had to make.
     """
-    created = [folder for folder in (output, *output.parents) if not folder.exists()]
-    output.mkdir(parents=True, exist_ok=True)
     if overwrite:
         (output / JOB_FILE).unlink(missing_ok=True)
         for path in _job_files(output):
             path.unlink()
     _write_json(output / JOB_FILE, record)
-    return created
 
 
-def _clean_up(output: Path, created: list[Path]) -> None:
-    """After a failed run that left no finished part: remove what it wrote, and the folders it made."""
+def _clean_up(output: Path, created: list[Path], started: bool, locked: bool) -> None:
+    """After a failed run that left no finished part: remove what it wrote, and the folders it made.
+
+    Args:
+        output: The output folder.
+        created: The folders this run made, ``output`` first.
+        started: Whether this run wrote its record (before that, the files there are an earlier run's).
+        locked: Whether this run holds ``_job.lock`` (only then is the lock file its own to remove).
+    """
     if _finished_parts(output):
         return  # finished parts are kept: a rerun resumes from them
     try:
-        for path in _job_files(output):
+        for path in _job_files(output) if started else []:
             path.unlink()
+        if created and locked:
+            (output / LOCK_FILE).unlink(missing_ok=True)  # still held by this run: see _unlock_output
         for folder in created:
             folder.rmdir()  # fails, and so keeps the folder, if anything else was put there meanwhile
     except OSError as error:  # the job's own error is the one to raise; this one is only reported
@@ -992,7 +1049,6 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
 
         AlbertEmbedder.from_pretrained(options.folder, variant=variant, device=device, threads=1, verify=False)
     job = _fingerprint(options, files, folder, variant, device, max_length)
-    done = _resumable(options.output, job, options.overwrite)
 
     def put(table: pa.Table) -> Any:
         import ray
@@ -1000,13 +1056,19 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         _start_ray(options)  # only once there is a shard to embed (or _job_device counted GPUs for a new job)
         return ray.put(table)
 
-    corpus = _read(options, files, done, put)
-    counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
-              "rows": corpus.rows, "bad_rows": corpus.bad_rows}
-    record = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "job": job}
-    created = _start_output(options.output, record, options.overwrite)
-    try:
+    created = [path for path in (options.output, *options.output.parents) if not path.exists()]
+    options.output.mkdir(parents=True, exist_ok=True)
+    lock, started = None, False
+    try:  # a failed or interrupted run: keep finished parts, leave no empty folder behind
+        lock = _lock_output(options.output)  # before _job.json is read: what it says holds until this run ends
+        done = _resumable(options.output, job, options.overwrite)
+        corpus = _read(options, files, done, put)
+        counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
+                  "rows": corpus.rows, "bad_rows": corpus.bad_rows}
+        record = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "job": job}
+        started = True  # from here the job files there are this run's
+        _start_output(options.output, record, options.overwrite)
         if corpus.todo:
             # absolute: an actor's working directory is not the driver's, so a relative folder would not be found there
             model = {"folder": str(Path(options.folder).resolve()), "variant": variant, "device": device}
@@ -1014,7 +1076,9 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
                       "max_length": max_length, "long_text": options.long_text}
             counts["written"] = _embed(options, corpus, model, encode)
         _write_json(options.output / JOB_FILE, {**record, "finished": counts})
-    except BaseException:  # a failed or interrupted run: keep finished parts, leave no empty folder behind
-        _clean_up(options.output, created)
+    except BaseException:
+        _clean_up(options.output, created, started, lock is not None)
         raise
+    finally:
+        _unlock_output(options.output, lock)
     return counts

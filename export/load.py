@@ -343,4 +343,22 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         raise ExportError(f"{local / weights}: the weights lack {len(missing)} tensors of the ALBERT model config.json describes "
                           f"(e.g. {missing[0]}), which would keep random values; use the checkpoint's complete weights file "
                           "and the config.json that came with it")
+    # transformers 5 keeps a checkpoint's own dtype (4.57 loads into float32): an fp16 checkpoint gave an fp16
+    # "model_fp32.onnx" that failed its gate. Widening fp16/bf16 to fp32 is exact.
+    model = model.float()
+    _check_finite(model, local / weights)
     return LoadedModel(model.eval(), config, source, revision, False, None, weights)
+
+
+def _check_finite(model: AlbertModel, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: the gates only reach the embedding rows the validation texts use, so
+    such a row passed every gate and gave NaN vectors for every text with that token.
+
+    Raises:
+        ExportError: A tensor holds a non-finite value (naming it, and the row for the word embeddings).
+    """
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = (~torch.isfinite(tensor)).nonzero()[0].tolist()
+            raise ExportError(f"{path}: tensor {name} holds NaN or infinity (first at index {bad}); the checkpoint is damaged: "
+                              "use an intact copy of it")

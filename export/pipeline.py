@@ -99,7 +99,7 @@ def _check_options(options: ExportOptions) -> None:
     unknown = [name for name in options.variants if name not in VARIANTS]
     if unknown or not options.variants or len(set(options.variants)) != len(options.variants):
         raise ExportError(f"variants={','.join(options.variants)!r}: choose each at most once from {','.join(VARIANTS)}")
-    arguments.count("validation_samples", options.validation_samples, 2, 100_000)
+    arguments.count("validation_samples", options.validation_samples, validation_texts.MIN_TEXTS, 100_000)
     arguments.count("seed", options.seed, 0, 2**63 - 1)
     for name in ("random_weights", "hidden_states", "overwrite", "force"):
         arguments.flag(name, getattr(options, name))
@@ -133,6 +133,10 @@ def _export(options: ExportOptions) -> Path:
     write.check_output(Path(options.output), options.overwrite)
     vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
     where = locate.locate_model(options.source)
+    if options.revision is not None and where != "hub":  # it was ignored, yet recorded in the manifest as the source's
+        what = "a local folder" if where == "folder" else "a size name"
+        raise ExportError(f"revision={options.revision!r}: a revision picks a commit of a hub repository, but source="
+                          f"{options.source!r} is {what}; drop --revision (for a folder, check that revision out into it)")
     if not options.random_weights:
         locate.local_weights(options.source, where)
     if options.tokenizer is not None:  # the source's own spiece.model is looked for after its config says ALBERT

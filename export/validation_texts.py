@@ -112,6 +112,12 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
+# The fewest distinct texts a validation file may hold: the ranking gates compare the similarities of pairs of
+# texts, and one or two texts gave a NaN rank agreement (one pair) or no pairs at all (one text), which failed
+# int8 for no fault of its own, or passed it with the ranking gates silently dropped.
+MIN_TEXTS = 8
+
+
 def validation_set(path: Path | None, count: int) -> ValidationSet:
     """``count`` texts spread over the length range, plus two long ones (over 300 tokens) built from them.
 
@@ -119,19 +125,29 @@ def validation_set(path: Path | None, count: int) -> ValidationSet:
     pairs among the chosen texts are.
 
     Raises:
-        ExportError: ``path`` is missing, of no format this reads, not UTF-8, or holds no text.
+        ExportError: ``path`` is missing, of no format this reads, not UTF-8, or holds fewer than MIN_TEXTS
+            distinct texts.
     """
     if path is not None and _check_file(path) in (".csv", ".tsv"):
         pairs = sorted(set(sentence_pairs(path)), key=lambda p: (len(p[0]) + len(p[1]), p))
         if not pairs:
             read_texts(path)  # raises, naming the file
+        _check_distinct(path, {text for pair in pairs for text in pair})
         chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=min(max(count // 2, 1), len(pairs)))]
         texts = [text for pair in chosen for text in pair]
         index_pairs = [(2 * i, 2 * i + 1) for i in range(len(chosen))]
     else:
         unique = sorted(set(read_texts(path) if path is not None else FALLBACK_TEXTS), key=lambda t: (len(t), t))
+        if path is not None:
+            _check_distinct(path, unique)
         texts = [unique[int(i)] for i in np.linspace(0, len(unique) - 1, num=min(count, len(unique)))]
         index_pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))][:20000]
     long_text = " ".join(sorted(set(texts), key=len)[-40:])
     texts = texts + [long_text[:1500], long_text[:700]]
     return ValidationSet(texts, index_pairs, str(path) if path is not None else "built-in sentences")
+
+
+def _check_distinct(path: Path, texts: set[str] | list[str]) -> None:
+    if len(texts) < MIN_TEXTS:
+        raise ExportError(f"validation_texts={str(path)!r} holds {len(texts)} distinct texts; the gates compare pairs of texts "
+                          f"and need at least {MIN_TEXTS}: pass a file with more (or leave --validation-texts out for the built-in sentences)")

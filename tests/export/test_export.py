@@ -337,7 +337,7 @@ def test_leftovers_of_an_older_version(tmp_path, caplog):
 def test_killed_export_then_rerun_leaves_only_the_model(tiny_source, tmp_path):
     """A real export SIGKILLed mid-way, then run again: one complete model folder and nothing else."""
     out = tmp_path / "m"
-    child = _python(_KILL_MID_EXPORT, "export", str(tiny_source), "--random-weights", "--validation-samples", "4", "-o", str(out))
+    child = _python(_KILL_MID_EXPORT, "export", str(tiny_source), "--random-weights", "--validation-samples", "8", "-o", str(out))
     assert child.returncode == -signal.SIGKILL, child.stderr
     left = sorted(p.name for p in tmp_path.iterdir())
     assert len(left) == 2 and left[0].startswith(".m.tmp-") and left[1] == left[0] + ".lock"
@@ -480,6 +480,8 @@ def test_malicious_pickle_is_refused_in_one_line(tiny_source, tmp_path):
     ("lfs", r"is a Git LFS pointer, not the weights; run `git lfs pull`"),
     ("mismatch", r"the weights do not fit config\.json \(3 tensors have other shapes, e\.g\. encoder\.albert_layer_groups\.0\.albert_layers\.0\.ffn\.bias\); "),
     ("missing", r"the weights lack 1 tensors of the ALBERT model config\.json describes \(e\.g\. pooler\.weight\), which would keep random values"),
+    # found by an attack: a NaN row passed every gate (no validation text used it) and gave NaN vectors at run time
+    ("nonfinite", r"tensor embeddings\.word_embeddings\.weight holds NaN or infinity \(first at index \[5, 0\]\); the checkpoint is damaged"),
 ])
 def test_damaged_weights_are_named(tiny_source, tmp_path, damage, message):
     folder = _checkpoint(tiny_source, tmp_path / "ckpt")
@@ -490,11 +492,14 @@ def test_damaged_weights_are_named(tiny_source, tmp_path, damage, message):
         load_albert(str(tiny_source), random_weights=True).model.save_pretrained(folder, safe_serialization=True)
         if damage == "truncated":
             weights.write_bytes(weights.read_bytes()[:1000])
-        elif damage == "missing":
+        elif damage in ("missing", "nonfinite"):
             from safetensors.torch import load_file, save_file
 
             tensors = load_file(weights)
-            del tensors["pooler.weight"]
+            if damage == "missing":
+                del tensors["pooler.weight"]
+            else:
+                tensors["embeddings.word_embeddings.weight"][5] = float("nan")
             save_file(tensors, weights, metadata={"format": "pt"})
         else:
             (folder / "config.json").write_text(json.dumps({**TINY_CONFIG, "intermediate_size": 512}))
@@ -522,6 +527,16 @@ def test_safetensors_checkpoint_loads(tiny_source, tmp_path):
     assert torch.equal(again.model.embeddings.word_embeddings.weight, loaded.model.embeddings.word_embeddings.weight)
 
 
+def test_an_fp16_checkpoint_loads_as_fp32(tiny_source, tmp_path):
+    """transformers 5 kept the checkpoint's dtype: model_fp32.onnx came out fp16 and failed its gate (found by an attack)."""
+    loaded = load_albert(str(tiny_source), random_weights=True, seed=3)
+    checkpoint = tmp_path / "ckpt"
+    loaded.model.half().save_pretrained(checkpoint, safe_serialization=True)
+    again = load_albert(str(checkpoint))
+    assert {param.dtype for param in again.model.parameters()} == {torch.float32}
+    assert torch.equal(again.model.embeddings.word_embeddings.weight, loaded.model.embeddings.word_embeddings.weight.float())
+
+
 def test_bad_variant_name(tiny_source, tmp_path):
     with pytest.raises(ExportError, match="variants='int4'"):
         export_model(_options(tiny_source, tmp_path / "out", variants=("int4",)))
@@ -529,7 +544,7 @@ def test_bad_variant_name(tiny_source, tmp_path):
 
 @pytest.mark.write_step
 def test_cli_says_random_weights_and_reports_errors(tiny_source, tmp_path):
-    result = run_cli("export", str(tiny_source), "--random-weights", "--variants", "fp32", "--validation-samples", "4", "-o", str(tmp_path / "m"))
+    result = run_cli("export", str(tiny_source), "--random-weights", "--variants", "fp32", "--validation-samples", "8", "-o", str(tmp_path / "m"))
     assert "RANDOM weights" in result.stdout and "[7/7]" in result.stdout
     result = run_cli("export", str(tiny_source), "--random-weights", "-o", str(tmp_path / "m"), check=False)
     assert result.returncode == 2

@@ -119,6 +119,12 @@ _MISTAKES = {  # case -> (source, flags, what stderr says); "SRC" is the tiny ch
     "size-name-without-weights": ("albert-base-v2", ["--overwrite"], "is a size name with no weights; pass --random-weights"),
     "no-such-tokenizer": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/typo"],
                           "tokenizer source 'TMP/typo': no such folder; pass --tokenizer FOLDER"),
+    "two-validation-samples": ("SRC", ["--random-weights", "--overwrite", "--validation-samples", "2"],  # one pair: NaN rank agreement
+                               "validation_samples=2: pass an int from 8 to 100000"),
+    "revision-of-a-folder": ("SRC", ["--random-weights", "--overwrite", "--revision", "v9"],
+                             "revision='v9': a revision picks a commit of a hub repository, but source='SRC' is a local folder"),
+    "revision-of-a-size-name": ("albert-base-v2", ["--random-weights", "--overwrite", "--revision", "v9"],
+                                "but source='albert-base-v2' is a size name; drop --revision"),
     "tokenizer-without-vocabulary": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/out"],
                                      "tokenizer source 'TMP/out' has no spiece.model"),
 }
@@ -247,6 +253,27 @@ def test_an_oversized_csv_field_is_named(tmp_path):
     path.write_text("x\tx\tx\tx\t1.0\tA man plays.\tA man plays music.\n" + "x\t" * 5 + "y" * 200_000 + "\tz\n")
     with pytest.raises(ExportError, match=re.escape(f"{path}:2: not an STS-B row (field larger than field limit (131072)); ")):
         validation_set(path, 8)
+
+
+@pytest.mark.parametrize("name, content, distinct", [
+    ("one.txt", "A man is playing a guitar.\n", 1),  # passed int8 with the ranking gates silently dropped
+    ("two.txt", "A man is playing a guitar.\nStocks fell.\n", 2),  # one pair: rank agreement NaN, int8 "failed"
+    ("seven.txt", "".join(f"text number {i}\n" for i in range(7)) * 3, 7),
+    ("pairs.csv", "x\tx\tx\tx\t1.0\tA man plays.\tA man plays music.\n" * 5, 2),
+])
+def test_a_validation_file_with_too_few_distinct_texts_is_refused(tmp_path, name, content, distinct):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ExportError) as caught:
+        validation_set(path, 96)
+    assert str(caught.value) == (f"validation_texts={str(path)!r} holds {distinct} distinct texts; the gates compare pairs of texts "
+                                 "and need at least 8: pass a file with more (or leave --validation-texts out for the built-in sentences)")
+
+
+def test_eight_distinct_texts_are_enough(tmp_path):
+    path = tmp_path / "eight.txt"
+    path.write_text("".join(f"text number {i}\n" for i in range(8)))
+    assert len(validation_set(path, 96).pairs) == 28
 
 
 def test_validation_suffix_is_read_in_any_case(tmp_path):

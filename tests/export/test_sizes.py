@@ -109,7 +109,7 @@ def test_a_size_name_exports_offline_from_the_cache(hub_cache, tmp_path):
     """What CI keeps of the size exports by name: albert-base-v2's shipped config and the cached vocabulary, end to
     end (fp32 only; test_albert_base.py checks every variant of the same architecture)."""
     out = tmp_path / "albert-base-v2"
-    result = run_cli("export", "albert-base-v2", "--random-weights", "--variants", "fp32", "--validation-samples", "4", "-o", str(out),
+    result = run_cli("export", "albert-base-v2", "--random-weights", "--variants", "fp32", "--validation-samples", "8", "-o", str(out),
                      env={"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "HF_HOME": None})
     assert "Hugging Face cache, sha256 checked" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())

@@ -295,6 +295,16 @@ def test_info(tiny_folder, capsys):
     assert f"this CPU runs {ran}\n" in out
 
 
+def test_info_on_a_manifest_with_a_400_digit_size_is_one_line(copy_of, capsys):
+    """Found by an attack: the size passed the manifest's checks and `info` failed with OverflowError converting it."""
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["variants"]["fp32"]["size"] = 10**400
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    status, out, err = cli(capsys, "info", str(copy_of))
+    line = error_line(err, "info")
+    assert status == 2 and "variants.fp32.size must be an integer below 2**63" in line and len(line) < 400
+
+
 def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, copy_of, capsys, monkeypatch):
     folder = copy_of
     (folder / "model_int8_u8s8.onnx").unlink()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from albert_onnx import AlbertEmbedder
-from albert_onnx.cli import main
+from albert_onnx.cli import NAME_MAX, _temporary_prefix, main
 from albert_onnx.session import available_providers
 from tests.runtime.test_cli import cli, error_line
 
@@ -65,6 +65,89 @@ def test_output_that_is_a_directory_is_one_line(tiny_folder, texts_file, tmp_pat
 def test_output_in_a_missing_folder_is_one_line(tiny_folder, texts_file, tmp_path, capsys):
     status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "nowhere" / "v.npy")
     assert status == 2 and "nowhere' does not exist" in error_line(err, "embed")
+
+
+# Found by an attack on the output path (2026-12-05): each of these was reported after all the embedding, named a
+# temporary file the user never gave, or wrote where it should not.
+
+
+def test_an_output_name_of_the_longest_allowed_length_is_written(tiny_folder, texts_file, tmp_path, capsys):
+    name = "v" * (NAME_MAX - 4) + ".npy"  # the temporary was .NAME.TOKEN.tmp: 22 bytes over the limit
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / name)[0] == 0
+    assert np.load(tmp_path / name).shape == (2, 128)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.txt", name])
+
+
+def test_an_output_name_over_the_limit_is_refused_before_the_work(tiny_folder, texts_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(AlbertEmbedder, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded"))
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / ("v" * NAME_MAX + ".npy"))
+    assert status == 2 and f"the file name is over {NAME_MAX} bytes; pass a shorter one" in error_line(err, "embed")
+
+
+def test_a_dangling_link_into_a_missing_folder_is_refused_before_the_work(tiny_folder, texts_file, tmp_path, capsys, monkeypatch):
+    (tmp_path / "v.npy").symlink_to(tmp_path / "nowhere" / "x.npy")
+    monkeypatch.setattr(AlbertEmbedder, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded"))
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
+    line = error_line(err, "embed")
+    assert status == 2 and f"(a link to {str(tmp_path / 'nowhere' / 'x.npy')!r}): folder {str(tmp_path / 'nowhere')!r} does not exist" in line
+    assert ".tmp" not in line
+
+
+def test_a_dangling_link_into_an_existing_folder_is_written_through(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "v.npy").symlink_to(tmp_path / "target.npy")
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
+    assert (tmp_path / "v.npy").is_symlink() and np.load(tmp_path / "target.npy").shape == (2, 128)
+
+
+def test_a_loop_of_links_is_refused_and_kept(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "v.npy").symlink_to("v.npy")
+    status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
+    assert status == 2 and "is a loop of symbolic links; remove it or pass another path" in error_line(err, "embed")
+    assert (tmp_path / "v.npy").is_symlink()  # was replaced by a regular file
+
+
+def test_an_output_ending_in_a_separator_is_refused(tiny_folder, texts_file, tmp_path, capsys):
+    status, _, err = embed(capsys, tiny_folder, texts_file, f"{tmp_path / 'v.npy'}/")  # wrote a file v.npy
+    assert status == 2 and "v.npy/' is a directory; pass the path of a file to write" in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_the_input_is_never_the_output(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "same.txt").symlink_to(texts_file)
+    for output in (texts_file, tmp_path / "same.txt"):  # the input file was replaced by the vectors
+        status, _, err = embed(capsys, tiny_folder, texts_file, output)
+        assert status == 2 and "is the --input file; pass another path, so the texts are kept" in error_line(err, "embed")
+    assert texts_file.read_text() == "one\ntwo\n"
+
+
+def test_the_output_is_never_written_into_the_model_folder(copy_of, texts_file, capsys):
+    graph = copy_of / "model_fp32.onnx"
+    before = graph.read_bytes()
+    for output in (graph, copy_of / "vectors.npy"):
+        status, _, err = embed(capsys, copy_of, texts_file, output)
+        assert status == 2 and "is inside the model folder" in error_line(err, "embed")
+    assert graph.read_bytes() == before and not (copy_of / "vectors.npy").exists()
+
+
+def test_rewriting_an_output_keeps_its_permissions(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "v.npy").write_bytes(b"old")
+    (tmp_path / "v.npy").chmod(0o600)
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
+    assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o600  # became 0o644: a private file made readable
+    assert np.load(tmp_path / "v.npy").shape == (2, 128)
+
+
+@pytest.mark.parametrize("flags, closed, message", [
+    (["--output", "-"], "stdout", "--output -: this process has no stdout (it was closed)"),
+    (["--input", "-"], "stdin", "--input -: this process has no stdin (it was closed)"),
+])
+def test_a_closed_stdin_or_stdout_is_one_line(tiny_folder, texts_file, tmp_path, flags, closed, message):
+    command = ["embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy"), *flags]
+    script = f"import sys; from albert_onnx.cli import main; sys.exit(main({command!r}))"
+    result = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(0 if closed == "stdin" else 1))  # what `<&-` / `>&-` do
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"albert-onnx embed: error: {message}"), result.stderr
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -202,6 +285,15 @@ def test_cuda_without_cuda_is_one_line(tiny_folder, texts_file, tmp_path, capsys
     assert status == 2 and "install onnxruntime-gpu" in error_line(err, "embed")
 
 
+@pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this onnxruntime has CUDA")
+def test_device_id_0_under_auto_is_cuda_not_a_quiet_cpu_run(tiny_folder, texts_file, tmp_path, capsys):
+    """--device-id 0 equals the default GPU number: it ran on the CPU with rc 0 before (found by an attack)."""
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(texts_file), "--output", str(tmp_path / "v.npy"),
+                         "--device-id", "0")
+    assert status == 2 and "so device='auto' means cuda, but onnxruntime" in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--cuda-option", "gpu_mem_limit"], "--cuda-option 'gpu_mem_limit': pass KEY=VALUE, e.g. --cuda-option gpu_mem_limit=8589934592"),
     (["--cuda-option", "=1"], "--cuda-option '=1': pass KEY=VALUE"),
@@ -266,7 +358,8 @@ def test_an_input_without_suffix_is_read_as_lines(tiny_folder, fp32, tmp_path, c
 
 def test_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tiny_folder, texts_file, tmp_path, capsys):
     """A killed writer's temporary is unlocked (the kernel dropped its flock); a live writer's is locked."""
-    dead, live, other = ".v.npy.00000000000000aa.tmp", ".v.npy.00000000000000bb.tmp", ".other.npy.00000000000000cc.tmp"
+    ours, others = _temporary_prefix(tmp_path / "v.npy"), _temporary_prefix(tmp_path / "other.npy")
+    dead, live, other = f"{ours}00000000000000aa.tmp", f"{ours}00000000000000bb.tmp", f"{others}00000000000000cc.tmp"
     for name in (dead, live, other):
         (tmp_path / name).write_bytes(b"partial")
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "

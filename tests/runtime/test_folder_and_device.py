@@ -265,14 +265,18 @@ def test_auto_with_cuda_settings_means_cuda(tiny_folder, cuda_that_does_not_come
 
 
 @needs_cpu_only_ort
-def test_auto_with_cuda_settings_on_a_cpu_only_onnxruntime_is_an_error(tiny_folder):
+@pytest.mark.parametrize("settings", [{"device_id": 1}, {"device_id": 0}, {"provider_options": {}}])
+def test_auto_with_cuda_settings_on_a_cpu_only_onnxruntime_is_an_error(tiny_folder, settings):
+    """device_id=0 and provider_options={} are CUDA settings too: they equal the defaults, and ran quietly on the CPU."""
     with pytest.raises(DeviceUnavailable, match="CUDA settings, so device='auto' means cuda, but onnxruntime .* has no CUDAExecutionProvider"):
-        AlbertEmbedder.from_pretrained(tiny_folder, device_id=1)
+        AlbertEmbedder.from_pretrained(tiny_folder, **settings)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"device": "cpu", "device_id": 1}, ValueError, r"device_id=1 / provider_options=None are CUDA settings but device='cpu'"),
     ({"device": "cpu", "provider_options": {"gpu_mem_limit": 1}}, ValueError, "are CUDA settings but device='cpu'"),
+    ({"device": "cpu", "device_id": 0}, ValueError, r"device_id=0 / provider_options=None are CUDA settings but device='cpu'"),
+    ({"device": "cpu", "provider_options": {}}, ValueError, r"device_id=None / provider_options=\{\} are CUDA settings but device='cpu'"),
     ({"device_id": -1}, ValueError, r"device_id=-1: pass an int >= 0"),
     ({"device_id": "0"}, TypeError, r"device_id='0': pass an int >= 0"),
     ({"provider_options": {"device_id": 1}}, ValueError, r"provider_options\['device_id'\]: pass device_id=N instead"),

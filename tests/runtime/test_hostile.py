@@ -345,6 +345,8 @@ FOLDER = {
     "no variants": (with_manifest(setter("variants", KeyError)), ModelFolderError, r"field 'variants' is missing"),
     "no tokenizer sha256": (with_manifest(setter("tokenizer.sha256", KeyError)), ModelFolderError, r"field 'tokenizer\.sha256' is missing"),
     "size as a string": (with_manifest(setter("tokenizer.size", "2272383")), ModelFolderError, r"tokenizer\.size must be an integer >= 0, got '2272383'"),
+    "a 400-digit size": (with_manifest(setter("variants.fp32.size", 10**400)), ModelFolderError,
+                         r"variants\.fp32\.size must be an integer below 2\*\*63, got 10{50,}\.\.\. \(int\)"),
     "vocab_size as a string": (with_manifest(setter("model.vocab_size", "30000")), ModelFolderError, r"model\.vocab_size must be an integer >= 1"),
     "variants as a list": (with_manifest(setter("variants", [])), ModelFolderError, r"variants must be a JSON object, got \[\]"),
     "validation as a list": (with_manifest(setter("variants.int8.validation", [])), ModelFolderError, r"variants\.int8\.validation must be a JSON object"),

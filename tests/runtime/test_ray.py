@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -620,7 +622,77 @@ def test_a_record_nested_too_deep_is_one_line(no_ray, tiny_folder, tmp_path):
         with pytest.raises(ValueError) as caught:
             run_ray_job(_options(tiny_folder, source, out, device=device))
         assert str(caught.value).startswith(f"output {out}/_job.json cannot be read (maximum recursion depth exceeded")
-        assert str(caught.value).endswith("pass overwrite=True (--overwrite) to restart, or another output folder")
+        assert str(caught.value).endswith("so its 1 part files may not be a job's to replace: move them away, or pass another output folder")
+    with pytest.raises(ValueError, match=r"cannot be read .* may not be a job's to replace"):
+        run_ray_job(_options(tiny_folder, source, out, overwrite=True))  # not even overwrite: the record is not ours
+    assert sorted(path.name for path in out.iterdir()) == ["_job.json", "part-000000.parquet"]
+
+
+# Found by an attack (2026-12-05): --overwrite deleted part files that no record claimed (the job's own input), and
+# two jobs on one output both reported success, leaving rows of two inputs and 6,998 ids twice.
+
+
+@pytest.mark.parametrize("record", [None, '{"job": {}}'])
+def test_overwrite_never_removes_parts_no_record_of_ours_claims(no_ray, tiny_folder, tmp_path, record):
+    out = tmp_path / "data"
+    out.mkdir()
+    table = pa.table({"id": [1, 2], "text": ["a", "b"]})
+    for name in ("part-000000.parquet", "part-000001.parquet"):
+        pq.write_table(table, out / name)
+    if record is not None:
+        (out / "_job.json").write_text(record)  # another program's _job.json
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"so its 2 part files may not be a job's to replace: move them away, or pass another "
+                                             r"output folder$"):
+            run_ray_job(_options(tiny_folder, out / "part-000001.parquet", out, overwrite=overwrite))
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_a_second_job_on_a_running_jobs_output_is_refused(no_ray, tiny_folder, tmp_path):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_job.json").write_text('{"format": "albert-onnx-ray-job", "job": {}}')
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; f = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(out / ray_job.LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for overwrite in (False, True):
+            with pytest.raises(ValueError, match=rf"^output {re.escape(str(out))}/ is being written by another job that is still "
+                                                 r"running \(it holds _job\.lock\); wait for it to finish, or pass another output folder$"):
+                run_ray_job(_options(tiny_folder, source, out, overwrite=overwrite))
+        assert sorted(path.name for path in out.iterdir()) == ["_job.json", "_job.lock"]  # the running job's, untouched
+        assert (out / "_job.json").read_text() == '{"format": "albert-onnx-ray-job", "job": {}}'
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_a_killed_job_left_is_taken_and_removed(local_ray, tiny_folder, tmp_path):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ray_job.LOCK_FILE).write_bytes(b"")  # what kill -9 leaves: the file, no flock
+    assert run_ray_job(_options(tiny_folder, source, out))["written"] == 1
+    assert sorted(path.name for path in out.iterdir()) == ["_job.json", "part-000000.parquet"]
+
+
+def test_a_job_that_fails_before_writing_leaves_an_earlier_record_and_no_new_folder(no_ray, tiny_folder, tmp_path):
+    source = tmp_path / "corpus.jsonl"
+    source.write_text('{"id": 1, "text": "a"}\nnot json\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_job.json").write_text('{"format": "albert-onnx-ray-job", "job": {}, "finished": {"rows": 0}}')  # an empty job's
+    with pytest.raises(ValueError, match="not JSON|JSON"):
+        run_ray_job(_options(tiny_folder, source, out))
+    assert sorted(path.name for path in out.iterdir()) == ["_job.json"]
+    with pytest.raises(ValueError):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "new" / "out"))
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_relative_folder_reaches_the_actors(local_ray, tiny_folder, tmp_path, monkeypatch):
