@@ -380,6 +380,10 @@ class Manifest:
             if variants[name].file != VARIANT_FILES[name]:  # the export's names: no manifest points one variant at another's graph
                 raise ModelFolderError(f"{origin}: variants.{name}.file is {_short(variants[name].file)}, but variant {name!r}'s graph "
                                        f"is always {VARIANT_FILES[name]!r}; the manifest was edited: restore it or re-export the folder")
+            if variants[name].devices != VARIANT_DEVICES[name]:  # fp16 listed for cpu ran the CUDA graph on the CPU
+                raise ModelFolderError(f"{origin}: variants.{name}.devices is {_short(list(variants[name].devices))}, but variant "
+                                       f"{name!r} always runs on {list(VARIANT_DEVICES[name])}; the manifest was edited: restore it "
+                                       "or re-export the folder")
             if name != "int8" and variants[name].u8s8 is not None:
                 raise ModelFolderError(f"{origin}: variants.{name}.u8s8 is set, but only int8 has a uint8 x int8 twin; the manifest "
                                        "was edited: re-export the folder")

@@ -357,6 +357,9 @@ FOLDER = {
     "escaping file name": (with_manifest(setter("variants.int8.file", "../outside.onnx")), ModelFolderError, r"variants\.int8\.file must be a plain file name"),
     "a 500,000-character file name": (with_manifest(setter("variants.fp32.file", "a" * 500_000)), ModelFolderError,
                                       r"variants\.fp32\.file is 'a{196}\.\.\., but variant 'fp32''s graph is always 'model_fp32\.onnx'"),
+    "fp16 listed for the cpu": (with_manifest(setter("variants.fp16.devices", ["cpu", "cuda"])), ModelFolderError,  # found by an attack
+                                r"variants\.fp16\.devices is \['cpu', 'cuda'\], but variant 'fp16' always runs on \['cuda'\]; the "
+                                r"manifest was edited"),
     "a variant pointed at another's graph": (with_manifest(setter("variants.int8.file", "model_fp32.onnx")), ModelFolderError,
                                              r"variants\.int8\.file is 'model_fp32\.onnx', but variant 'int8''s graph is always "
                                              r"'model_int8\.onnx'; the manifest was edited: restore it or re-export the folder$"),
