@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 import sys
 import warnings
 from contextlib import contextmanager
@@ -390,6 +389,15 @@ def read_texts(source: str, field: str = "text") -> list[str]:
     return lines
 
 
+def _same_inode(path: Path, stream: TextIO) -> bool:
+    try:
+        opened = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # no file descriptor behind it
+        return False
+    found = path.stat()
+    return (opened.st_dev, opened.st_ino) == (found.st_dev, found.st_ino)
+
+
 # The longest file name most filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
 NAME_MAX = 255
 
@@ -417,7 +425,7 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
     path = Path(output)
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise CommandError(f"--output {output!r}: the file name is over {NAME_MAX} bytes; pass a shorter one")
-    if path.is_dir() or output.endswith(("/", os.sep)):
+    if path.is_dir() or output.endswith(("/", os.sep)) or os.path.basename(output) in (".", ".."):
         raise CommandError(f"--output {output!r} is a directory; pass the path of a file to write")
     if path.is_symlink():
         try:
@@ -426,11 +434,15 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
             if error.errno == errno.ELOOP:
                 raise CommandError(f"--output {output!r} is a loop of symbolic links; remove it or pass another path") from None
     target = Path(os.path.realpath(path))  # what write_npy replaces: a link's target, in its folder
-    shown = repr(output) if target == path.absolute() else f"{output!r} (a link to {str(target)!r})"
+    shown = repr(output) if str(target) == os.path.abspath(output) else f"{output!r} (that is {str(target)!r})"
     if not target.parent.is_dir():
         raise CommandError(f"--output {shown}: folder {str(target.parent)!r} does not exist")
-    if target.exists() and source != "-" and Path(source).exists() and target.samefile(source):
+    # The write renames over the target's name: the texts are lost if that name is the input's (a hard link's other
+    # name keeps them). Through stdin only the inode is known: `--input - < out.txt --output out.txt`.
+    if source != "-" and str(target) == os.path.realpath(source):
         raise CommandError(f"--output {shown} is the --input file; pass another path, so the texts are kept")
+    if source == "-" and sys.stdin is not None and target.exists() and _same_inode(target, sys.stdin):
+        raise CommandError(f"--output {shown} is the file redirected to stdin (--input -); pass another path, so the texts are kept")
     if folder is not None and Path(folder).is_dir() and target.parent.samefile(folder):
         raise CommandError(f"--output {shown} is inside the model folder {folder!r}; write the vectors elsewhere")
     return path
@@ -500,14 +512,25 @@ def _locked_temporary(target: Path) -> tuple[Path, int]:
     """A new ``.albert-onnx-HASH.TOKEN.tmp`` beside ``target``, open for writing and flock-ed (where the filesystem
     can), with ``target``'s permission bits when it exists (a rewrite must not make a private file readable)."""
     try:
-        mode: int | None = stat.S_IMODE(target.stat().st_mode)
+        old: os.stat_result | None = target.stat()
     except FileNotFoundError:
-        mode = None  # a new file: 0o666 and the umask
+        old = None  # a new file: 0o666 and the umask
     while True:
         temporary = target.with_name(f"{_temporary_prefix(target)}{secrets.token_hex(8)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is not None else 0o666)
-        if mode is not None:
-            os.fchmod(descriptor, mode)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if old is not None else 0o666)
+        if old is not None:
+            try:
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    try:  # like `sed -i`: keep the owner and group where allowed (root; a group the user is in)
+                        os.fchown(descriptor, old.st_uid, old.st_gid)
+                    except PermissionError:
+                        if old.st_gid in os.getgroups():
+                            os.fchown(descriptor, -1, old.st_gid)
+                os.fchmod(descriptor, old.st_mode & 0o777)  # no setuid/setgid/sticky on a data file
+            except BaseException:
+                os.close(descriptor)
+                temporary.unlink(missing_ok=True)
+                raise
         if fcntl is not None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -645,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 done, 2 a user error (reported in one line on stderr), 130 interrupted (Ctrl-C),
         141 stdout closed early.
     """
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): print(file=None) would write to stdout, into the vectors
+        sys.stderr = open(os.devnull, "w")
     try:
         status = _run(argv)
         try:

@@ -158,6 +158,11 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     output = arguments.output_folder("output", options.output)
     if id_field == text_field and source.suffix.lower() != ".txt":
         raise ValueError(f"id_field and text_field are both {id_field!r}; name the id column and the text column")
+    if output.is_symlink() and not output.exists():
+        raise ValueError(f"output={str(output)!r} is a symbolic link to nothing (or a loop of links); remove it, or pass a folder")
+    if output.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"output={str(output)!r} is inside the model folder {str(folder)!r}; pass an output folder outside it "
+                         "(the export refuses to --overwrite a model folder holding other files)")
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"output={str(output)!r} is inside input={str(source)!r}, whose .parquet files are the input; "
                          "pass an output folder outside it")
@@ -319,7 +324,11 @@ def _lock_output(output: Path) -> int | None:
     if fcntl is None:
         return None
     while True:
-        descriptor = os.open(output / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            descriptor = os.open(output / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a failed job that had made the folder removed it just now
+            raise ValueError(f"output {output}/ was removed while this job started (a job that had made it failed); "
+                             "run this job again") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -348,36 +357,37 @@ def _unlock_output(output: Path, descriptor: int | None) -> None:
 def _start_output(output: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Clear the old job's files with ``overwrite``, and write this job's record.
 
-    The old record goes first, so a crash halfway through leaves parts with no record, which the next run
-    refuses, never old parts under the new job's record.
+    The old parts go first and the record is replaced last, so a crash halfway through leaves the old record with
+    some of its own parts, which a rerun resumes or overwrites; never old parts under the new job's record, nor
+    parts with no record (which not even overwrite removes).
     """
     if overwrite:
-        (output / JOB_FILE).unlink(missing_ok=True)
         for path in _job_files(output):
-            path.unlink()
+            if path.name != JOB_FILE:
+                path.unlink()
     _write_json(output / JOB_FILE, record)
 
 
-def _clean_up(output: Path, created: list[Path], started: bool, locked: bool) -> None:
-    """After a failed run that left no finished part: remove what it wrote, and the folders it made.
-
-    Args:
-        output: The output folder.
-        created: The folders this run made, ``output`` first.
-        started: Whether this run wrote its record (before that, the files there are an earlier run's).
-        locked: Whether this run holds ``_job.lock`` (only then is the lock file its own to remove).
-    """
+def _clean_up(output: Path, started: bool) -> None:
+    """After a failed run that left no finished part: remove the job files it wrote (``started``: it wrote its
+    record; before that, the files there are an earlier run's)."""
     if _finished_parts(output):
         return  # finished parts are kept: a rerun resumes from them
     try:
         for path in _job_files(output) if started else []:
             path.unlink()
-        if created and locked:
-            (output / LOCK_FILE).unlink(missing_ok=True)  # still held by this run: see _unlock_output
-        for folder in created:
-            folder.rmdir()  # fails, and so keeps the folder, if anything else was put there meanwhile
     except OSError as error:  # the job's own error is the one to raise; this one is only reported
         logger.warning("could not remove %s after the failed job: %s", output, error)
+
+
+def _remove_created(created: list[Path]) -> None:
+    """After a failed run, once its lock is released: the folders it made, if they are empty (else another job
+    started there meanwhile, or finished parts are kept)."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: kept, and so are the folders above it
+            return
 
 
 # -- reading: rows in input order, ids checked, bad texts marked ------------------------------------------
@@ -1077,7 +1087,10 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
             counts["written"] = _embed(options, corpus, model, encode)
         _write_json(options.output / JOB_FILE, {**record, "finished": counts})
     except BaseException:
-        _clean_up(options.output, created, started, lock is not None)
+        _clean_up(options.output, started)
+        _unlock_output(options.output, lock)  # first: the lock file is the last of this run's files in the folder
+        lock = None
+        _remove_created(created)
         raise
     finally:
         _unlock_output(options.output, lock)

@@ -89,7 +89,7 @@ def test_a_dangling_link_into_a_missing_folder_is_refused_before_the_work(tiny_f
     monkeypatch.setattr(AlbertEmbedder, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded"))
     status, _, err = embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")
     line = error_line(err, "embed")
-    assert status == 2 and f"(a link to {str(tmp_path / 'nowhere' / 'x.npy')!r}): folder {str(tmp_path / 'nowhere')!r} does not exist" in line
+    assert status == 2 and f"(that is {str(tmp_path / 'nowhere' / 'x.npy')!r}): folder {str(tmp_path / 'nowhere')!r} does not exist" in line
     assert ".tmp" not in line
 
 
@@ -135,6 +135,41 @@ def test_rewriting_an_output_keeps_its_permissions(tiny_folder, texts_file, tmp_
     assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
     assert stat.S_IMODE((tmp_path / "v.npy").stat().st_mode) == 0o600  # became 0o644: a private file made readable
     assert np.load(tmp_path / "v.npy").shape == (2, 128)
+
+
+def test_rewriting_keeps_owner_and_drops_setuid(tiny_folder, texts_file, tmp_path, capsys):
+    (tmp_path / "v.npy").write_bytes(b"old")
+    (tmp_path / "v.npy").chmod(0o4750)
+    if os.geteuid() == 0:
+        os.chown(tmp_path / "v.npy", 65534, 65534)  # someone else's file: root's rewrite made it root's
+    before = (tmp_path / "v.npy").stat()
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "v.npy")[0] == 0
+    after = (tmp_path / "v.npy").stat()
+    assert stat.S_IMODE(after.st_mode) == 0o750 and (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+
+
+def test_stdin_redirected_from_the_output_is_refused(tiny_folder, tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("one\ntwo\n")
+    with path.open("rb") as stdin:
+        result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", "-", "--output", str(path)],
+                                stdin=stdin, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2 and "is the file redirected to stdin (--input -)" in result.stderr
+    assert path.read_text() == "one\ntwo\n"
+
+
+def test_a_hard_link_to_the_input_may_be_the_output(tiny_folder, texts_file, tmp_path, capsys):
+    os.link(texts_file, tmp_path / "other.npy")  # the rename replaces this name only: the input keeps its texts
+    assert embed(capsys, tiny_folder, texts_file, tmp_path / "other.npy")[0] == 0
+    assert texts_file.read_text() == "one\ntwo\n" and np.load(tmp_path / "other.npy").shape == (2, 128)
+
+
+def test_a_closed_stderr_keeps_stdout_to_the_vectors(tiny_folder, texts_file):
+    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", str(texts_file), "--output", "-",
+                             "--variant", "fp32"], stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2))
+    assert result.returncode == 0
+    vectors = np.load(io.BytesIO(result.stdout))  # the summary line was printed after the array, on stdout
+    assert vectors.shape == (2, 128) and len(result.stdout) == 128 + 2 * 128 * 4
 
 
 @pytest.mark.parametrize("flags, closed, message", [

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -647,6 +648,46 @@ def test_overwrite_never_removes_parts_no_record_of_ours_claims(no_ray, tiny_fol
                                              r"output folder$"):
             run_ray_job(_options(tiny_folder, out / "part-000001.parquet", out, overwrite=overwrite))
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_an_overwrite_interrupted_while_clearing_can_be_run_again(local_ray, tiny_folder, sts_texts, tmp_path, monkeypatch):
+    """The record was removed first: an interrupt left parts with no record, which not even --overwrite took."""
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": i, "text": t} for i, t in enumerate(sts_texts[:40])])
+    out = tmp_path / "out"
+    assert run_ray_job(_options(tiny_folder, source, out, shard_rows=16))["written"] == 3
+    unlink, calls = Path.unlink, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_ray_job(_options(tiny_folder, source, out, shard_rows=16, pooling="cls", overwrite=True))
+    monkeypatch.undo()
+    assert (out / "_job.json").exists() and len(list(out.glob("part-*"))) == 2  # the old record and two of its parts
+    assert run_ray_job(_options(tiny_folder, source, out, shard_rows=16))["skipped"] == 2  # resumes the old job
+    assert run_ray_job(_options(tiny_folder, source, out, shard_rows=16, pooling="cls", overwrite=True))["written"] == 3
+    expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32").encode(sts_texts[:40], pooling="cls")
+    assert np.abs(_vectors(_read_all(out), range(40)) - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("where, message", [
+    ("model", "is inside the model folder"),  # the export's --overwrite then refused the folder
+    ("dangling", "is a symbolic link to nothing (or a loop of links); remove it, or pass a folder"),  # was "File exists"
+])
+def test_an_output_in_the_model_folder_or_a_dangling_link_is_refused(no_ray, copy_of, tmp_path, where, message):
+    source = tmp_path / "corpus.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+    out = copy_of / "vectors" if where == "model" else tmp_path / "link"
+    if where == "dangling":
+        out.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_ray_job(_options(copy_of, source, out))
+    assert not (copy_of / "vectors").exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_a_second_job_on_a_running_jobs_output_is_refused(no_ray, tiny_folder, tmp_path):
