@@ -394,7 +394,10 @@ def _same_inode(path: Path, stream: TextIO) -> bool:
         opened = os.fstat(stream.fileno())
     except (OSError, ValueError):  # no file descriptor behind it
         return False
-    found = path.stat()
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return False
     return (opened.st_dev, opened.st_ino) == (found.st_dev, found.st_ino)
 
 
@@ -441,7 +444,7 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
     # name keeps them). Through stdin only the inode is known: `--input - < out.txt --output out.txt`.
     if source != "-" and str(target) == os.path.realpath(source):
         raise CommandError(f"--output {shown} is the --input file; pass another path, so the texts are kept")
-    if source == "-" and sys.stdin is not None and target.exists() and _same_inode(target, sys.stdin):
+    if source == "-" and sys.stdin is not None and _same_inode(target, sys.stdin):
         raise CommandError(f"--output {shown} is the file redirected to stdin (--input -); pass another path, so the texts are kept")
     if folder is not None and Path(folder).is_dir() and target.parent.samefile(folder):
         raise CommandError(f"--output {shown} is inside the model folder {folder!r}; write the vectors elsewhere")

@@ -381,8 +381,8 @@ def _clean_up(output: Path, started: bool) -> None:
 
 
 def _remove_created(created: list[Path]) -> None:
-    """After a failed run, once its lock is released: the folders it made, if they are empty (else another job
-    started there meanwhile, or finished parts are kept)."""
+    """Once the run's lock is released: the folders it made, if they are empty (a failed run's; else finished parts
+    are kept there, or another job started there meanwhile)."""
     for folder in created:
         try:
             folder.rmdir()
@@ -1088,10 +1088,8 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         _write_json(options.output / JOB_FILE, {**record, "finished": counts})
     except BaseException:
         _clean_up(options.output, started)
-        _unlock_output(options.output, lock)  # first: the lock file is the last of this run's files in the folder
-        lock = None
-        _remove_created(created)
         raise
     finally:
-        _unlock_output(options.output, lock)
+        _unlock_output(options.output, lock)  # first: the lock file is the last of this run's files in the folder
+        _remove_created(created)  # only empty ones: after a success the record is there
     return counts
