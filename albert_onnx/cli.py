@@ -274,6 +274,8 @@ def _info(args: argparse.Namespace) -> int:
     """``albert-onnx info``: the manifest of a model folder, one line per fact and two per variant."""
     from .session import available_providers
 
+    if sys.stdout is None:  # started with stdout closed (`>&-`): print() would drop every line and exit 0
+        raise CommandError("this process has no stdout (it was closed); redirect it to a file or a pipe")
     folder = ModelFolder.load(args.folder)
     manifest = folder.manifest
     source = manifest.source

@@ -46,19 +46,12 @@ def locate_model(source: str) -> Where:
     Raises:
         ExportError: A folder without config.json, a file, or a path (not a hub id) where nothing is.
     """
-    local = Path(source)
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ExportError(f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id")
-        return "folder"
-    if local.exists():
-        raise ExportError(f"source={source!r} is a file; pass the checkpoint folder that holds config.json")
-    if shipped_name(source) is not None:
-        return "shipped"
-    if looks_like_path(source):
-        raise ExportError(f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
-                          f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
-    return "hub"
+    return _locate(
+        source, "config.json",
+        missing=f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id",
+        a_file=f"source={source!r} is a file; pass the checkpoint folder that holds config.json",
+        nowhere=f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
+                f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
 
 
 def local_weights(source: str, where: Where) -> str | None:
@@ -85,17 +78,26 @@ def locate_vocabulary(source: str) -> Where:
     Raises:
         ExportError: A folder without spiece.model, a file, or a path (not a hub id) where nothing is.
     """
+    return _locate(
+        source, VOCABULARY,
+        missing=f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with spiece.model) "
+                "or a hub id that has one",
+        a_file=f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model",
+        nowhere=f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
+                "or a hub id such as albert/albert-base-v2")
+
+
+def _locate(source: str, needed: str, *, missing: str, a_file: str, nowhere: str) -> Where:
+    """A folder holding ``needed``, a shipped size name or a hub id; ExportError with the message that fits otherwise."""
     local = Path(source)
     if local.is_dir():
-        if not (local / VOCABULARY).is_file():
-            raise ExportError(f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with "
-                              "spiece.model) or a hub id that has one")
+        if not (local / needed).is_file():
+            raise ExportError(missing)
         return "folder"
     if local.exists():
-        raise ExportError(f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model")
+        raise ExportError(a_file)
     if shipped_name(source) is not None:
         return "shipped"
     if looks_like_path(source):
-        raise ExportError(f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
-                          "or a hub id such as albert/albert-base-v2")
+        raise ExportError(nowhere)
     return "hub"

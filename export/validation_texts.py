@@ -116,13 +116,16 @@ def read_texts(path: Path) -> list[str]:
 # texts, and one or two texts gave a NaN rank agreement (one pair) or no pairs at all (one text), which failed
 # int8 for no fault of its own, or passed it with the ranking gates silently dropped.
 MIN_TEXTS = 8
+# Spearman over n ranked similarities loses 12 / (n^3 - n) to one pair of neighbours swapped by rounding: at 4 pairs
+# (8 texts of an STS-B file) that is 0.2, which fails every rank gate; from 23 pairs on it is under 0.001.
+MIN_RANKED_PAIRS = 24
 
 
 def validation_set(path: Path | None, count: int) -> ValidationSet:
     """``count`` texts spread over the length range, plus two long ones (over 300 tokens) built from them.
 
-    From an STS-B file, whole pairs are taken and ranked; from other files (or the built-in sentences), all
-    pairs among the chosen texts are.
+    From an STS-B file, whole pairs are taken and ranked (all pairs among their texts where that gives fewer than
+    MIN_RANKED_PAIRS); from other files (or the built-in sentences), all pairs among the chosen texts are.
 
     Raises:
         ExportError: ``path`` is missing, of no format this reads, not UTF-8, or holds fewer than MIN_TEXTS
@@ -136,15 +139,23 @@ def validation_set(path: Path | None, count: int) -> ValidationSet:
         chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=min(max(count // 2, 1), len(pairs)))]
         texts = [text for pair in chosen for text in pair]
         index_pairs = [(2 * i, 2 * i + 1) for i in range(len(chosen))]
+        if len(index_pairs) < MIN_RANKED_PAIRS:
+            index_pairs = _all_pairs(texts)
     else:
         unique = sorted(set(read_texts(path) if path is not None else FALLBACK_TEXTS), key=lambda t: (len(t), t))
         if path is not None:
             _check_distinct(path, unique)
         texts = [unique[int(i)] for i in np.linspace(0, len(unique) - 1, num=min(count, len(unique)))]
-        index_pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))][:20000]
+        index_pairs = _all_pairs(texts)
     long_text = " ".join(sorted(set(texts), key=len)[-40:])
     texts = texts + [long_text[:1500], long_text[:700]]
     return ValidationSet(texts, index_pairs, str(path) if path is not None else "built-in sentences")
+
+
+def _all_pairs(texts: list[str]) -> list[tuple[int, int]]:
+    """Every pair of distinct texts (an STS-B text can appear in two of its pairs), up to 20,000 pairs."""
+    pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if texts[i] != texts[j]]
+    return pairs[:20000]
 
 
 def _check_distinct(path: Path, texts: set[str] | list[str]) -> None:

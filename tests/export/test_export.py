@@ -560,6 +560,14 @@ def test_validation_set_from_stsb():
     assert vset.pairs == [(2 * i, 2 * i + 1) for i in range(24)]
 
 
+def test_few_stsb_pairs_rank_all_pairs_among_their_texts():
+    """8 samples from an STS-B file are 4 whole pairs: one swapped neighbour gave Spearman 0.8, failing int8's 0.995."""
+    vset = validation_texts.validation_set(STS_DIR / "sts-dev.csv", 8)
+    texts = vset.texts[:8]
+    assert vset.pairs == [(i, j) for i in range(8) for j in range(i + 1, 8) if texts[i] != texts[j]]
+    assert len(vset.pairs) >= validation_texts.MIN_RANKED_PAIRS
+
+
 @pytest.mark.parametrize("platform, maxrss", [("linux", 3 * 1024**2), ("darwin", 3 * 1024**3)])
 def test_peak_rss_reads_ru_maxrss_in_the_platforms_unit(monkeypatch, platform, maxrss):
     from albert_onnx_export import pipeline

@@ -185,6 +185,13 @@ def test_a_closed_stdin_or_stdout_is_one_line(tiny_folder, texts_file, tmp_path,
     assert result.stderr.strip().splitlines()[-1].startswith(f"albert-onnx embed: error: {message}"), result.stderr
 
 
+def test_info_with_a_closed_stdout_is_one_line(tiny_folder):
+    script = f"import sys; from albert_onnx.cli import main; sys.exit(main(['info', {str(tiny_folder)!r}]))"
+    result = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert (result.returncode, result.stderr) == (2, "albert-onnx info: error: this process has no stdout (it was closed); "
+                                                     "redirect it to a file or a pipe\n")
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("lines", [2, 100])  # 1 KB (fails in the final flush) and 51 KB (fails in a write)
 def test_a_full_disk_is_one_line(tiny_folder, tmp_path, capsys, lines):
