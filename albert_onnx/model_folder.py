@@ -454,14 +454,23 @@ class ModelFolder:
 
         Raises:
             ModelFolderError: No such folder or manifest, or a manifest that fails its checks (naming the field).
+            OSError: The folder or its manifest may not be read (permission denied), naming it.
         """
+        if isinstance(path, str) and not path.strip():  # Path("") is ".": an unset variable would load the working folder
+            raise ModelFolderError(f"folder={path!r} is empty; pass the folder written by `albert-onnx export`")
         folder = Path(path)
-        if not folder.is_dir():
-            what = "does not exist" if not folder.exists() else "is not a folder"
-            raise ModelFolderError(f"folder={str(folder)!r} {what}; pass a folder written by `albert-onnx export`")
+        # os.stat, not Path.is_dir/exists: those answer False for a folder this user may not enter ("does not exist")
+        try:
+            is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ModelFolderError(f"folder={str(folder)!r} does not exist; pass a folder written by `albert-onnx export`") from None
+        if not is_folder:
+            raise ModelFolderError(f"folder={str(folder)!r} is not a folder; pass a folder written by `albert-onnx export`")
         manifest_path = folder / MANIFEST
-        if not os.path.lexists(manifest_path):
-            raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`")
+        try:
+            os.lstat(manifest_path)
+        except FileNotFoundError:
+            raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`") from None
         regular_file(manifest_path, MANIFEST)
         with manifest_path.open("rb") as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
@@ -586,10 +595,18 @@ class ModelFolder:
         self.variant_path(variant)  # raises, naming the variants the folder has
         twin = self.variants[variant].u8s8
         for entry in (self.variants[variant].entry, *([twin.entry] if twin else []), self.tokenizer.entry):
-            path = self.file(entry.file)
-            size = path.stat().st_size
-            if size != entry.size:
-                raise ModelFolderError(f"{path}: size {size} bytes, manifest.json says {entry.size}; the file was changed or truncated: re-export")
-            digest = sha256_of(path)
-            if digest != entry.sha256:
-                raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")
+            self.check_file(entry)
+
+    def check_file(self, entry: FileEntry) -> None:
+        """Check one file's size and sha256 against its manifest entry.
+
+        Raises:
+            ModelFolderError: The file is missing, not a regular file, or does not match, naming it.
+        """
+        path = self.file(entry.file)
+        size = path.stat().st_size
+        if size != entry.size:
+            raise ModelFolderError(f"{path}: size {size} bytes, manifest.json says {entry.size}; the file was changed or truncated: re-export")
+        digest = sha256_of(path)
+        if digest != entry.sha256:
+            raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")

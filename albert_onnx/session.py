@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -154,6 +155,7 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
 
     Raises:
         ModelFolderError: ONNX Runtime cannot load the file, or its inputs are not an albert-onnx graph's.
+        OSError: The system refused to open the file (permission denied, too many open files), naming it.
         DeviceUnavailable: The CUDA session did not come up (no GPU, CUDA/cuDNN missing, a bad provider option) or
             came up on another provider; the message holds ONNX Runtime's reason.
     """
@@ -171,7 +173,11 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
-        if "Load model from" in str(error):  # the file did not parse: the folder's fault, whatever the device
+        system = re.search(r"system error number (\d+)", str(error))
+        if system:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
+            number = int(system.group(1))
+            raise OSError(number, os.strerror(number), str(path)) from error
+        if "Load model from" in str(error) and "bad_alloc" not in str(error):  # it did not parse: the folder's fault
             raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":

@@ -15,9 +15,10 @@ from .model_folder import ModelFolderError, TokenizerSettings
 
 logger = logging.getLogger("albert_onnx")
 MAX_TOKENIZER_BYTES = 64 << 20  # ALBERT's is 2.3 MB; refuse to parse anything huge
-# Where a head of a text may end: Unicode White_Space (what the normalizer's \s matches), which its first steps turn
-# into a word boundary (Strip, then \s+ -> " ") before anything else sees the text
-_CUT = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+# The normalizer's first steps (Strip, then WHITESPACE -> " ") turn whitespace into a word boundary before anything
+# else sees the text: what str.split() splits at, Unicode White_Space and U+001C-U+001F. A head of a text may end there.
+WHITESPACE = r"[\s\x1c-\x1f]+"
+_CUT = re.compile("[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _CHARS_PER_PIECE = 8  # a first head of 8 characters per wanted piece: STS-B English averages ~4.5
 # A head in a whitespace-free run longer than the head's length (CJK, a URL, base64) is cut inside it, at twice that.
 # Unigram picks the best segmentation of the whole run, so pieces near an inner cut can differ from the whole
@@ -28,7 +29,11 @@ _MAX_PIECE = 16  # characters in ALBERT's longest piece; a periodic run's segmen
 
 
 def _read(path: Path) -> tuple[Tokenizer, bool]:
-    """The tokenizer, and whether it tokenizes each whitespace-separated word on its own (see ``encode``)."""
+    """The tokenizer, and whether it tokenizes each whitespace-separated word on its own (see ``encode``).
+
+    A tokenizer.json written before 2026-12-06 (``\\s+`` where WHITESPACE is now) is read with a warning and
+    tokenized whole: it does not separate words at U+001C-U+001F, so a head cut there would not be exact.
+    """
     with path.open("rb") as handle:
         data = handle.read(MAX_TOKENIZER_BYTES + 1)
     if len(data) > MAX_TOKENIZER_BYTES:
@@ -38,7 +43,11 @@ def _read(path: Path) -> tuple[Tokenizer, bool]:
         tokenizer = Tokenizer.from_str(text)
         spec = json.loads(text)
         steps = (spec.get("normalizer") or {}).get("normalizers") or []
-        spaces = {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "} in steps
+        spaces = {"type": "Replace", "pattern": {"Regex": WHITESPACE}, "content": " "} in steps
+        if {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "} in steps:
+            logger.warning("%s was written before 2026-12-06: texts with control, zero-width or U+001C-U+001F characters "
+                           "get other ids (and vectors) than PyTorch's, and their character offsets can be wrong; "
+                           "re-export the folder (other texts are unaffected)", path)
         pre = spec.get("pre_tokenizer") or {}
         return tokenizer, spaces and pre.get("type") == "Metaspace" and pre.get("split") is True
     except Exception as error:
@@ -61,14 +70,15 @@ class AlbertTokenizer:
         """Load ``path`` and check that it is the manifest's tokenizer.
 
         Raises:
-            ModelFolderError: The file cannot be parsed, or its vocabulary size or special-token ids differ
+            ModelFolderError: The file cannot be parsed, it has more ids than ``vocab_size``, or its special-token ids differ
                 from manifest.json (a tokenizer.json from another model), even when sizes and hashes are not
                 verified.
         """
         self.tokenizer, self._word_by_word = _read(path)
         # the ids it can produce, added tokens included (get_vocab_size(True) undercounts: measured 30000 for 30001)
         size = max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
-        if size != vocab_size:
+        # fewer is allowed, as at export: a checkpoint may pad its embedding table past the vocabulary (30008 rows)
+        if size > vocab_size:
             raise ModelFolderError(f"{path} has ids up to {size - 1} but manifest.json says vocab_size={vocab_size}; "
                                    "the tokenizer belongs to another model: re-export the folder")
         for name, token_id in settings.special_ids.items():
@@ -165,10 +175,9 @@ class AlbertTokenizer:
 def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
     """For each piece (its character span in ``text``), the number of the whitespace-separated word it belongs to.
 
-    Words are separated by Unicode White_Space, as in ``text.split()`` except U+001C–U+001F (which ``str.split``
-    also splits at and the tokenizer's normalizer keeps inside a piece): a piece starts a new word when
-    whitespace lies between it and the previous piece or opens its own span (a "▁" piece spans the space it stands
-    for). So a special token inside a word ("[MASK]x") stays in it, and so do characters after which the tokenizer
+    Words are separated by whitespace as in ``text.split()`` (Unicode White_Space and U+001C–U+001F): a piece
+    starts a new word when whitespace lies between it and the previous piece or opens its own span (a "▁" piece
+    spans the space it stands for). So a special token inside a word ("[MASK]x") stays in it, and so do characters after which the tokenizer
     itself starts a new "▁" piece without whitespace (U+200B, U+FEFF).
     """
     numbers, word, previous = [], -1, None
@@ -183,14 +192,18 @@ def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
 def word_spans(text: str, offsets: list[tuple[int, int]], groups: list[list[int]], complete: bool) -> list[tuple[int, int]]:
     """The character span of each word (``groups`` of piece indices), without the whitespace around it.
 
-    A word ends at the whitespace after its last piece, so characters the normalizer dropped (a combining accent)
-    stay in it; the last word ends at its last piece unless ``complete`` (no piece of the text was cut off).
+    A word starts after the whitespace before its first piece and ends at the whitespace after its last piece, so
+    characters the normalizer dropped (a combining accent, a control character) stay in it; the last word ends at
+    its last piece unless ``complete`` (no piece of the text was cut off).
     """
-    spans = []
+    spans: list[tuple[int, int]] = []
     for number, group in enumerate(groups):
         start, end = offsets[group[0]][0], offsets[group[-1]][1]
         while start < end and _CUT.match(text, start):  # a "▁" piece's span starts with the space it stands for
             start += 1
+        after = spans[-1][1] if spans else 0
+        while start > after and not _CUT.match(text, start - 1):  # the first word's pieces start after what the
+            start -= 1  # normalizer dropped before them ("``" of "``Hello", a control character, a combining accent)
         if number + 1 < len(groups) or complete:
             stop = offsets[groups[number + 1][0]][0] if number + 1 < len(groups) else len(text)
             gap = _CUT.search(text, end, max(stop, end))

@@ -196,8 +196,9 @@ def judge_with(applied: dict[str, tuple[str, float]], metrics: dict[str, float])
     for metric, (kind, limit) in applied.items():
         gates[metric] = {kind: limit}
         value = metrics.get(metric)
-        if value is None:
-            continue  # rank_agreement needs two or more pairs
+        if value is None:  # a gate nobody measured must not pass (rank_agreement without pairs was skipped so)
+            failed.append(f"{metric} was not measured")
+            continue
         ok = value >= limit if kind == "at_least" else value <= limit
         if not ok:
             failed.append(f"{metric}={value:.6g} ({'>=' if kind == 'at_least' else '<='} {limit} required)")

@@ -130,7 +130,7 @@ def test_runtime_matches_pytorch(tiny_source, tiny_folder):
     loaded = load_albert(str(tiny_source), random_weights=True, seed=1)
     embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu")
     reference = ReferenceTokenizer(tiny_source)
-    texts = ["A man is playing a guitar.", "", "Héllo 1,000 [MASK] 😀 <unk>"]
+    texts = ["A man is playing a guitar.", "", "Héllo 1,000 [MASK] 😀 <unk>", "A m\x1can in a hat\u200b", "\x07Hi\x00 there\ufeff"]
     with torch.inference_mode():
         for text, vector in zip(texts, embedder.encode(texts, normalize=False)):
             enc = reference.encode_batch([text], 512)
@@ -139,6 +139,16 @@ def test_runtime_matches_pytorch(tiny_source, tiny_folder):
         ids = reference.encode("guitar")[1:-1]
         rows = loaded.model.embeddings.word_embeddings.weight[ids].mean(0).numpy()
     np.testing.assert_allclose(embedder.word_vectors(["guitar"])[0], rows, atol=1e-6)
+
+
+def test_an_embedding_table_larger_than_the_vocabulary_loads(tiny_source, tmp_path):
+    """A checkpoint may pad its table past the vocabulary; the export allowed it and the runtime refused the folder."""
+    padded = tmp_path / "padded"
+    shutil.copytree(tiny_source, padded)
+    (padded / "config.json").write_text(json.dumps({**TINY_CONFIG, "vocab_size": 30008}))
+    export_model(_options(padded, tmp_path / "m", variants=("fp32",)))
+    embedder = AlbertEmbedder.from_pretrained(tmp_path / "m", variant="fp32")
+    assert embedder.encode(["A man is playing a guitar."]).shape == (1, TINY_CONFIG["hidden_size"])
 
 
 def _options(source: Path, output: Path, **kw) -> ExportOptions:

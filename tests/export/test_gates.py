@@ -112,6 +112,13 @@ def test_degenerate_reference_gates_on_token_agreement():
     assert {phrase.split("=")[0] for phrase in failed} == {"centred_cosine_mean", "rank_agreement"}
 
 
+def test_a_gate_without_its_metric_fails():
+    """rank_agreement was skipped, and the variant passed, where no pair of texts was ranked."""
+    measured = {"centred_cosine_mean": 0.999, "batch_invariance_max_abs_diff": 0.0, "reference_spread": 0.2}
+    _, failed, _ = validate.judge("int8", measured)
+    assert failed == ["rank_agreement was not measured"]
+
+
 def _claim_cuda(monkeypatch) -> None:
     """Our provider list claims CUDA, as onnxruntime-gpu's does; ONNX Runtime's own (which builds sessions) does not."""
     real = ort.get_available_providers()

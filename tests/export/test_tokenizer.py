@@ -21,6 +21,9 @@ HARD_CASES = [
     "emoji 😀👍🏽 ok 🤷‍♀️", "中文字符 日本語のテキスト 한국어", "", "   ", "  lots   of   spaces  ", "tab\there\nnewline\r\nend",
     "non\u00a0breaking\u3000ideographic space", "``quoted'' text \"plain\"", "key-board push-ups T-shirt (cfe).",
     "Dr. Smith's 2,000-word essay—really?", "x" * 3000, "word " * 600, "ALL CAPS AND MiXeD", "ﬁ ligature ① ²",
+    # control, zero-width and separator characters: a trailing "▁" piece, words glued at U+001C, offsets shifted
+    "Hello world\u200b", "Hello world\ufeff", "Hello world \x01", "\x07Hello world", "A m\x1can with a hard hat.",
+    "one\x1ftwo\x1ethree\x1dfour", "\u200b\u200b", "\x00\x7f\x9f", "soft\u00adhyphen and \u2581 and \ufffd",
 ]
 
 # Characters that each exercise a rule: whitespace kinds (U+0085: whitespace to Python, kept by SentencePiece), the
@@ -28,7 +31,9 @@ HARD_CASES = [
 # titlecase digraphs), SentencePiece's user-defined symbols, CJK and emoji (unknown pieces), the special tokens'
 # own characters, and the special tokens themselves.
 ALPHABET = list("abcXYZ 019,.,-()\"'`£€–") + [" ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x85", "``", "''", "é", "Ö", "ñ",
-                                             "a\u0301", "Σ", "ΟΔΟΣ", "İ", "ß", "ǅ", "中", "😀", "ﬁ", "①", "[", "]", "<", ">", "MASK", "mask"]
+                                             "a\u0301", "Σ", "ΟΔΟΣ", "İ", "ß", "ǅ", "中", "😀", "ﬁ", "①", "[", "]", "<", ">", "MASK", "mask",
+                                             "\x00", "\x01", "\x07", "\x0b", "\x1b", "\x1c", "\x1f", "\x7f", "\x8f", "\x9f", "\u00ad",
+                                             "\u200b", "\u200d", "\u2028", "\u2581", "\ufeff", "\ufffd"]
 SPECIALS = ["[MASK]", "[CLS]", "[SEP]", "<pad>", "<unk>"]
 
 
@@ -64,6 +69,15 @@ def test_random_texts_with_special_tokens(tokenizers):
     assert sum("<unk>" in text for text in texts) > 500
     assert mismatches(reference, fast, texts) == []
     assert fast.encode("a <unk> b").tokens == ["[CLS]", "▁a", "<unk>", "▁b", "[SEP]"]
+
+
+def test_dropped_characters_keep_the_offsets(tokenizers):
+    """tokenizers' Precompiled step lost the offsets of a text that starts with a character it deletes."""
+    _, fast = tokenizers
+    base = fast.encode("Hello big world", add_special_tokens=False)
+    for prefix in ["\x07", "\x1b\x1b\x1b", "\x7f", " \x01", "\ufeff\x01", "\u200b"]:
+        moved = fast.encode(prefix + "Hello big world", add_special_tokens=False)
+        assert (moved.ids, moved.offsets) == (base.ids, [(a + len(prefix), b + len(prefix)) for a, b in base.offsets]), prefix
 
 
 def test_mask_has_no_extra_piece(tokenizers):

@@ -293,6 +293,21 @@ def test_info(tiny_folder, capsys):
     assert "uint8 x int8 twin model_int8_u8s8.onnx" in out
     ran = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else "model_int8.onnx (uint8 x int8 saturates here)"
     assert f"this CPU runs {ran}\n" in out
+    assert "\ntokenizer     tokenizer.json: size and sha256 match manifest.json\n" in out
+    assert out.count("         model_fp32.onnx: size and sha256 match manifest.json\n") == 1
+
+
+def test_info_checks_each_file_against_the_manifest(copy_of, capsys):
+    """It said PASSED, and nothing else, for a variant whose file was truncated or missing."""
+    graph = copy_of / "model_fp32.onnx"
+    size = graph.stat().st_size
+    graph.write_bytes(graph.read_bytes()[:1000])
+    (copy_of / "model_fused.onnx").unlink()
+    status, out, err = cli(capsys, "info", str(copy_of))
+    assert (status, err) == (0, "")
+    assert f"\n         {graph}: size 1000 bytes, manifest.json says {size}; the file was changed or truncated: re-export\n" in out
+    assert f"\n         {copy_of / 'model_fused.onnx'} is missing; the model folder is incomplete: re-export it\n" in out
+    assert "         model_int8.onnx: size and sha256 match manifest.json\n" in out
 
 
 def test_info_on_a_manifest_with_a_400_digit_size_is_one_line(copy_of, capsys):

@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import stat
+import shutil
 import subprocess
 import sys
 
@@ -183,6 +184,25 @@ def test_a_closed_stdin_or_stdout_is_one_line(tiny_folder, texts_file, tmp_path,
                             preexec_fn=lambda: os.close(0 if closed == "stdin" else 1))  # what `<&-` / `>&-` do
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"albert-onnx embed: error: {message}"), result.stderr
+
+
+@pytest.mark.parametrize("locked", ["folder", "manifest"])
+def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, locked):
+    """Path.is_dir and os.path.lexists answer False on EACCES: a folder one may not enter "has no manifest.json"."""
+    command = [sys.executable, "-m", "albert_onnx.cli", "info", str(tmp_path / "m")]
+    if os.geteuid() == 0:  # root reads everything: run the child without the capabilities that let it (CI runs as root)
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv (util-linux): no way to be refused a read")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    shutil.copytree(tiny_folder, tmp_path / "m")
+    denied = tmp_path / "m" if locked == "folder" else tmp_path / "m" / "manifest.json"
+    denied.chmod(0)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        denied.chmod(0o755)
+    manifest = tmp_path / "m" / "manifest.json"  # a folder one may not enter: its manifest may not be read
+    assert (result.returncode, result.stderr) == (2, f"albert-onnx info: error: {manifest}: Permission denied\n")
 
 
 def test_info_with_a_closed_stdout_is_one_line(tiny_folder):

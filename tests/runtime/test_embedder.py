@@ -151,6 +151,12 @@ def test_word_merge_gives_the_whitespace_separated_words(fp32, sts_texts):
     ("cafe\u0301 e\u0301", ["cafe\u0301", "e\u0301"]),  # the combining accent the normalizer drops stays in its word
     (" lead\u00a0no-break\ttab ", ["lead", "no-break", "tab"]),
     ("hello\u200bworld", ["hello\u200bworld"]),  # not whitespace, as for str.split(), though the tokenizer starts a piece
+    ("a m\x1can", ["a", "m", "an"]),  # U+001C-U+001F are whitespace to str.split() and to ALBERT's tokenizer
+    ("\x07Hello world", ["\x07Hello", "world"]),  # the dropped control character put "hello" at 0-5 and merged both words
+    ("\x1b\x1b\x1bHello big world", ["\x1b\x1b\x1bHello", "big", "world"]),
+    ("``Hello,'' he said.", ["``Hello,''", "he", "said."]),  # the first word started after one dropped backtick
+    ("\u0301Hello world", ["\u0301Hello", "world"]),
+    ("Hello world\u200b", ["Hello", "world\u200b"]),  # no trailing "▁" piece of its own
 ])
 def test_word_merge_follows_the_words(fp32, text, words):
     assert fp32.encode_tokens(text, merge="word")[0].tokens == words

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from albert_onnx import AlbertEmbedder, ModelFolderError
+from albert_onnx import AlbertEmbedder, ModelFolderError, TruncationWarning
 from albert_onnx.session import available_providers
 
 
@@ -134,6 +135,21 @@ def test_tokenizer_that_splits_a_literal_unk_is_named(copy_of, caplog):
     assert embedder.tokenize(["a <unk> b"])["input_ids"].shape == (1, 6)
 
 
+def test_tokenizer_from_before_the_whitespace_fix_is_named_and_tokenized_whole(copy_of, caplog):
+    """A folder exported before 2026-12-06 does not separate words at U+001C-U+001F: heads are not cut there."""
+    edit_tokenizer(copy_of, lambda spec: spec["normalizer"]["normalizers"][1]["pattern"].update(Regex=r"\s+"))
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+    (record,) = caplog.records
+    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-06: texts with control, zero-width "
+                                   "or U+001C-U+001F characters get other ids (and vectors) than PyTorch's, and their character "
+                                   "offsets can be wrong; re-export the folder (other texts are unaffected)")
+    # "playin\x1cg" is "playing" to this tokenizer: a head cut at U+001C (128 characters in) ends "▁play" "in"
+    with pytest.warns(TruncationWarning):
+        ids = embedder.tokenize(["a" + " " * 127 + "playin\x1cg" + " word" * 10], max_length=4)["input_ids"]
+    np.testing.assert_array_equal(ids, embedder.tokenize(["a playing"])["input_ids"])
+
+
 @pytest.mark.parametrize("content, match", [
     (b"{not json", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read"),
     (b"\xff\xfe", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read \(UnicodeDecodeError"),
@@ -154,6 +170,22 @@ def test_graph_that_is_not_onnx_is_refused_naming_it(copy_of, corrupt):
     graph.write_bytes(corrupt(graph.read_bytes(), (copy_of / "tokenizer.json").read_bytes()))
     with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: ONNX Runtime cannot load it"):
         AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+def test_a_graph_the_system_will_not_open_is_an_os_error_not_a_damaged_file(tiny_folder):
+    """ONNX Runtime says "Load model from ... failed:system error number 24" for EMFILE (13 for EACCES)."""
+    script = (
+        "import os, resource, sys\n"
+        "from albert_onnx.session import create_session\n"
+        "free = os.open(os.devnull, os.O_RDONLY); os.close(free)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (free, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))  # no fd left\n"
+        "try:\n"
+        f"    create_session({str(tiny_folder / 'model_fp32.onnx')!r}, 'cpu', threads=1)\n"
+        "except OSError as error:\n"
+        "    print(type(error).__name__, error.errno, error.filename)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["OSError", "24", str(tiny_folder / "model_fp32.onnx")]
 
 
 def test_graph_with_other_outputs_is_refused(copy_of):

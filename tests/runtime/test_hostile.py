@@ -372,6 +372,7 @@ FOLDER = {
     "a 5000-digit number": (with_text('{"format_version": ' + "9" * 5000 + "}"), ModelFolderError, r"manifest\.json: not a manifest albert-onnx can read"),
     "no manifest": (lambda e: AlbertEmbedder.from_pretrained(e.tmp), ModelFolderError, r"has no manifest\.json"),
     "no folder": (lambda e: AlbertEmbedder.from_pretrained(e.tmp / "nowhere"), ModelFolderError, r"folder='.*nowhere' does not exist"),
+    "empty folder name": (lambda e: AlbertEmbedder.from_pretrained(""), ModelFolderError, r"folder='' is empty; pass the folder"),
 }
 
 
