@@ -157,6 +157,7 @@ def test_word_merge_gives_the_whitespace_separated_words(fp32, sts_texts):
     ("``Hello,'' he said.", ["``Hello,''", "he", "said."]),  # the first word started after one dropped backtick
     ("\u0301Hello world", ["\u0301Hello", "world"]),
     ("Hello world\u200b", ["Hello", "world\u200b"]),  # no trailing "▁" piece of its own
+    ("a \u200b b", ["a", "b"]),  # a word the tokenizer makes no piece of has no vector
 ])
 def test_word_merge_follows_the_words(fp32, text, words):
     assert fp32.encode_tokens(text, merge="word")[0].tokens == words
