@@ -70,9 +70,9 @@ class AlbertTokenizer:
         """Load ``path`` and check that it is the manifest's tokenizer.
 
         Raises:
-            ModelFolderError: The file cannot be parsed, it has more ids than ``vocab_size``, or its special-token ids differ
-                from manifest.json (a tokenizer.json from another model), even when sizes and hashes are not
-                verified.
+            ModelFolderError: The file cannot be parsed, it has more ids than ``vocab_size``, or its special-token
+                ids differ from manifest.json (a tokenizer.json from another model), even when sizes and hashes are
+                not verified.
         """
         self.tokenizer, self._word_by_word = _read(path)
         # the ids it can produce, added tokens included (get_vocab_size(True) undercounts: measured 30000 for 30001)
@@ -177,8 +177,8 @@ def word_numbers(text: str, offsets: list[tuple[int, int]]) -> list[int]:
 
     Words are separated by whitespace as in ``text.split()`` (Unicode White_Space and U+001C–U+001F): a piece
     starts a new word when whitespace lies between it and the previous piece or opens its own span (a "▁" piece
-    spans the space it stands for). So a special token inside a word ("[MASK]x") stays in it, and so do characters after which the tokenizer
-    itself starts a new "▁" piece without whitespace (U+200B, U+FEFF).
+    spans the space it stands for). So a special token inside a word ("[MASK]x") stays in it, and so do characters
+    after which the tokenizer itself starts a new "▁" piece without whitespace (U+200B, U+FEFF).
     """
     numbers, word, previous = [], -1, None
     for start, end in offsets:
