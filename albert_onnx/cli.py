@@ -286,31 +286,36 @@ def _info(args: argparse.Namespace) -> int:
     print(f"outputs       {', '.join(manifest.outputs)}")
     print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
     print(f"providers     {', '.join(available_providers())}")
-    print(f"tokenizer     {_file_state(folder, folder.tokenizer.entry)}")
+    print(f"tokenizer     {_file_problem(folder, folder.tokenizer.entry) or _FILE_MATCHES.format(folder.tokenizer.file)}")
     for name, entry in folder.variants.items():
         ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
         print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
         print(f"         ops: {ops}")
-        print(f"         {_file_state(folder, entry.entry)}")  # the verdict is the manifest's; the file may have changed since
+        # the verdict is the manifest's; the file may have changed since
+        print(f"         {_file_problem(folder, entry.entry) or _FILE_MATCHES.format(entry.file)}")
         if entry.u8s8 is not None:
             exact = u8s8_is_exact()
             print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
-            try:  # the loader needs the file on every CPU (verify checks it)
-                folder.check_file(entry.u8s8.entry)
-            except ModelFolderError as error:
-                print(f"         {error} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
+            problem = _file_problem(folder, entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
+            if problem is not None:
+                print(f"         {problem} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
             else:
                 print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
     return 0
 
 
-def _file_state(folder: ModelFolder, entry: FileEntry) -> str:
-    """``file: size and sha256 match manifest.json``, or why the loader would refuse the file."""
+_FILE_MATCHES = "{}: size and sha256 match manifest.json"
+
+
+def _file_problem(folder: ModelFolder, entry: FileEntry) -> str | None:
+    """Why the loader would refuse a file of the folder (changed, missing, unreadable), or None."""
     try:
         folder.check_file(entry)
     except ModelFolderError as error:
         return str(error)
-    return f"{entry.file}: size and sha256 match manifest.json"
+    except OSError as error:  # one file it may not read: say so on its line and go on with the others
+        return f"{error.filename}: {error.strerror}"
+    return None
 
 
 def _verdict(check: Validation) -> str:

@@ -456,7 +456,7 @@ class ModelFolder:
             ModelFolderError: No such folder or manifest, or a manifest that fails its checks (naming the field).
             OSError: The folder or its manifest may not be read (permission denied), naming it.
         """
-        if isinstance(path, str) and not path.strip():  # Path("") is ".": an unset variable would load the working folder
+        if isinstance(path, str) and path == "":  # Path("") is ".": an unset variable would load the working folder
             raise ModelFolderError(f"folder={path!r} is empty; pass the folder written by `albert-onnx export`")
         folder = Path(path)
         # os.stat, not Path.is_dir/exists: those answer False for a folder this user may not enter ("does not exist")

@@ -173,11 +173,12 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
-        system = re.search(r"system error number (\d+)", str(error))
+        message = str(error).replace(str(path), "PATH")  # what ONNX Runtime says, not what the folder is called
+        system = re.search(r"system error number (\d+)", message)
         if system:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
             number = int(system.group(1))
             raise OSError(number, os.strerror(number), str(path)) from error
-        if "Load model from" in str(error) and "bad_alloc" not in str(error):  # it did not parse: the folder's fault
+        if "Load model from" in message and "bad_alloc" not in message:  # it did not parse: the folder's fault
             raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":

@@ -45,9 +45,10 @@ def _read(path: Path) -> tuple[Tokenizer, bool]:
         steps = (spec.get("normalizer") or {}).get("normalizers") or []
         spaces = {"type": "Replace", "pattern": {"Regex": WHITESPACE}, "content": " "} in steps
         if {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "} in steps:
-            logger.warning("%s was written before 2026-12-06: texts with control, zero-width or U+001C-U+001F characters "
-                           "get other ids (and vectors) than PyTorch's, and their character offsets can be wrong; "
-                           "re-export the folder (other texts are unaffected)", path)
+            logger.warning("%s was written before 2026-12-06: texts with control, zero-width or U+001C-U+001F characters, "
+                           "or marks such as the emoji variation selector U+FE0F, get other ids (and vectors) than "
+                           "PyTorch's, and their character offsets can be wrong; re-export the folder (other texts are "
+                           "unaffected)", path)
         pre = spec.get("pre_tokenizer") or {}
         return tokenizer, spaces and pre.get("type") == "Metaspace" and pre.get("split") is True
     except Exception as error:

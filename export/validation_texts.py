@@ -117,45 +117,48 @@ def read_texts(path: Path) -> list[str]:
 # int8 for no fault of its own, or passed it with the ranking gates silently dropped.
 MIN_TEXTS = 8
 # Spearman over n ranked similarities loses 12 / (n^3 - n) to one pair of neighbours swapped by rounding: at 4 pairs
-# (8 texts of an STS-B file) that is 0.2, which fails every rank gate; from 23 pairs on it is under 0.001.
+# (8 texts of an STS-B file) that is 0.2, which fails every rank gate; from 23 pairs on it is under 0.001. With fewer
+# whole STS-B pairs, distinct texts are drawn instead (8 give 28 pairs): the drawn pairs can share a sentence, and
+# ranking all pairs among their texts counted one pair of texts several times (a swap there failed int8 at 0.93).
 MIN_RANKED_PAIRS = 24
 
 
 def validation_set(path: Path | None, count: int) -> ValidationSet:
     """``count`` texts spread over the length range, plus two long ones (over 300 tokens) built from them.
 
-    From an STS-B file, whole pairs are taken and ranked (all pairs among their texts where that gives fewer than
-    MIN_RANKED_PAIRS); from other files (or the built-in sentences), all pairs among the chosen texts are.
+    From an STS-B file, whole pairs are taken and ranked, where ``count`` gives MIN_RANKED_PAIRS of them or more;
+    otherwise (and from other files or the built-in sentences) ``count`` distinct texts are, and all pairs among
+    them are ranked.
 
     Raises:
         ExportError: ``path`` is missing, of no format this reads, not UTF-8, or holds fewer than MIN_TEXTS
             distinct texts.
     """
+    source = str(path) if path is not None else "built-in sentences"
     if path is not None and _check_file(path) in (".csv", ".tsv"):
         pairs = sorted(set(sentence_pairs(path)), key=lambda p: (len(p[0]) + len(p[1]), p))
         if not pairs:
             read_texts(path)  # raises, naming the file
-        _check_distinct(path, {text for pair in pairs for text in pair})
-        chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=min(max(count // 2, 1), len(pairs)))]
-        texts = [text for pair in chosen for text in pair]
-        index_pairs = [(2 * i, 2 * i + 1) for i in range(len(chosen))]
-        if len(index_pairs) < MIN_RANKED_PAIRS:
-            index_pairs = _all_pairs(texts)
+        unique = {text for pair in pairs for text in pair}
+        _check_distinct(path, unique)
+        wanted = min(count // 2, len(pairs))
+        if wanted >= MIN_RANKED_PAIRS:
+            chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=wanted)]
+            texts = [text for pair in chosen for text in pair]
+            return _with_long_texts(texts, [(2 * i, 2 * i + 1) for i in range(len(chosen))], source)
     else:
-        unique = sorted(set(read_texts(path) if path is not None else FALLBACK_TEXTS), key=lambda t: (len(t), t))
+        unique = set(read_texts(path) if path is not None else FALLBACK_TEXTS)
         if path is not None:
             _check_distinct(path, unique)
-        texts = [unique[int(i)] for i in np.linspace(0, len(unique) - 1, num=min(count, len(unique)))]
-        index_pairs = _all_pairs(texts)
+    ordered = sorted(unique, key=lambda t: (len(t), t))
+    texts = [ordered[int(i)] for i in np.linspace(0, len(ordered) - 1, num=min(count, len(ordered)))]
+    return _with_long_texts(texts, [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))][:20000], source)
+
+
+def _with_long_texts(texts: list[str], pairs: list[tuple[int, int]], source: str) -> ValidationSet:
+    """The validation set: ``texts`` and two long texts (1,500 and 700 characters) built from the longest of them."""
     long_text = " ".join(sorted(set(texts), key=len)[-40:])
-    texts = texts + [long_text[:1500], long_text[:700]]
-    return ValidationSet(texts, index_pairs, str(path) if path is not None else "built-in sentences")
-
-
-def _all_pairs(texts: list[str]) -> list[tuple[int, int]]:
-    """Every pair of distinct texts (an STS-B text can appear in two of its pairs), up to 20,000 pairs."""
-    pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if texts[i] != texts[j]]
-    return pairs[:20000]
+    return ValidationSet(texts + [long_text[:1500], long_text[:700]], pairs, source)
 
 
 def _check_distinct(path: Path, texts: set[str] | list[str]) -> None:

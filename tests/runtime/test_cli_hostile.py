@@ -186,7 +186,7 @@ def test_a_closed_stdin_or_stdout_is_one_line(tiny_folder, texts_file, tmp_path,
     assert result.stderr.strip().splitlines()[-1].startswith(f"albert-onnx embed: error: {message}"), result.stderr
 
 
-@pytest.mark.parametrize("locked", ["folder", "manifest"])
+@pytest.mark.parametrize("locked", ["folder", "manifest", "graph"])
 def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, locked):
     """Path.is_dir and os.path.lexists answer False on EACCES: a folder one may not enter "has no manifest.json"."""
     command = [sys.executable, "-m", "albert_onnx.cli", "info", str(tmp_path / "m")]
@@ -195,12 +195,17 @@ def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, lo
             pytest.skip("running as root without setpriv (util-linux): no way to be refused a read")
         command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
     shutil.copytree(tiny_folder, tmp_path / "m")
-    denied = tmp_path / "m" if locked == "folder" else tmp_path / "m" / "manifest.json"
+    denied = tmp_path / "m" / {"folder": "", "manifest": "manifest.json", "graph": "model_fp32.onnx"}[locked]
     denied.chmod(0)
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     finally:
         denied.chmod(0o755)
+    if locked == "graph":  # info reports the file on its line and goes on with the others
+        assert (result.returncode, result.stderr) == (0, "")
+        assert f"\n         {denied}: Permission denied\n" in result.stdout
+        assert "         model_int8.onnx: size and sha256 match manifest.json\n" in result.stdout
+        return
     manifest = tmp_path / "m" / "manifest.json"  # a folder one may not enter: its manifest may not be read
     assert (result.returncode, result.stderr) == (2, f"albert-onnx info: error: {manifest}: Permission denied\n")
 

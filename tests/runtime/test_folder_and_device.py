@@ -142,8 +142,9 @@ def test_tokenizer_from_before_the_whitespace_fix_is_named_and_tokenized_whole(c
         embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
     (record,) = caplog.records
     assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-06: texts with control, zero-width "
-                                   "or U+001C-U+001F characters get other ids (and vectors) than PyTorch's, and their character "
-                                   "offsets can be wrong; re-export the folder (other texts are unaffected)")
+                                   "or U+001C-U+001F characters, or marks such as the emoji variation selector U+FE0F, get other "
+                                   "ids (and vectors) than PyTorch's, and their character offsets can be wrong; re-export the "
+                                   "folder (other texts are unaffected)")
     # "playin\x1cg" is "playing" to this tokenizer: a head cut at U+001C (128 characters in) ends "▁play" "in"
     with pytest.warns(TruncationWarning):
         ids = embedder.tokenize(["a" + " " * 127 + "playin\x1cg" + " word" * 10], max_length=4)["input_ids"]
@@ -170,6 +171,22 @@ def test_graph_that_is_not_onnx_is_refused_naming_it(copy_of, corrupt):
     graph.write_bytes(corrupt(graph.read_bytes(), (copy_of / "tokenizer.json").read_bytes()))
     with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: ONNX Runtime cannot load it"):
         AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+
+
+def test_a_folder_named_like_an_onnx_runtime_error_is_still_damaged(tiny_folder, tmp_path):
+    """The folder's name is part of ONNX Runtime's message: "system error number 13" there is no OS error."""
+    folder = tmp_path / "system error number 13 bad_alloc"
+    shutil.copytree(tiny_folder, folder)
+    graph = folder / "model_fp32.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: ONNX Runtime cannot load it"):
+        AlbertEmbedder.from_pretrained(folder, variant="fp32", verify=False)
+
+
+def test_a_folder_named_with_a_space_loads(tiny_folder, tmp_path, monkeypatch):
+    shutil.copytree(tiny_folder, tmp_path / " ")
+    monkeypatch.chdir(tmp_path)
+    assert AlbertEmbedder.from_pretrained(" ", variant="fp32").encode("a").shape == (1, 128)
 
 
 def test_a_graph_the_system_will_not_open_is_an_os_error_not_a_damaged_file(tiny_folder):
