@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -112,7 +113,8 @@ class AlbertTokenizer:
                 and the Metaspace pre-tokenizer splits there, so each word is tokenized on its own and the
                 head's pieces are the whole text's first pieces. A head cut inside
                 a long whitespace-free run is kept only if its last wanted piece ends ``_SETTLED`` characters
-                before the cut and its wanted pieces stay the same when the cut moves (see ``_settled``); else
+                before the cut (raw and normalized) and its wanted pieces stay the same when the cut moves by
+                characters the normalizer keeps (see ``_settled``); else
                 the text is tokenized whole (a periodic run: 10 MB of "a" took 7 s), and so is a text whose kept
                 pieces span it all (a run of characters the vocabulary lacks is one <unk> piece however long it
                 is: 10 MB of CJK gives 2 pieces). The settling test is a heuristic, checked on every fuzzed and
@@ -146,7 +148,15 @@ class AlbertTokenizer:
         """Of heads cut inside a whitespace-free run, the texts whose first ``limit`` pieces stay the same when the cut
         moves by 1 to ``_MAX_PIECE`` - 1 characters. Unigram's segmentation of a periodic run ("aaaa...") depends on the
         run's length modulo the piece lengths (measured: "a" * n starts "▁aaa" or "▁a" by n % 3), so a head is kept
-        only where that length no longer matters."""
+        only where that length no longer matters.
+
+        Both are measured in normalized characters too: where the normalizer drops the characters around the cut
+        ("a" + "\\x01" * 19 repeated, or combining accents), moving it changed nothing and proved nothing (a head gave
+        "▁a" where the whole text has "▁aaa"), so such a text is tokenized whole."""
+        normalize = self.tokenizer.normalizer.normalize_str
+        ends = [encoding.offsets[limit - 1][1] for _, _, encoding in inside]  # of the last wanted pieces
+        inside = [(index, head, encoding) for (index, head, encoding), end in zip(inside, ends)
+                  if _grows(normalize, texts[index][end : len(head) + _MAX_PIECE - 1], len(head) - end)]
         if not inside:
             return set()
         moved = [texts[index][: len(head) + shift] for index, head, _ in inside for shift in range(1, _MAX_PIECE)]
@@ -211,6 +221,13 @@ def word_spans(text: str, offsets: list[tuple[int, int]], groups: list[list[int]
             end = gap.start() if gap else max(stop, end)
         spans.append((start, end))
     return spans
+
+
+def _grows(normalize: Callable[[str], str], tail: str, cut: int) -> bool:
+    """Whether ``tail`` (from the end of the last wanted piece to ``_MAX_PIECE`` - 1 characters past the cut at
+    ``cut``) normalizes to ``_SETTLED`` characters or more before the cut, and to more with each character after it."""
+    lengths = [len(normalize(tail[: cut + shift])) for shift in range(_MAX_PIECE)]
+    return lengths[0] >= _SETTLED and all(a < b for a, b in zip(lengths, lengths[1:]))
 
 
 def _head(text: str, chars: int) -> tuple[str, bool]:
