@@ -151,8 +151,8 @@ class AlbertTokenizer:
         only where that length no longer matters.
 
         Both are measured in normalized characters too: where the normalizer drops the characters around the cut
-        ("a" + "\\x01" * 19 repeated, or combining accents), moving it changed nothing and proved nothing (a head gave
-        "▁a" where the whole text has "▁aaa"), so such a text is tokenized whole."""
+        ("a" + "\\x01" * 19 repeated, or combining accents), moving it changed nothing and proved nothing (a head's first
+        piece differed from the whole text's), so such a text is tokenized whole."""
         normalize = self.tokenizer.normalizer.normalize_str
         ends = [encoding.offsets[limit - 1][1] for _, _, encoding in inside]  # of the last wanted pieces
         inside = [(index, head, encoding) for (index, head, encoding), end in zip(inside, ends)
