@@ -277,30 +277,38 @@ def _info(args: argparse.Namespace) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`): print() would drop every line and exit 0
         raise CommandError("this process has no stdout (it was closed); redirect it to a file or a pipe")
     folder = ModelFolder.load(args.folder)
-    manifest = folder.manifest
-    source = manifest.source
-    print(f"model folder  {folder.path} (format v2, created {manifest.created})")
-    print(f"source        {source.model}" + (f"  [RANDOM WEIGHTS, seed {source.seed}]" if source.random_weights else ""))
-    model = manifest.model
-    print(f"architecture  hidden {model.hidden_size}, embedding {model.embedding_size}, {model.num_hidden_layers} layers, vocab {model.vocab_size}")
-    print(f"outputs       {', '.join(manifest.outputs)}")
-    print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
-    print(f"providers     {', '.join(available_providers())}")
-    print(f"tokenizer     {_file_problem(folder, folder.tokenizer.entry) or _FILE_MATCHES.format(folder.tokenizer.file)}")
-    for name, entry in folder.variants.items():
-        ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
-        print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
-        print(f"         ops: {ops}")
-        # the verdict is the manifest's; the file may have changed since
-        print(f"         {_file_problem(folder, entry.entry) or _FILE_MATCHES.format(entry.file)}")
-        if entry.u8s8 is not None:
-            exact = u8s8_is_exact()
-            print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
-            problem = _file_problem(folder, entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
-            if problem is not None:
-                print(f"         {problem} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
-            else:
-                print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
+    try:  # print's OSError names no file: a full disk or a closed device behind the redirect is stdout's
+        manifest = folder.manifest
+        source = manifest.source
+        print(f"model folder  {folder.path} (format v2, created {manifest.created})")
+        print(f"source        {source.model}" + (f"  [RANDOM WEIGHTS, seed {source.seed}]" if source.random_weights else ""))
+        model = manifest.model
+        print(f"architecture  hidden {model.hidden_size}, embedding {model.embedding_size}, {model.num_hidden_layers} layers, vocab {model.vocab_size}")
+        print(f"outputs       {', '.join(manifest.outputs)}")
+        print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
+        print(f"providers     {', '.join(available_providers())}")
+        print(f"tokenizer     {_file_problem(folder, folder.tokenizer.entry) or _FILE_MATCHES.format(folder.tokenizer.file)}")
+        for name, entry in folder.variants.items():
+            ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
+            print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
+            print(f"         ops: {ops}")
+            # the verdict is the manifest's; the file may have changed since
+            print(f"         {_file_problem(folder, entry.entry) or _FILE_MATCHES.format(entry.file)}")
+            if entry.u8s8 is not None:
+                exact = u8s8_is_exact()
+                print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
+                problem = _file_problem(folder, entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
+                if problem is not None:
+                    print(f"         {problem} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
+                else:
+                    print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # a reader that went away: main() ends quietly
+    except OSError as error:
+        if error.filename is not None:
+            raise  # a file of ours (the int8 probe graph): named already
+        raise OSError(error.errno, error.strerror, "<stdout>") from error
     return 0
 
 

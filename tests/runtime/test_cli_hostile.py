@@ -210,6 +210,14 @@ def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, lo
     assert (result.returncode, result.stderr) == (2, f"albert-onnx info: error: {manifest}: Permission denied\n")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_info_into_a_full_disk_is_one_line(tiny_folder):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "info", str(tiny_folder)], stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+    assert (result.returncode, result.stderr) == (2, "albert-onnx info: error: <stdout>: No space left on device\n")
+
+
 def test_info_with_a_closed_stdout_is_one_line(tiny_folder):
     script = f"import sys; from albert_onnx.cli import main; sys.exit(main(['info', {str(tiny_folder)!r}]))"
     result = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
