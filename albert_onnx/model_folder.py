@@ -264,7 +264,9 @@ class Validation:
                 raise bound.error(bound.path, 'an object {"at_least": x} or {"at_most": x}', bound.raw)
             (kind,) = bound.raw
             gates[metric] = {kind: bound.number(kind)}
-        return cls(f.choice("status", VALIDATION_STATUSES), f.bool("forced"), f.str("reason", optional=True),
+        status = f.choice("status", VALIDATION_STATUSES)
+        # every not-validated record says why (the loader's warning shows it); a null there read "not validated: None"
+        return cls(status, f.bool("forced"), f.str("reason", optional=status != "not-validated"),
                    f.str("provider", optional=True), f.str("device", optional=True), gates, f.mapping("metrics", float))
 
 

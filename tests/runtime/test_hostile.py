@@ -363,6 +363,8 @@ FOLDER = {
     "a variant pointed at another's graph": (with_manifest(setter("variants.int8.file", "model_fp32.onnx")), ModelFolderError,
                                              r"variants\.int8\.file is 'model_fp32\.onnx', but variant 'int8''s graph is always "
                                              r"'model_int8\.onnx'; the manifest was edited: restore it or re-export the folder$"),
+    "not-validated without a reason": (with_manifest(setter("variants.fp16.validation.reason", None)), ModelFolderError,
+                                       r"variants\.fp16\.validation\.reason must be a string, got None"),
     "future format_version": (with_manifest(setter("format_version", 99)), ModelFolderError, r"format_version=99 is not supported"),
     "format_version 2.0": (with_manifest(setter("format_version", 2.0)), ModelFolderError, r"format_version=2\.0 is not supported"),
     "other format": (with_manifest(setter("format", "onnx")), ModelFolderError, r"format='onnx'"),
