@@ -178,7 +178,9 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         if system:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
             number = int(system.group(1))
             raise OSError(number, os.strerror(number), str(path)) from error
-        if "Load model from" in message and "bad_alloc" not in message:  # it did not parse: the folder's fault
+        if "bad_alloc" in message:
+            raise  # out of memory while loading: neither the file's fault nor the GPU's, never relabelled
+        if "Load model from" in message:  # it did not parse: the folder's fault, whatever the device
             raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":

@@ -45,7 +45,7 @@ def _read(path: Path) -> tuple[Tokenizer, bool]:
         spec = json.loads(text)
         steps = (spec.get("normalizer") or {}).get("normalizers") or []
         spaces = {"type": "Replace", "pattern": {"Regex": WHITESPACE}, "content": " "} in steps
-        if {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "} in steps:
+        if {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "} in steps or {"type": "StripAccents"} in steps:
             logger.warning("%s was written before 2026-12-06: texts with control, zero-width or U+001C-U+001F characters, "
                            "or marks such as the emoji variation selector U+FE0F, get other ids (and vectors) than "
                            "PyTorch's, and their character offsets can be wrong; re-export the folder (other texts are "
@@ -74,7 +74,7 @@ class AlbertTokenizer:
         Raises:
             ModelFolderError: The file cannot be parsed, it has more ids than ``vocab_size``, or its special-token
                 ids differ from manifest.json (a tokenizer.json from another model), even when sizes and hashes are
-                not verified.
+                not verified (another model's tokenizer with fewer ids and the same special ids is then not caught).
         """
         self.tokenizer, self._word_by_word = _read(path)
         # the ids it can produce, added tokens included (get_vocab_size(True) undercounts: measured 30000 for 30001)
@@ -225,9 +225,13 @@ def word_spans(text: str, offsets: list[tuple[int, int]], groups: list[list[int]
 
 def _grows(normalize: Callable[[str], str], tail: str, cut: int) -> bool:
     """Whether ``tail`` (from the end of the last wanted piece to ``_MAX_PIECE`` - 1 characters past the cut at
-    ``cut``) normalizes to ``_SETTLED`` characters or more before the cut, and to more with each character after it."""
-    lengths = [len(normalize(tail[: cut + shift])) for shift in range(_MAX_PIECE)]
-    return lengths[0] >= _SETTLED and all(a < b for a, b in zip(lengths, lengths[1:]))
+    ``cut``) normalizes to ``_SETTLED`` characters or more before the cut, and to more with each character after it
+    (measured on the run's last ``_MAX_PIECE`` characters before the cut onwards: one long normalization, not 16)."""
+    if len(normalize(tail[:cut])) < _SETTLED:
+        return False
+    window = tail[cut - _MAX_PIECE :]  # inside the run: the raw margin before the cut is _SETTLED characters or more
+    lengths = [len(normalize(window[: _MAX_PIECE + shift])) for shift in range(_MAX_PIECE)]
+    return all(a < b for a, b in zip(lengths, lengths[1:]))
 
 
 def _head(text: str, chars: int) -> tuple[str, bool]:

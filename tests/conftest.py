@@ -85,6 +85,27 @@ def make_tiny_source(folder: Path) -> Path:
     return folder
 
 
+def refused_reads(tmp_path: Path) -> list[str]:
+    """A command prefix under which a child process is refused files of mode 0, or a skip where there is none.
+
+    Root reads everything (CI runs as root): there the child runs without the capabilities that let it
+    (``setpriv``, util-linux); a probe checks that a read is really refused (inherited capabilities survive it).
+    """
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv (util-linux): no way to be refused a read")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    probe = tmp_path / "probe-of-mode-0"
+    probe.write_text("x")
+    probe.chmod(0)
+    refused = subprocess.run([*prefix, sys.executable, "-c", f"open({str(probe)!r})"], capture_output=True, text=True)
+    probe.unlink()
+    if "PermissionError" not in refused.stderr:
+        pytest.skip(f"a child of this process is not refused a file of mode 0 ({refused.stderr.strip()[-120:] or 'it read it'})")
+    return prefix
+
+
 def make_hub_cache(cache: Path, repo: str = "albert/albert-base-v2", spiece: bytes | None = None,
                    extra: dict[str, bytes] | None = None) -> Path:
     """A hub cache like huggingface_hub's: blobs by sha256, a snapshot of relative symlinks, refs/main.

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validation_texts import read_texts, validation_set
 from albert_onnx_export.write import check_output, staging_folder
-from tests.conftest import make_hub_cache, run_cli
+from tests.conftest import make_hub_cache, refused_reads, run_cli
 from tests.export.test_export import _options
 
 
@@ -150,6 +151,23 @@ def test_a_mistake_in_the_flags_is_reported_before_torch_is_imported(tiny_source
     assert result.stderr.count("\n") == 1 and placed(expected) in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in out.iterdir()) == (["notes.txt"] if case == "not-a-model-folder" else [])
+
+
+@pytest.mark.parametrize("locked", ["parent", "folder"])
+def test_a_source_this_user_may_not_read_says_so(tiny_source, tmp_path, locked):
+    """Permission denied, naming the path, in one line: not "no such folder" or "has no config.json"."""
+    source = tmp_path / "locked" / "src"
+    shutil.copytree(tiny_source, source)
+    denied = source.parent if locked == "parent" else source
+    prefix = refused_reads(tmp_path)
+    denied.chmod(0)
+    try:
+        result = subprocess.run([*prefix, sys.executable, "-m", "albert_onnx.cli", "export", str(source), "--random-weights",
+                                 "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    finally:
+        denied.chmod(0o755)
+    shown = source if locked == "parent" else source / "config.json"
+    assert (result.returncode, result.stderr) == (2, f"albert-onnx export: error: {shown}: Permission denied\n")
 
 
 # -- failures of the machine and of the network --------------------------------------------------------------

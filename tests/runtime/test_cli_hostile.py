@@ -18,6 +18,7 @@ import pytest
 from albert_onnx import AlbertEmbedder
 from albert_onnx.cli import NAME_MAX, _temporary_prefix, main
 from albert_onnx.session import available_providers
+from tests.conftest import refused_reads
 from tests.runtime.test_cli import cli, error_line
 
 
@@ -189,11 +190,7 @@ def test_a_closed_stdin_or_stdout_is_one_line(tiny_folder, texts_file, tmp_path,
 @pytest.mark.parametrize("locked", ["folder", "manifest", "graph"])
 def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, locked):
     """Path.is_dir and os.path.lexists answer False on EACCES: a folder one may not enter "has no manifest.json"."""
-    command = [sys.executable, "-m", "albert_onnx.cli", "info", str(tmp_path / "m")]
-    if os.geteuid() == 0:  # root reads everything: run the child without the capabilities that let it (CI runs as root)
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv (util-linux): no way to be refused a read")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    command = [*refused_reads(tmp_path), sys.executable, "-m", "albert_onnx.cli", "info", str(tmp_path / "m")]
     shutil.copytree(tiny_folder, tmp_path / "m")
     denied = tmp_path / "m" / {"folder": "", "manifest": "manifest.json", "graph": "model_fp32.onnx"}[locked]
     denied.chmod(0)
