@@ -118,9 +118,9 @@ def read_texts(path: Path) -> list[str]:
 MIN_TEXTS = 8
 # Spearman over n ranked similarities loses 12 / (n^3 - n) to one pair of neighbours swapped by rounding: at 4 pairs
 # (8 texts of an STS-B file) that is 0.2, which fails every rank gate; at 24 pairs it is 0.0009, under the strictest
-# gate's 0.001. With fewer
-# whole STS-B pairs, distinct texts are drawn instead (8 give 28 pairs): the drawn pairs can share a sentence, and
-# ranking all pairs among their texts counted one pair of texts several times (a swap there failed int8 at 0.93).
+# gate's 0.001. With fewer whole STS-B pairs, distinct texts are drawn instead (8 give 28 pairs): the drawn pairs can
+# share a sentence, and ranking all pairs among their texts counted one pair of texts several times (a swap there
+# failed int8 at 0.93).
 MIN_RANKED_PAIRS = 24
 
 
