@@ -219,12 +219,8 @@ def _embed_local(args: argparse.Namespace) -> int:
                                                  "truncated; pass --long-text window to embed whole texts")
     vectors = np.concatenate(parts)
     if output is None:
-        try:
+        with _naming_stdout():
             np.save(_WriteAll(sys.stdout.buffer), vectors)
-        except OSError as error:
-            if isinstance(error, BrokenPipeError) or error.filename is not None:
-                raise
-            raise OSError(error.errno, error.strerror, "<stdout>") from error  # a full disk behind a redirect: name it
     else:
         write_npy(output, vectors)
     print(f"{len(vectors)} vectors of dim {embedder.dim} -> {output or 'stdout'} ({embedder.variant} on {embedder.device})", file=sys.stderr)
@@ -277,7 +273,7 @@ def _info(args: argparse.Namespace) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`): print() would drop every line and exit 0
         raise CommandError("this process has no stdout (it was closed); redirect it to a file or a pipe")
     folder = ModelFolder.load(args.folder)
-    try:  # print's OSError names no file: a full disk or a closed device behind the redirect is stdout's
+    with _naming_stdout():  # print's OSError names no file: a full disk or a closed device behind the redirect
         manifest = folder.manifest
         source = manifest.source
         print(f"model folder  {folder.path} (format v2, created {manifest.created})")
@@ -303,16 +299,22 @@ def _info(args: argparse.Namespace) -> int:
                 else:
                     print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
         sys.stdout.flush()
-    except BrokenPipeError:
-        raise  # a reader that went away: main() ends quietly
-    except OSError as error:
-        if error.filename is not None:
-            raise  # a file of ours (the int8 probe graph): named already
-        raise OSError(error.errno, error.strerror, "<stdout>") from error
     return 0
 
 
 _FILE_MATCHES = "{}: size and sha256 match manifest.json"
+
+
+@contextmanager
+def _naming_stdout() -> Iterator[None]:
+    """Name ``<stdout>`` in an OSError that names no file (ENOSPC from a write names none: a full disk behind a
+    redirect); a reader that went away (BrokenPipeError) and errors naming a file of ours go on as they are."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, BrokenPipeError) or error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, "<stdout>") from error
 
 
 def _file_problem(folder: ModelFolder, entry: FileEntry) -> str | None:

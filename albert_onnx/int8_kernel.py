@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from .session import session_options
+from .session import session_options, system_errno
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +87,8 @@ def _probe() -> bool:
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.InvalidArgument,
             ort_errors.NotImplemented, ort_errors.Fail) as error:
         said = " ".join(str(error).split())
-        system = re.search(r"system error number (\d+)", said)
-        if system:  # the OS refused (EMFILE, EACCES...): the file may be fine, so no "reinstall"
-            number = int(system.group(1))
+        number = system_errno(error, PROBE_FILE)
+        if number is not None:  # the OS refused (EMFILE, EACCES...): the file may be fine, so no "reinstall"
             raise OSError(number, f"albert-onnx's uint8 x int8 probe graph could not be opened: {os.strerror(number)}",
                           str(PROBE_FILE)) from error
         if "Load model from" not in said or "bad_alloc" in said:  # not the file's content (memory, say): never relabelled

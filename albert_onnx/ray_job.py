@@ -371,10 +371,10 @@ def _start_output(output: Path, record: dict[str, Any], overwrite: bool) -> None
 def _clean_up(output: Path, started: bool) -> None:
     """After a failed run that left no finished part: remove the job files it wrote (``started``: it wrote its
     record; before that, the files there are an earlier run's)."""
-    if _finished_parts(output):
+    if not started or _finished_parts(output):
         return  # finished parts are kept: a rerun resumes from them
     try:
-        for path in _job_files(output) if started else []:
+        for path in _job_files(output):
             path.unlink()
     except OSError as error:  # the job's own error is the one to raise; this one is only reported
         logger.warning("could not remove %s after the failed job: %s", output, error)

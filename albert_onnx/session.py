@@ -142,6 +142,13 @@ def session_options(threads: int | None, spin_wait: bool = True) -> ort.SessionO
     return options
 
 
+def system_errno(error: Exception, path: str | Path) -> int | None:
+    """The errno in an ONNX Runtime load error ("... failed:system error number 13"), or None; the path's own text
+    is left out (a folder may be called anything)."""
+    found = re.search(r"system error number (\d+)", str(error).replace(str(path), "PATH"))
+    return int(found.group(1)) if found else None
+
+
 def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True,
                    provider_options: Mapping[str, str] | None = None) -> ort.InferenceSession:
     """Create the session on exactly the provider asked for, and confirm it.
@@ -173,11 +180,10 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
-        message = str(error).replace(str(path), "PATH")  # what ONNX Runtime says, not what the folder is called
-        system = re.search(r"system error number (\d+)", message)
-        if system:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
-            number = int(system.group(1))
+        number = system_errno(error, path)
+        if number is not None:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
             raise OSError(number, os.strerror(number), str(path)) from error
+        message = str(error).replace(str(path), "PATH")  # what ONNX Runtime says, not what the folder is called
         if "bad_alloc" in message:
             raise  # out of memory while loading: neither the file's fault nor the GPU's, never relabelled
         if "Load model from" in message:  # it did not parse: the folder's fault, whatever the device

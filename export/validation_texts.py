@@ -141,16 +141,15 @@ def validation_set(path: Path | None, count: int) -> ValidationSet:
         if not pairs:
             read_texts(path)  # raises, naming the file
         unique = {text for pair in pairs for text in pair}
-        _check_distinct(path, unique)
-        wanted = min(count // 2, len(pairs))
-        if wanted >= MIN_RANKED_PAIRS:
-            chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=wanted)]
-            texts = [text for pair in chosen for text in pair]
-            return _with_long_texts(texts, [(2 * i, 2 * i + 1) for i in range(len(chosen))], source)
     else:
-        unique = set(read_texts(path) if path is not None else FALLBACK_TEXTS)
-        if path is not None:
-            _check_distinct(path, unique)
+        pairs, unique = [], set(read_texts(path) if path is not None else FALLBACK_TEXTS)
+    if path is not None:
+        _check_distinct(path, unique)
+    wanted = min(count // 2, len(pairs))
+    if wanted >= MIN_RANKED_PAIRS:
+        chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, num=wanted)]
+        texts = [text for pair in chosen for text in pair]
+        return _with_long_texts(texts, [(2 * i, 2 * i + 1) for i in range(len(chosen))], source)
     ordered = sorted(unique, key=lambda t: (len(t), t))
     texts = [ordered[int(i)] for i in np.linspace(0, len(ordered) - 1, num=min(count, len(ordered)))]
     return _with_long_texts(texts, [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))][:20000], source)
