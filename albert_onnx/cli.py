@@ -283,22 +283,31 @@ def _info(args: argparse.Namespace) -> int:
         print(f"outputs       {', '.join(manifest.outputs)}")
         print(f"padding       {manifest.padding} (rows are [CLS] ... [SEP] then padding)")
         print(f"providers     {', '.join(available_providers())}")
-        print(f"tokenizer     {_file_problem(folder, folder.tokenizer.entry) or _FILE_MATCHES.format(folder.tokenizer.file)}")
+        problems = []  # every file that does not match: info shows them all, then fails (`info F && deploy` must stop)
+
+        def checked(entry: FileEntry) -> str | None:
+            problem = _file_problem(folder, entry)
+            problems.extend([problem] if problem is not None else [])
+            return problem
+
+        print(f"tokenizer     {checked(folder.tokenizer.entry) or _FILE_MATCHES.format(folder.tokenizer.file)}")
         for name, entry in folder.variants.items():
             ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
             print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
             print(f"         ops: {ops}")
             # the verdict is the manifest's; the file may have changed since
-            print(f"         {_file_problem(folder, entry.entry) or _FILE_MATCHES.format(entry.file)}")
+            print(f"         {checked(entry.entry) or _FILE_MATCHES.format(entry.file)}")
             if entry.u8s8 is not None:
                 exact = u8s8_is_exact()
                 print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
-                problem = _file_problem(folder, entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
+                problem = checked(entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
                 if problem is not None:
                     print(f"         {problem} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
                 else:
                     print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
         sys.stdout.flush()
+    if problems:
+        raise CommandError(f"{len(problems)} file(s) of {folder.path} do not match manifest.json (shown above); re-export the folder")
     return 0
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import logging
@@ -174,9 +175,12 @@ def _input_files(source: Path) -> list[Path]:
     (names starting with "." or "_" left out, as Arrow and Spark do).
 
     Raises:
-        ValueError: A folder with no .parquet file.
+        ValueError: A folder with no .parquet file, or a file that is not a regular file.
     """
     if not source.is_dir():
+        if not source.is_file():  # a named pipe would be drained by the fingerprint's read, then block the second
+            raise ValueError(f"input={str(source)!r} is not a regular file (a pipe or a device?); the Ray job reads its input "
+                             "twice (to fingerprint it, then to embed it): write it to a file first, or use --engine local")
         return [source]
     files = sorted(path for path in source.rglob("*") if path.suffix.lower() == ".parquet"
                    and path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(source).parts))
@@ -211,9 +215,7 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
         "text_field": None if txt else options.text_field,
         "shard_rows": options.shard_rows,
         "variant": variant,
-        "graph_sha256": folder.variants[variant].sha256,
-        "twin_sha256": twin.sha256 if (twin := folder.variants[variant].u8s8) is not None else None,
-        "tokenizer": asdict(folder.tokenizer),
+        **_model_facts(folder, variant),
         "device": device,
         "pooling": options.pooling,
         "normalize": options.normalize,
@@ -221,6 +223,13 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
         "long_text": options.long_text,
         "albert_onnx": __version__,
     }
+
+
+def _model_facts(folder: ModelFolder, variant: str) -> dict[str, Any]:
+    """The fingerprint's record of the model: the variant's graph (and twin) and tokenizer, as the manifest says."""
+    twin = folder.variants[variant].u8s8
+    return {"graph_sha256": folder.variants[variant].sha256, "twin_sha256": twin.sha256 if twin is not None else None,
+            "tokenizer": asdict(folder.tokenizer)}
 
 
 def _shown_fact(key: str, value: object) -> str:
@@ -299,8 +308,20 @@ def _resumable(output: Path, job: dict[str, Any], overwrite: bool) -> set[int]:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary name and a rename: ``path`` holds the old record or the new one, whole."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:  # a write's OSError (no space, quota) names no file: name it, for the one-line report
+        tmp.unlink(missing_ok=True)
+        raise _naming(error, tmp) from None
     os.replace(tmp, path)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file name (Python's and Arrow's write errors carry none)."""
+    if error.filename is not None:
+        return error
+    code = error.errno or errno.EIO
+    return OSError(code, os.strerror(code) if error.errno else str(error), str(path))
 
 
 def _job_files(output: Path) -> list[Path]:
@@ -527,15 +548,16 @@ def _csv_rows(path: Path, rows: _Rows) -> Iterator[None]:
     csv.field_size_limit(1 << 30)  # one text may be long; the module's default stops at 128 KiB
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
+            # strict: an unclosed quote is an error, not one text that swallows every row after it
+            reader = csv.reader(handle, strict=True)
+            header = _csv_row(reader, path)
             if header is None:
                 raise ValueError(f"{path.name} is empty; a CSV input needs a header row naming {rows.id_field!r} and {rows.text_field!r}")
             for name in (rows.id_field, rows.text_field):
                 if name not in header:
                     raise ValueError(f"{path.name} has no column {name!r} (columns: {header}); pass id_field/text_field (--id-field/--text-field)")
             id_at, text_at = header.index(rows.id_field), header.index(rows.text_field)
-            for row in reader:
+            while (row := _csv_row(reader, path)) is not None:
                 if not row:
                     continue  # a blank line
                 row_id = row[id_at] if id_at < len(row) and row[id_at] != "" else None
@@ -544,6 +566,15 @@ def _csv_rows(path: Path, rows: _Rows) -> Iterator[None]:
                 yield
     finally:
         csv.field_size_limit(limit)
+
+
+def _csv_row(reader: Any, path: Path) -> list[str] | None:
+    """The next row (None at the end); a malformed row is a ValueError naming the file and line."""
+    try:
+        return next(reader, None)
+    except csv.Error as error:
+        raise ValueError(f"{path.name}:{reader.line_num}: not valid CSV ({error}); a quote opened and not closed, or a "
+                         "line break inside a field that is not quoted: fix the file") from None
 
 
 def _python_chunks(path: Path, options: RayJobOptions) -> Iterator[tuple[pa.Table, Where]]:
@@ -608,7 +639,12 @@ def _batches(handle, name: str, options: RayJobOptions) -> Iterator[pa.RecordBat
 
 
 def _decoded(array: pa.Array) -> pa.Array:
-    return array.dictionary_decode() if hasattr(array, "dictionary_decode") else array
+    """A dictionary column decoded, and Arrow's other string types (large_string, string_view) as plain string:
+    one logical type, whichever writer made the file."""
+    import pyarrow as pa
+
+    array = array.dictionary_decode() if hasattr(array, "dictionary_decode") else array
+    return array.cast(pa.string()) if array.type in (pa.large_string(), pa.string_view()) else array
 
 
 def _valid_utf8(array: pa.Array) -> bool:
@@ -751,10 +787,18 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
 class _EmbedBatch:
     """The actor: one AlbertEmbedder (one ORT session) per actor, loaded once for the whole job."""
 
-    def __init__(self, folder: str, variant: str, device: str, threads: int, encode: dict[str, Any]) -> None:
+    def __init__(self, folder: str, variant: str, device: str, threads: int, encode: dict[str, Any], model: dict[str, Any]) -> None:
         from albert_onnx import AlbertEmbedder
 
         self.embedder = AlbertEmbedder.from_pretrained(folder, variant=variant, device=device, threads=threads)
+        # the files were checked against the folder's manifest, which may not be the one the job was fingerprinted by:
+        # a folder re-exported or replaced while the job runs (or before Ray restarts this actor) would put another
+        # model's vectors under this job's record, and a resumed run would mix the two
+        now = _model_facts(self.embedder.folder, variant)
+        changed = [key for key, value in model.items() if now[key] != value]
+        if changed:
+            raise ModelFolderError(f"{folder} changed since this job started ({', '.join(changed)} differ); the job's finished parts "
+                                   "are of the model it started with: rerun the job (with overwrite to start over with the new model)")
         self.encode = encode  # batch_size, pooling, normalize, max_length, long_text
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -798,7 +842,11 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
                            "nothing of it was written (a bug: please report it)")
     part = pa.table({"id": table["id"].cast(id_type), "vector": table["vector"], "error": table["error"]})
     tmp = output / f".part-{shard:06d}.parquet.tmp"
-    pq.write_table(part, tmp)
+    try:
+        pq.write_table(part, tmp)
+    except OSError as error:  # Arrow's OSError names no file (no space, quota): name it, for the one-line report
+        tmp.unlink(missing_ok=True)
+        raise _naming(error, tmp) from None
     os.replace(tmp, output / f"part-{shard:06d}.parquet")
 
 
@@ -832,7 +880,7 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
     return actors, threads
 
 
-def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any]) -> int:
+def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any], facts: dict[str, Any]) -> int:
     """Embed the unfinished shards through one actor pool; write each shard as soon as its last row is back.
 
     Texts cut to ``max_length`` are reported once for the whole run, as the local CLI does: one warning on the
@@ -853,7 +901,7 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
     actors, threads = plan_actors(model["device"], options.actors, options.threads_per_actor, cpus, gpus)
     logger.debug("embedding %d shards with %d actors x %d threads on %s", len(corpus.todo), actors, threads, model["device"])
     dataset = ray.data.from_arrow_refs([corpus.todo[shard] for shard in sorted(corpus.todo)])
-    embedded = dataset.map_batches(_EmbedBatch, fn_constructor_kwargs={**model, "threads": threads, "encode": encode},
+    embedded = dataset.map_batches(_EmbedBatch, fn_constructor_kwargs={**model, "threads": threads, "encode": encode, "model": facts},
                                    batch_size=options.batch_size * 8, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                                    **({"num_gpus": 1} if model["device"] == "cuda" else {"num_cpus": threads}))
     collected: dict[int, list[pa.Table]] = {shard: [] for shard in corpus.todo}
@@ -1084,7 +1132,8 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
             model = {"folder": str(Path(options.folder).resolve()), "variant": variant, "device": device}
             encode = {"batch_size": options.batch_size, "pooling": options.pooling, "normalize": options.normalize,
                       "max_length": max_length, "long_text": options.long_text}
-            counts["written"] = _embed(options, corpus, model, encode)
+            facts = {key: job[key] for key in ("graph_sha256", "twin_sha256", "tokenizer")}  # the actors check theirs against it
+            counts["written"] = _embed(options, corpus, model, encode, facts)
         _write_json(options.output / JOB_FILE, {**record, "finished": counts})
     except BaseException:
         _clean_up(options.output, started)

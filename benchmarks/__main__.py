@@ -52,8 +52,31 @@ def machine_facts(threads: int) -> dict[str, object]:
             pass
     ort_name, ort_version = onnxruntime_package()  # the imported one (a GPU host may hold both builds)
     versions[ort_name] = ort_version
-    return {"date": dt.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "cpu_flags": flags, "python": platform.python_version(), "versions": versions}
+    return {"date": dt.date.today().isoformat(), "cpu": cpu, **cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "cpu_flags": flags, "python": platform.python_version(), "versions": versions, "harness": harness_commit()}
+
+
+def cpu_model() -> dict[str, str]:
+    """/proc/cpuinfo's family and model numbers: "AMD EPYC" alone is Zen 3 on one machine and Zen 4 on another."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return {f"cpu_{key.replace(' ', '_')}": fields[key] for key in ("cpu family", "model") if key in fields}
+
+
+def harness_commit() -> str:
+    """The git commit the harness ran from, ``+changes`` when the tree differed from it (``unknown`` outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 def prepare(model: str, tokenizer: Path, workdir: Path, variants: tuple[str, ...]) -> tuple[Path, Path, bool]:
@@ -109,6 +132,14 @@ def _variant_of(name: str) -> str | None:
         return None
 
 
+def tokens_computed(engine, corpus: list[str]) -> int | None:
+    """Token positions the engine's ``embed`` of the corpus computed, padding included (None: not known, e.g.
+    sentence-transformers, which sorts by characters on its own). Counted outside the timing."""
+    if isinstance(engine, eng.AlbertOnnxEngine):  # one exact length per call: real tokens only
+        return int(engine.embedder.tokenize(corpus)["attention_mask"].sum())
+    return engine.tokens_computed if isinstance(engine, eng.PaddedBatchEngine) else None
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -144,15 +175,18 @@ def build_engines(names: list[str], checkpoint: Path, folder: Path, workdir: Pat
             results["engines"][name] = {"error": f"{type(error).__name__}: {error}"[:500]}
             print(f"  {name} FAILED: {error}", file=sys.stderr)
             continue
-        results["engines"][name] = {"file_size": engine.file_size, "load_seconds": round(engine.load_seconds, 3)}
+        results["engines"][name] = {"file_size": engine.file_size, "load_seconds": round(engine.load_seconds, 3),
+                                    **({"attention": engine.attention} if hasattr(engine, "attention") else {})}
         built.append(engine)
     return built
 
 
 def footprint(name: str, checkpoint: Path, folder: Path, workdir: Path, threads: int, device: str, batch: int, seq: int) -> dict:
     """Cold start and peak RSS of one engine in a fresh process (in this process all engines share one heap)."""
+    # the child's cold start counts from here: psutil's create_time inherits /proc/stat's whole-second boot time
+    # (measured: 0.17-0.19 s reported for a process that took 0.04 s)
     command = [sys.executable, "-m", "benchmarks.footprint", name, str(checkpoint), str(folder), str(workdir),
-               str(threads), device, str(batch), str(seq)]
+               str(threads), device, str(batch), str(seq), repr(time.time())]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -234,6 +268,7 @@ def main(argv=None) -> int:
             lat[engine.name].append(timed(lambda: engine.embed([text])) * 1000)
     for name, ms in lat.items():
         results["latency"][name] = {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)}
+    results["latency_requests"] = len(sample)
 
     # 3. fidelity of the model alone: every engine on the same token ids (the baseline's tokenizer) against the
     # baseline: raw and centred cosine (the baseline's mean vector subtracted: with random weights all sentence
@@ -262,7 +297,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         vectors = engine.embed(corpus, batch_size=32)
         seconds = time.perf_counter() - started
-        results["corpus"][engine.name] = {"texts": len(corpus), "seconds": round(seconds, 2), "texts_per_s": round(len(corpus) / seconds, 1)}
+        results["corpus"][engine.name] = {"texts": len(corpus), "seconds": round(seconds, 2), "texts_per_s": round(len(corpus) / seconds, 1),
+                                          "tokens_computed": tokens_computed(engine, corpus)}
         reference = vectors if reference is None else reference
         results["accuracy"][engine.name]["end_to_end_min_cosine"] = _min_cosine(vectors, reference)
         print(f"corpus {engine.name}: {len(corpus) / seconds:.1f} texts/s, min cos {results['accuracy'][engine.name]}", flush=True)
@@ -282,7 +318,7 @@ def main(argv=None) -> int:
             continue
         results["engines"][engine.name]["own_process"] = footprint(engine.name, checkpoint, folder, workdir, args.threads, args.device, batch, seq)
         print(f"footprint {engine.name}: {results['engines'][engine.name]['own_process']}", flush=True)
-    results["peak_rss_mb"] = round(rss_mb(), 1)
+    results["rss_mb_at_end"] = round(rss_mb(), 1)  # this process, all engines loaded (each alone: own_process)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, args.out)
     print(f"wrote {args.out}/results.json, results.md and plots")

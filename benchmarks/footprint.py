@@ -1,7 +1,8 @@
-"""One engine alone in a fresh process: ``python -m benchmarks.footprint NAME CHECKPOINT FOLDER WORKDIR THREADS DEVICE B S``.
+"""One engine alone in a fresh process: ``python -m benchmarks.footprint NAME CHECKPOINT FOLDER WORKDIR THREADS DEVICE B S
+LAUNCHED`` (LAUNCHED: the parent's ``time.time()`` just before it started this process).
 
-Prints one JSON line: cold start (seconds from process start to the first vector of one short text, imports
-included), peak RSS after one call of shape (B, S), and on CUDA the GPU memory this process holds then.
+Prints one JSON line: cold start (seconds from LAUNCHED to the first vector of one short text, interpreter start
+and imports included), peak RSS after one call of shape (B, S), and on CUDA the GPU memory this process holds then.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 
 from albert_onnx.hardware import nvidia_smi, nvidia_smi_target
 
@@ -59,13 +59,13 @@ def gpu_memory(before_mb: float | None) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    name, checkpoint, folder, workdir, threads, device, batch, seq = argv
+    name, checkpoint, folder, workdir, threads, device, batch, seq, launched = argv
     before = _device_used() if device == "cuda" else None  # before any CUDA context
     from . import engines
 
     engine = engines.make_engine(name, Path(checkpoint), Path(folder), Path(workdir), int(threads), device)
     engine.embed(["A man is playing a guitar."])
-    cold = time.time() - psutil.Process().create_time()
+    cold = time.time() - float(launched)  # the parent's clock just before it started this process
     import numpy as np
 
     from .__main__ import random_feeds

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from albert_onnx.int8_kernel import u8s8_is_exact
+
 from .__main__ import SHARED, machine_facts, random_feeds
 
 SHAPES = [(1, 16), (1, 128), (32, 128)]
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
     work = args.out / "int8-schemes"
     work.mkdir(parents=True, exist_ok=True)
-    graphs = {"fused fp32 (reference)": folder.variant_path("fused"), "per-token (shipped int8)": folder.variant_path("int8")}
+    graphs = {"fused fp32 (reference)": folder.variant_path("fused"), "per-token (shipped int8)": folder.variant_path("int8", u8s8=u8s8_is_exact())}
     builds = {"dynamic-per-tensor": lambda p: build_dynamic_per_tensor(folder.variant_path("fused"), p),
               "static-per-channel": lambda p: build_static_per_channel(
                   folder.variant_path("fp32"), p, [a for a, _ in sentence_pairs(SHARED / "data/stsbenchmark/sts-train.csv")[:64]], tokenizer),

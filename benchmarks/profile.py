@@ -24,7 +24,7 @@ def profile_by_op(graph: Path, feeds: dict[str, np.ndarray], threads: int, runs:
         graph: The .onnx file (loaded with the runtime's SessionOptions, so the same fusions apply).
         feeds: Inputs of one call.
         threads: Intra-op threads.
-        runs: Profiled calls after one unprofiled-shape warm-up.
+        runs: Calls summed, after one warm-up call that is left out.
         workdir: Where ORT writes its trace (removed after reading).
 
     Returns:
@@ -38,20 +38,25 @@ def profile_by_op(graph: Path, feeds: dict[str, np.ndarray], threads: int, runs:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    session.run(["sentence_embedding"], feeds)  # warm-up: first-call allocations stay out of the sums
+    session.run(["sentence_embedding"], feeds)  # warm-up: its kernels are left out of the sums below
     for _ in range(runs):
         session.run(["sentence_embedding"], feeds)
     trace = Path(session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
+    # the profiler is on from the session's start, so the warm-up is in the trace too: count only the kernels that
+    # started after the first model_run ended (its first-call allocations would otherwise be spread over the runs)
+    calls = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(calls) != runs + 1:
+        raise RuntimeError(f"ONNX Runtime's trace of {graph} holds {len(calls)} model_run events, not the {runs + 1} calls made")
+    warm_end = calls[0][1]
     per_op: dict[str, float] = defaultdict(float)
     for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= warm_end:
             per_op[event["args"]["op_name"]] += event["dur"] / 1000.0  # microseconds -> ms
-    calls = runs + 1
     total = sum(per_op.values())
-    ops = [{"op": op, "ms_per_call": ms / calls, "share": ms / total} for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])]
-    return {"ms_per_call": total / calls, "ops": ops}
+    ops = [{"op": op, "ms_per_call": ms / runs, "share": ms / total} for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])]
+    return {"ms_per_call": total / runs, "ops": ops}
 
 
 def host_share(embedder, texts: list[str]) -> dict[str, float]:

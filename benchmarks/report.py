@@ -18,9 +18,10 @@ def write_report(results: dict, out: Path) -> None:
     lines = [
         f"# albert-onnx benchmark — {results['model']}" + (" (SEEDED RANDOM WEIGHTS, real vocabulary)" if results["random_weights"] else ""),
         "",
-        f"{m['date']} · " + (f"GPU {m['gpu']} · " if m.get("gpu") else "") + f"{m['cpu']} ({m['cores']} cores; flags: {flags}) · "
+        f"{m['date']} · " + (f"GPU {m['gpu']} · " if m.get("gpu") else "") + f"{m['cpu']} ({_cpus(m)}; flags: {flags}) · "
         f"{m['threads']} threads · Python {m['python']} · "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + (" · --quick" if results["quick"] else ""),
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + (" · --quick" if results["quick"] else "")
+        + (f" · harness {m['harness']}" if m.get("harness") else ""),
         "",
         f"Fixed shapes: median ms per call (p10–p90), ratio = {base} median / engine median, same run, engines interleaved.",
         "",
@@ -38,19 +39,32 @@ def write_report(results: dict, out: Path) -> None:
             cells.append(f"{r['median_ms']:.1f} ({r['p10_ms']:.1f}–{r['p90_ms']:.1f}) {_ratio(r0['median_ms'], r['median_ms'])}" if r else "-")
         size = f"{info['file_size'] / 1e6:.1f}" if info.get("file_size") else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {size} | {info['load_seconds']:.2f} |")
+    runs = {(r["batch"], r["seq"]): r["runs"] for r in results["shapes"]}
+    lines += ["", "Calls timed per engine: " + ", ".join(f"b{b}·s{s} {runs[b, s]}" for b, s in shapes) + " (after one warm-up call)."]
+    attention = {name: info["attention"] for name, info in results["engines"].items() if "attention" in info}
+    if attention:
+        lines.append("PyTorch attention: " + ", ".join(f"{name} {kind}" for name, kind in attention.items()) + ".")
     gpu = m.get("device") == "cuda"  # its own column: the GPU memory each engine holds
-    lines += ["", "Single request over real STS-B sentences (end to end, tokenization included), and corpus throughput "
-              "(STS-B sentences, batch 32; eager PyTorch with the usual padded batches):", "",
-              "| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | min cos vs base, same ids | centred cos mean / min | rank agreement | batch invariance | min cos vs base, end to end | cold start s | peak RSS MB |"
+    counted = any("tokens_computed" in c for c in results["corpus"].values())  # harnesses since 2026-12-06
+    if counted:
+        lines += ["", f"Single request over {results.get('latency_requests', '?')} real STS-B sentences (end to end, tokenization "
+                  "included), and corpus throughput (STS-B sentences, batch 32; albert-onnx: one exact token length per call; "
+                  "PyTorch and Optimum: sorted by token count, padded per batch; sentence-transformers: its own sort by "
+                  "characters; tokens computed: token positions run, padding included, where known):", ""]
+    else:
+        lines += ["", "Single request over real STS-B sentences (end to end, tokenization included), and corpus throughput "
+                  "(STS-B sentences, batch 32; eager PyTorch with the usual padded batches):", ""]
+    lines += ["| engine | p50 ms | p90 ms | p99 ms | corpus texts/s | vs base | " + ("tokens computed | " if counted else "")
+              + "min cos vs base, same ids | centred cos mean / min | rank agreement | batch invariance | min cos vs base, end to end | cold start s | peak RSS MB |"
               + (" GPU MB |" if gpu else ""),
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if counted else "") + ("---|" if gpu else "")]
     c0 = results["corpus"].get(base, {}).get("texts_per_s")
     for name, info in results["engines"].items():
         if name not in results["latency"]:
             continue
         l, c, a = results["latency"][name], results["corpus"][name], results["accuracy"][name]
         lines.append(f"| {name} | {l['p50_ms']:.1f} | {l['p90_ms']:.1f} | {l['p99_ms']:.1f} | {c['texts_per_s']:.1f} | "
-                     f"{_ratio(c['texts_per_s'], c0)} | {a['same_ids_min_cosine']:.5f} | {a['centred_cosine_mean']:.4f} / {a['centred_cosine_min']:.4f} | "
+                     f"{_ratio(c['texts_per_s'], c0)} | " + (f"{_count(c.get('tokens_computed'))} | " if counted else "") + f"{a['same_ids_min_cosine']:.5f} | {a['centred_cosine_mean']:.4f} / {a['centred_cosine_min']:.4f} | "
                      f"{a['rank_agreement']:.5f} | {a['batch_invariance_max_abs_diff']:.1e} | {a['end_to_end_min_cosine']:.5f} | "
                      f"{_own(info, 'cold_start_s', '.2f')} | {_own(info, 'peak_rss_mb', '.0f')} |" + (f" {_gpu_mb(info)} |" if gpu else ""))
     corpus_n = next(iter(results["corpus"].values()))["texts"] if results["corpus"] else 0
@@ -73,6 +87,18 @@ def write_report(results: dict, out: Path) -> None:
     lines += _profile_lines(results.get("profile"))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plots(results, out)
+
+
+def _cpus(machine: dict) -> str:
+    """"2 logical CPUs, family 25 model 17" (results since 2026-12-06) or "2 cores" (earlier ones: os.cpu_count())."""
+    if "logical_cpus" not in machine:
+        return f"{machine['cores']} cores"
+    model = f", family {machine['cpu_cpu_family']} model {machine['cpu_model']}" if "cpu_model" in machine else ""
+    return f"{machine['logical_cpus']} logical CPUs{model}"
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "-"
 
 
 def _own(info: dict, key: str, spec: str) -> str:

@@ -45,7 +45,7 @@ def summarize(name: str, folder: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | layers × hidden | export s | peak RSS GB | fp32 / fused / int8 / fp16 MB | Attention · SkipLN · GELU (fused) "
+    lines = ["| size | layers × hidden | export s | peak RSS GB | fp32 / fused / int8 / fp16 MiB | Attention · SkipLN · GELU (fused) "
              "| gates fp32 · fused · int8 · fp16 | int8 centred mean · rank · token cos min | reference spread |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "sizes.json").write_text(json.dumps({"machine": machine, "sizes": rows}, indent=1) + "\n")  # after each size
     flags = ", ".join(f for f, on in machine["cpu_flags"].items() if on)
     text = (f"Exports by name, SEEDED RANDOM WEIGHTS, validated on STS-B dev; {machine['date']}, {machine['cpu']} ({flags}), "
-            f"{machine['cores']} cores, torch {machine['versions'].get('torch')}, onnxruntime {machine['versions'].get('onnxruntime')}.\n\n"
+            f"{machine.get('logical_cpus', machine.get('cores'))} logical CPUs, torch {machine['versions'].get('torch')}, onnxruntime {machine['versions'].get('onnxruntime')}.\n\n"
             + table(rows) + "\n")
     (out / "sizes.md").write_text(text)
     print(text)

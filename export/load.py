@@ -190,6 +190,10 @@ def _read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
         raise ExportError(f"source={source!r} {what} (model_type must be 'albert'); albert-onnx exports ALBERT models only")
     check_config(raw, origin)
     config = AlbertConfig.from_dict(raw)
+    # outputs as a ModelOutput (a config's return_dict=false or torchscript=true would make tuples, which the
+    # export and the reference read by name), and the feed-forward in one piece (chunking traces the example's
+    # length into the graph); none of them changes the arithmetic
+    config.return_dict, config.torchscript, config.chunk_size_feed_forward = True, False, 0
     # Eager attention: ONNX Runtime's Attention fusion matches the eager graph, not SDPA's.
     config._attn_implementation = "eager"
     return config, where

@@ -33,6 +33,7 @@ class AlbertExportWrapper(torch.nn.Module):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             output_hidden_states=self.hidden_states,
+            return_dict=True,  # a config with return_dict=false or torchscript=true would give a tuple
         )
         hidden = out.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)

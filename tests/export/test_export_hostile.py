@@ -25,7 +25,7 @@ from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validation_texts import read_texts, validation_set
 from albert_onnx_export.write import check_output, staging_folder
-from tests.conftest import make_hub_cache, refused_reads, run_cli
+from tests.conftest import make_hub_cache, make_tiny_source, refused_reads, run_cli
 from tests.export.test_export import _options
 
 
@@ -373,3 +373,14 @@ def test_a_manifest_from_another_export_is_refused(tiny_folder, plain_folder, tm
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match=r"manifest\.json says outputs=.* but model_fp32\.onnx was exported with"):
         AlbertEmbedder.from_pretrained(folder, variant="fp32")
+
+
+def test_a_config_asking_for_tuples_exports(tmp_path):
+    """Found by an attack: return_dict=false or torchscript=true (ordinary HF config keys) made the export wrapper
+    fail with AttributeError: 'tuple' object has no attribute 'last_hidden_state'; chunk_size_feed_forward made a
+    graph of the trace's length (or transformers' error naming no argument)."""
+    source = make_tiny_source(tmp_path / "src")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "return_dict": False, "torchscript": True, "chunk_size_feed_forward": 4}))
+    run_cli("export", str(source), "--random-weights", "--variants", "fp32", "--validation-samples", "8", "-o", str(tmp_path / "m"))
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["variants"]["fp32"]["validation"]["status"] == "passed"

@@ -304,7 +304,7 @@ def test_info_checks_each_file_against_the_manifest(copy_of, capsys):
     graph.write_bytes(graph.read_bytes()[:1000])
     (copy_of / "model_fused.onnx").unlink()
     status, out, err = cli(capsys, "info", str(copy_of))
-    assert (status, err) == (0, "")
+    assert (status, err) == (2, f"albert-onnx info: error: 2 file(s) of {copy_of} do not match manifest.json (shown above); re-export the folder\n")
     assert f"\n         {graph}: size 1000 bytes, manifest.json says {size}; the file was changed or truncated: re-export\n" in out
     assert f"\n         {copy_of / 'model_fused.onnx'} is missing; the model folder is incomplete: re-export it\n" in out
     assert "         model_int8.onnx: size and sha256 match manifest.json\n" in out
@@ -326,7 +326,7 @@ def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, copy_of, capsys, mo
     for exact, effect in ((True, "does not load here"), (False, "loads here only from Python with verify=False")):
         monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda exact=exact: exact)
         status, out, _ = cli(capsys, "info", str(folder))
-        assert status == 0
+        assert status == 2  # the folder is incomplete on every CPU: `info F && deploy` stops
         assert f"\n         {folder}/model_int8_u8s8.onnx is missing; the model folder is incomplete: re-export it (int8 {effect})\n" in out
         assert "this CPU runs" not in out
     (folder / "model_int8_u8s8.onnx").symlink_to(tiny_folder / "model_int8_u8s8.onnx")  # the loader refuses links too

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -744,3 +746,81 @@ def test_a_relative_folder_reaches_the_actors(local_ray, tiny_folder, tmp_path, 
     assert counts["written"] == 1
     expected = AlbertEmbedder.from_pretrained(tiny_folder, variant="int8", device="cpu", threads=1).encode(["a b"])
     np.testing.assert_array_equal(_vectors(_read_all(tmp_path / "out"), [1]), expected)
+
+
+def test_a_folder_replaced_while_the_job_runs_stops_the_actors(local_ray, copy_of, plain_folder, tmp_path, monkeypatch):
+    # the driver fingerprints the folder, then the actors load it: a folder re-exported in between must not put
+    # another model's vectors under this job's record (a resumed run would then mix two models in one output)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out"
+    _write_jsonl(source, [{"id": i, "text": f"text number {i}"} for i in range(20)])
+    read = ray_job._read
+
+    def replace_the_folder_then_read(*args, **kwargs):
+        shutil.rmtree(copy_of)
+        shutil.copytree(plain_folder, copy_of)  # another export: its own manifest, consistent with its graph
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(ray_job, "_read", replace_the_folder_then_read)
+    with pytest.raises(ray_job.ActorStartError, match=r"changed since this job started \(graph_sha256 differ\); the job's finished "
+                                                      r"parts are of the model it started with: rerun the job"):
+        run_ray_job(_options(copy_of, source, out))
+    assert not out.exists()  # nothing was written: no part, no record, no folder
+
+
+@pytest.mark.parametrize("content, line", [
+    ('id,text\n1,"hello world\n2,second row\n3,third row\n', 4),  # an unclosed quote would swallow rows 2 and 3
+    ('id,text\n1,"said "hi" twice"\n2,b\n', 2),  # a quote inside a quoted field must be doubled
+])
+def test_malformed_csv_is_one_line_naming_the_line(no_ray, tiny_folder, tmp_path, content, line):
+    source = tmp_path / "in.csv"
+    source.write_bytes(content.encode())
+    with pytest.raises(ValueError, match=rf"^in\.csv:{line}: not valid CSV \(.+\); a quote opened and not closed, or a line "
+                                         r"break inside a field that is not quoted: fix the file$"):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_named_pipe_is_refused_before_it_is_read(no_ray, tiny_folder, tmp_path):
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would block forever
+    with pytest.raises(ValueError, match=r"is not a regular file \(a pipe or a device\?\); the Ray job reads its input twice"):
+        run_ray_job(_options(tiny_folder, fifo, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_arrow_string_types_are_one_type(local_ray, tiny_folder, tmp_path):
+    # pyarrow writes string_view and large_string columns; they are text and ids like string ones
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(pa.table({"id": pa.array(["a", "b"], pa.large_string()), "text": pa.array(["one", "two"], pa.string_view())}),
+                   source / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array(["c"], pa.string()), "text": pa.array(["three"], pa.large_string())}), source / "b.parquet")
+    run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    rows = _read_all(tmp_path / "out")
+    embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32")
+    np.testing.assert_array_equal(_vectors(rows, ["a", "b", "c"]), embedder.encode(["one", "two", "three"]))
+    assert pq.read_schema(next((tmp_path / "out").glob("part-*.parquet"))).field("id").type == pa.string()
+
+
+@pytest.mark.parametrize("write", ["part", "record"])
+def test_a_full_disk_names_the_file_it_was_writing(tiny_folder, tmp_path, monkeypatch, write):
+    # Arrow's and Python's write errors carry no file name; the CLI reports an OSError in one line only with one
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    if write == "part":
+        monkeypatch.setattr(pq, "write_table", no_space)
+        table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+        with pytest.raises(OSError) as caught:
+            ray_job._write_shard(out, 0, 0, [table], pa.int64())
+        temporary = out / ".part-000000.parquet.tmp"
+    else:
+        monkeypatch.setattr(Path, "write_text", no_space)
+        with pytest.raises(OSError) as caught:
+            ray_job._write_json(out / ray_job.JOB_FILE, {"job": {}})
+        temporary = out / f".{ray_job.JOB_FILE}.tmp"
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (28, "No space left on device", str(temporary))
+    assert list(out.iterdir()) == []
