@@ -243,7 +243,7 @@ def settle_dead_exports(parent: Path) -> None:
         if not match or not path.is_dir() or (parent / f".{match['name']}.tmp-{match['suffix']}.lock").exists():
             continue
         kept, target = path / "folder", parent / match["name"]
-        if match["kind"] == "old" and kept.is_dir() and not os.path.lexists(target):
+        if match["kind"] == "old" and _is_model_folder(kept) and not os.path.lexists(target):
             os.rename(kept, target)
             log.warning(f"restored {target} from {entry}/folder, where an older albert-onnx killed while replacing it had left it")
             if not any(path.iterdir()):
@@ -253,6 +253,20 @@ def settle_dead_exports(parent: Path) -> None:
     if unlocked:
         log.warning(f"left alone in {parent}: {', '.join(unlocked)}: export folders without an owner lock, from an albert-onnx "
                     "before lock files or still in use by one; delete them by hand if no such export is running")
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A real folder whose manifest.json says it is an albert-onnx model folder: only such a folder is ever put back
+    (a user's ``.photos.old-2024/folder`` beside the output is not ours to move)."""
+    manifest = path / MANIFEST
+    if path.is_symlink() or not path.is_dir() or manifest.is_symlink() or not manifest.is_file():
+        return False
+    try:
+        with manifest.open("rb") as handle:
+            data = json.loads(handle.read(MAX_MANIFEST_BYTES))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def _install(claim: _Claim, overwrite: bool) -> None:

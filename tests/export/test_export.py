@@ -343,6 +343,20 @@ def test_leftovers_of_an_older_version(tmp_path, caplog):
     assert "left alone in" in caplog.text and ".out.tmp-8fh3_1q (2.0 MB)" in caplog.text and "delete them by hand" in caplog.text
 
 
+def test_a_users_folder_that_looks_like_an_old_leftover_is_not_moved(tmp_path, caplog):
+    """Found by an attack: any .NAME.old-*/folder beside the output was renamed to NAME (a user's photos included)."""
+    photos = tmp_path / ".photos.old-2024" / "folder"
+    photos.mkdir(parents=True)
+    (photos / "a.jpg").write_bytes(b"x")
+    (tmp_path / ".notes.old-k2j4_x9" / "folder").mkdir(parents=True)
+    (tmp_path / ".notes.old-k2j4_x9" / "folder" / "manifest.json").write_text('{"format": "someone-else"}')
+    with caplog.at_level("WARNING", logger="albert_onnx_export"):
+        with staging_folder(tmp_path / "out", overwrite=False) as staging:
+            (staging / "manifest.json").write_text(OLD_MANIFEST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.old-k2j4_x9", ".photos.old-2024", "out"]
+    assert (photos / "a.jpg").read_bytes() == b"x" and "restored" not in caplog.text
+
+
 @pytest.mark.write_step
 def test_killed_export_then_rerun_leaves_only_the_model(tiny_source, tmp_path):
     """A real export SIGKILLed mid-way, then run again: one complete model folder and nothing else."""
