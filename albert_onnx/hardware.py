@@ -13,16 +13,22 @@ from pathlib import Path
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
-def cpu_facts() -> tuple[str, dict[str, bool]]:
-    """The CPU's model name and which of :data:`KERNEL_FLAGS` it has (Linux: /proc/cpuinfo; elsewhere no flags)."""
+def cpuinfo_fields() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty where there is none)."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         lines = []
-    fields = {}
+    fields: dict[str, str] = {}
     for line in lines:  # the first processor's lines
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_facts() -> tuple[str, dict[str, bool]]:
+    """The CPU's model name and which of :data:`KERNEL_FLAGS` it has (Linux: /proc/cpuinfo; elsewhere no flags)."""
+    fields = cpuinfo_fields()
     name = fields.get("model name") or platform.processor() or platform.machine()
     flags = fields.get("flags", "")
     present = set(flags.split())

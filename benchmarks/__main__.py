@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from albert_onnx.hardware import cpu_facts, gpu_name, onnxruntime_package
+from albert_onnx.hardware import cpu_facts, cpuinfo_fields, gpu_name, onnxruntime_package
 
 from . import engines as eng
 from .profile import host_share, profile_by_op
@@ -58,14 +58,7 @@ def machine_facts(threads: int) -> dict[str, object]:
 
 def cpu_model() -> dict[str, str]:
     """/proc/cpuinfo's family and model numbers: "AMD EPYC" alone is Zen 3 on one machine and Zen 4 on another."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = cpuinfo_fields()
     return {f"cpu_{key.replace(' ', '_')}": fields[key] for key in ("cpu family", "model") if key in fields}
 
 
