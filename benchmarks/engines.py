@@ -90,7 +90,7 @@ class PaddedBatchEngine(Engine):
     sentence-transformers sorts by characters), padded batches, ``_forward(feeds)`` -> vectors in input order.
 
     Sorted, because input order pads each batch to its longest text: 1.49x the real tokens of the first 1,000
-    STS-B texts in batches of 32 (measured), which would credit our exact-length batching with a speed-up that is
+    STS-B texts in batches of 32 (9,995 real tokens, 14,904 padded), which would credit our exact-length batching with a speed-up that is
     batching, not engine. ``tokens_computed`` counts the padded tokens of the last ``embed``.
     """
 
@@ -128,7 +128,7 @@ class TorchEngine(PaddedBatchEngine):
         torch.set_num_threads(threads)
         started = time.perf_counter()
         self.torch, self.device, self.dtype = torch, device, dtype
-        # fp32 / bf16 / fp16: the attention transformers picks by default (sdpa for ALBERT since 4.48: what a user
+        # fp32 / bf16 / fp16: the attention transformers picks by default (sdpa for ALBERT in transformers 4.57: what a user
         # gets), autocast for bf16 / fp16; fp16sdpa: the model itself in half precision with PyTorch's fused
         # attention (flash / memory-efficient kernels on CUDA), the fastest eager PyTorch
         sdpa = dtype == "fp16sdpa"
