@@ -193,6 +193,7 @@ def _embed_local(args: argparse.Namespace) -> int:
     except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
         raise CommandError(str(error)) from error
     max_length = embedder.max_length if args.max_length is None else arguments.count("--max-length", args.max_length, 3, embedder.max_length)
+    embedder.folder.check_pooling(args.pooling, f"--pooling {args.pooling}")
     if args.layer is not None:
         layers = embedder.folder.model.num_hidden_layers + 1  # the embeddings and every layer's output
         arguments.count("--layer", args.layer, -layers, layers - 1)

@@ -337,6 +337,7 @@ class AlbertEmbedder:
         max_length = self._options(batch_size, max_length, long_text, layer)
         if pooling == "pooler" and layer is not None:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
+        self.folder.check_pooling(pooling, f"pooling={pooling!r}")
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         _, sequences, owners = self._sequences(items, max_length, long_text)

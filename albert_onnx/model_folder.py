@@ -523,6 +523,20 @@ class ModelFolder:
                                    "re-export the folder")
         return self.file(twin.file)
 
+    def check_pooling(self, pooling: str, given: str) -> None:
+        """Refuse the ``pooler`` pooling for a folder exported from a checkpoint without ALBERT's pooler head.
+
+        Args:
+            pooling: The pooling asked for.
+            given: How the caller spelled it, for the message (``pooling='pooler'``, ``--pooling pooler``).
+
+        Raises:
+            ValueError: ``pooler`` asked of a folder with no ``pooler_output``, naming the poolings that work.
+        """
+        if pooling == "pooler" and "pooler_output" not in self.manifest.outputs:
+            raise ValueError(f"{given}: {self.path} has no pooler head (its checkpoint was saved without one, as AlbertForMaskedLM, "
+                             "...ForTokenClassification and ...ForQuestionAnswering save it); pick mean, cls or max")
+
     def check_int8_gemm(self, variant: str) -> None:
         """Refuse an int8 graph whose GEMMs are not :data:`INT8_GEMM` (they saturate on AVX2-only CPUs).
 

@@ -1098,6 +1098,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     folder = ModelFolder.load(options.folder)
     limit = folder.tokenizer.max_length
     max_length = limit if options.max_length is None else arguments.count("max_length", options.max_length, 3, limit)
+    folder.check_pooling(options.pooling, f"pooling={options.pooling!r}")
     files = _input_files(options.input)
     device = _job_device(options, folder)
     variant = resolve_variant(folder, options.variant, device)

@@ -15,7 +15,7 @@ from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
-from .locate import WEIGHT_FILES, local_weights, locate_model, shipped_name
+from .locate import SHARD_INDEXES, WEIGHT_FILES, local_weights, locate_model, shipped_name
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -33,6 +33,8 @@ REQUIRED_SIZES: dict[str, tuple[int, int, int]] = {
     # The fp32 graph is traced with 8-token inputs (to_onnx), so fewer positions cannot even be exported.
     "max_position_embeddings": (8, 512, 65536),
 }
+# The pooler head's tensors, as AlbertModel names them (both absent: a checkpoint saved without the head).
+POOLER_KEYS = ("pooler.bias", "pooler.weight")
 # Optional: every published ALBERT has these at the defaults transformers uses, so a missing one is no surprise.
 OPTIONAL_SIZES: dict[str, tuple[int, int, int]] = {"num_hidden_groups": (1, 1, 256), "inner_group_num": (1, 1, 256)}
 # name -> (low, high, low inclusive, albert-base-v2's value)
@@ -55,6 +57,9 @@ class LoadedModel:
     random_weights: bool
     seed: int | None
     weights_file: str | None
+    # False for a checkpoint saved without ALBERT's pooler head (AlbertForMaskedLM, ...ForTokenClassification,
+    # ...ForQuestionAnswering build theirs with add_pooling_layer=False): the folder then has no pooler_output.
+    pooler: bool = True
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -70,15 +75,16 @@ def is_offline_mode() -> bool:
     return value is not None and value.upper() in ("1", "ON", "YES", "TRUE")
 
 
-def hub_failure(source: str, what: str, error: OSError) -> ExportError:
-    """The ExportError for a hub download that failed (offline, no network, unknown id, gated repo)."""
+def hub_failure(source: str, what: str, error: OSError, argument: str = "source") -> ExportError:
+    """The ExportError for a hub download that failed (offline, no network, unknown id, gated repo); ``argument``: the
+    option that named the id (``source``, or ``tokenizer`` for --tokenizer)."""
     reason = one_line(str(error).splitlines()[0] if str(error).strip() else type(error).__name__, 200)
     if is_offline_mode():
         fix = ("HF_HUB_OFFLINE is set and the Hugging Face cache has no copy: unset HF_HUB_OFFLINE and run once with "
                "network access, or pass a local folder")
     else:
         fix = "check the id and the network (run once online to fill the cache), or pass a local folder"
-    return ExportError(f"source={source!r} is not a local folder, and {what} could not be fetched from the Hugging Face hub "
+    return ExportError(f"{argument}={source!r} is not a local folder, and {what} could not be fetched from the Hugging Face hub "
                        f"({reason}); {fix}")
 
 
@@ -253,28 +259,74 @@ def _check_not_lfs_pointer(path: Path) -> None:
 
 
 
+def shard_files(index: Path) -> list[str]:
+    """The shard file names a sharded checkpoint's index (``model.safetensors.index.json``) lists, sorted.
+
+    Raises:
+        ExportError: The index is not JSON, has no ``weight_map`` of tensor names to plain file names in its folder.
+    """
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(name, str) for name in weight_map.values()):
+        raise ExportError(f"{index}: has no weight_map of tensor names to shard files; the file is damaged: restore it from the "
+                          "checkpoint's source")
+    shards = sorted(set(weight_map.values()))
+    for name in shards:  # transformers joins these to the folder: "../x" would read outside the checkpoint
+        if Path(name).name != name or name in ("", ".", "..") or "\\" in name:
+            raise ExportError(f"{index}: weight_map names {name!r}, not a file in the checkpoint folder; the index is damaged: "
+                              "restore it from the checkpoint's source")
+    return shards
+
+
+def weight_files(folder: Path, name: str) -> list[Path]:
+    """The files holding the weights: ``name`` itself, or each shard its index lists.
+
+    Raises:
+        ExportError: A damaged index, or shards it lists that the folder lacks.
+    """
+    if name not in SHARD_INDEXES:
+        return [folder / name]
+    shards = shard_files(folder / name)
+    missing = [shard for shard in shards if not (folder / shard).is_file()]
+    if missing:
+        raise ExportError(f"{folder / name} lists {len(shards)} shard files and {len(missing)} of them are not in {folder} "
+                          f"(e.g. {missing[0]}); download the whole checkpoint")
+    return [folder / shard for shard in shards]
+
+
 def hub_weights(source: str, revision: str | None) -> Path:
-    """The local path of a hub repository's weights file: from the Hugging Face cache, or downloaded into it.
+    """The local path of a hub repository's weights file (or shard index, its shards beside it): from the Hugging Face
+    cache, or downloaded into it.
 
     Raises:
         ExportError: The hub cannot be reached (or HF_HUB_OFFLINE is set) and the cache has no copy, the id is
-            unknown, or the repository has neither weights file.
+            unknown, or the repository has no weights file.
     """
     from transformers.utils import cached_file
 
-    for name in WEIGHT_FILES:
+    def fetch(name: str) -> str | None:
         try:
-            found = cached_file(source, name, revision=revision, _raise_exceptions_for_missing_entries=False,
-                                _raise_exceptions_for_connection_errors=False)
+            return cached_file(source, name, revision=revision, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
         except OSError as error:
             raise hub_failure(source, "its weights", error) from error
-        if found is not None:
-            return Path(found)
+
+    for name in WEIGHT_FILES + SHARD_INDEXES:
+        found = fetch(name)
+        if found is None:
+            continue
+        if name in SHARD_INDEXES:  # the shards land in the same snapshot folder as the index
+            missing = [shard for shard in shard_files(Path(found)) if fetch(shard) is None]
+            if missing:
+                raise ExportError(f"source={source!r}: {len(missing)} shards its {name} lists could not be fetched from the Hugging "
+                                  f"Face hub or found in its cache (e.g. {missing[0]}); check the network (run once online to fill "
+                                  "the cache), or pass a local folder with the whole checkpoint")
+        return Path(found)
+    names = WEIGHT_FILES + SHARD_INDEXES
     if is_offline_mode():
-        raise ExportError(f"source={source!r}: HF_HUB_OFFLINE is set and the Hugging Face cache has no {' or '.join(WEIGHT_FILES)} "
+        raise ExportError(f"source={source!r}: HF_HUB_OFFLINE is set and the Hugging Face cache has no {' or '.join(names)} "
                           "of it; unset HF_HUB_OFFLINE and run once with network access, pass a local folder, or pass "
                           "--random-weights to export the architecture only")
-    raise ExportError(f"source={source!r}: neither {' nor '.join(WEIGHT_FILES)} could be found on the Hugging Face hub or in its cache "
+    raise ExportError(f"source={source!r}: none of {', '.join(names)} could be found on the Hugging Face hub or in its cache "
                       "(no network, or the repository has no such file); check the id and the network, or pass a local folder")
 
 
@@ -311,15 +363,14 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         return LoadedModel(model.eval(), config, source, revision, True, seed, None)
 
     weights = local_weights(source, where)
-    if weights is not None:
-        use_safetensors = weights == "model.safetensors"  # transformers loads .bin with weights_only=True
-        _check_not_lfs_pointer(local / weights)
-    else:
+    if weights is None:
         # Fetch (or find in the cache) the weights file first, then load from its snapshot folder: offline with an
         # empty cache, transformers' from_pretrained(hub id) fails with an AttributeError that names nothing.
         fetched = hub_weights(source, revision)
-        local, weights, use_safetensors = fetched.parent, fetched.name, fetched.suffix == ".safetensors"
-        _check_not_lfs_pointer(fetched)
+        local, weights = fetched.parent, fetched.name
+    use_safetensors = weights.startswith("model.safetensors")  # transformers loads .bin with weights_only=True
+    for path in weight_files(local, weights):
+        _check_not_lfs_pointer(path)
     from safetensors import SafetensorError
 
     try:
@@ -343,6 +394,11 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         raise ExportError(f"{local / weights}: the weights do not fit config.json ({len(mismatched)} tensors have other shapes, "
                           f"e.g. {mismatched[0]}); use the config.json that came with these weights")
     missing = sorted(info.get("missing_keys") or ())
+    pooler = missing != sorted(POOLER_KEYS)
+    if not pooler:
+        # both pooler tensors absent and nothing else: a checkpoint of a model without the head, not a damaged file.
+        # Drop the randomly initialised head, so no graph can output it (AlbertModel skips a None pooler).
+        model.pooler, missing = None, []
     if missing:
         raise ExportError(f"{local / weights}: the weights lack {len(missing)} tensors of the ALBERT model config.json describes "
                           f"(e.g. {missing[0]}), which would keep random values; use the checkpoint's complete weights file "
@@ -351,7 +407,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     # "model_fp32.onnx" that failed its gate. Widening fp16/bf16 to fp32 is exact.
     model = model.float()
     _check_finite(model, local / weights)
-    return LoadedModel(model.eval(), config, source, revision, False, None, weights)
+    return LoadedModel(model.eval(), config, source, revision, False, None, weights, pooler)
 
 
 def _check_finite(model: AlbertModel, path: Path) -> None:

@@ -17,6 +17,8 @@ SHIPPED_SIZES = tuple(
 )
 VOCABULARY = "spiece.model"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
+# A checkpoint saved in pieces (save_pretrained's max_shard_size): an index mapping each tensor to its shard file
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 Where = Literal["folder", "shipped", "hub"]
 
@@ -55,17 +57,18 @@ def locate_model(source: str) -> Where:
 
 
 def local_weights(source: str, where: Where) -> str | None:
-    """The weights file in the checkpoint folder ``source``; None for a hub id (its weights are fetched later).
+    """The weights file (or shard index) in the checkpoint folder ``source``; None for a hub id (fetched later).
 
     Raises:
         ExportError: A folder without weights, or a bare size name (``albert-base-v2``: a config with no weights).
     """
     if where == "folder":
-        for name in WEIGHT_FILES:
+        for name in WEIGHT_FILES + SHARD_INDEXES:
             if (Path(source) / name).is_file():
                 return name
-        raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin; "
-                          "add the weights, or pass --random-weights to export the architecture with seeded random weights")
+        raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's "
+                          f"{' or '.join(SHARD_INDEXES)}); add the weights, or pass --random-weights to export the architecture "
+                          "with seeded random weights")
     if where == "shipped" and shipped_name(source) == source:
         raise ExportError(f"source={source!r} is a size name with no weights; pass --random-weights, or the hub id albert/{source}")
     return None

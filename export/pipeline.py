@@ -162,11 +162,21 @@ def _export(options: ExportOptions) -> Path:
         loaded = load_albert(options.source, revision=options.revision, random_weights=options.random_weights, seed=options.seed)
         config = loaded.config
         weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
+        if not loaded.pooler:
+            weights_note += ("; no pooler head in the checkpoint (saved from e.g. AlbertForMaskedLM): the folder has no "
+                             "pooler_output, pooling='pooler' is refused")
         step(1, f"loaded {options.source} with {weights_note}")
 
-        reference = tok.load_reference_tokenizer(options.tokenizer or options.source, options.revision, vocab_size=config.vocab_size)
+        if options.tokenizer is None:
+            reference = tok.load_reference_tokenizer(options.source, options.revision, vocab_size=config.vocab_size)
+        else:  # --revision picks a commit of the model's repository, not of another one --tokenizer names
+            revision = options.revision if options.tokenizer == options.source else None
+            reference = tok.load_reference_tokenizer(options.tokenizer, revision, vocab_size=config.vocab_size, argument="tokenizer")
         fast = tok.build_fast_tokenizer(reference)
-        fast.save(str(folder / TOKENIZER_FILE))
+        # written by Python, not Tokenizer.save: that raises a bare Exception on a full disk, which the ENOSPC handler
+        # of export_model cannot tell from a bug (the same bytes: save() writes to_str(pretty=True))
+        with open(folder / TOKENIZER_FILE, "w", encoding="utf-8", newline="") as handle:
+            handle.write(fast.to_str(pretty=True))
         bad = tok.mismatches(reference, fast, vset.texts)
         if bad:
             raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")
@@ -229,7 +239,7 @@ def _export(options: ExportOptions) -> Path:
                                     config.num_attention_heads, config.intermediate_size, config.vocab_size,
                                     config.type_vocab_size, config.max_position_embeddings, config.hidden_act)
         settings = tok.tokenizer_settings(reference, config.max_position_embeddings)
-        outputs = to_onnx.output_names(options.hidden_states)
+        outputs = to_onnx.output_names(options.hidden_states, pooler=loaded.pooler)
         facts = graph_facts(architecture, settings["max_length"], settings["special_ids"], outputs)
         variants = {}
         for name in options.variants:

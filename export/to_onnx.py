@@ -11,6 +11,7 @@ from transformers import AlbertModel
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 BASE_OUTPUTS = ["last_hidden_state", "pooler_output", "sentence_embedding", "word_embeddings", "projected_word_embeddings"]
 HIDDEN_STATES = "hidden_states"
+POOLER_OUTPUT = "pooler_output"
 OPSET = 17
 
 
@@ -42,14 +43,17 @@ class AlbertExportWrapper(torch.nn.Module):
         word = self.model.embeddings.word_embeddings(input_ids)
         projected = self.model.encoder.embedding_hidden_mapping_in(word)
         outputs = (hidden, out.pooler_output, sentence, word, projected)
+        if out.pooler_output is None:  # a checkpoint without the pooler head (load.LoadedModel.pooler)
+            outputs = (hidden, sentence, word, projected)
         if self.hidden_states:
             outputs = outputs + (torch.stack(out.hidden_states, dim=0),)
         return outputs
 
 
-def output_names(hidden_states: bool) -> list[str]:
-    """Graph output names, in order."""
-    return BASE_OUTPUTS + ([HIDDEN_STATES] if hidden_states else [])
+def output_names(hidden_states: bool, pooler: bool = True) -> list[str]:
+    """Graph output names, in order: ``pooler_output`` only for a model with the pooler head."""
+    base = BASE_OUTPUTS if pooler else [name for name in BASE_OUTPUTS if name != POOLER_OUTPUT]
+    return base + ([HIDDEN_STATES] if hidden_states else [])
 
 
 def export_fp32(model: AlbertModel, path: Path, *, hidden_states: bool) -> None:
@@ -62,7 +66,7 @@ def export_fp32(model: AlbertModel, path: Path, *, hidden_states: bool) -> None:
         path: Where to write the .onnx file.
         hidden_states: Also output all hidden states stacked as (layers + 1, batch, sequence, hidden).
     """
-    names = output_names(hidden_states)
+    names = output_names(hidden_states, pooler=model.pooler is not None)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     for name in names:
         if name == HIDDEN_STATES:

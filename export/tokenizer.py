@@ -65,7 +65,8 @@ def find_cached_vocabulary(name: str) -> Path | None:
     return None
 
 
-def load_reference_tokenizer(source: str, revision: str | None = None, vocab_size: int | None = None) -> ReferenceTokenizer:
+def load_reference_tokenizer(source: str, revision: str | None = None, vocab_size: int | None = None,
+                             argument: str = "source") -> ReferenceTokenizer:
     """Load the reference SentencePiece tokenizer (spiece.model and the tokenizer settings beside it).
 
     Where from, in order: ``source`` as a folder (``--tokenizer`` when given, else the model's folder); for a
@@ -76,6 +77,7 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
         source: ``--tokenizer`` when given, else the model source.
         revision: Hub revision, for hub ids.
         vocab_size: The model's ``vocab_size``: the vocabulary must fit in its embedding table.
+        argument: The option that named ``source``, for messages (``tokenizer`` for --tokenizer).
 
     Raises:
         ExportError: No spiece.model where it should be, a damaged file, a setting the reference does not reproduce
@@ -97,7 +99,7 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
                 cached_file(hub_id, name, revision=revision, _raise_exceptions_for_missing_entries=False)
         except OSError as error:
             if official is None:
-                raise hub_failure(source, "its spiece.model", error) from error
+                raise hub_failure(source, "its spiece.model", error, argument) from error
             raise ExportError(
                 f"no vocabulary for {source!r}: ALBERT's spiece.model (sha256 {ALBERT_SPIECE_SHA256[:12]}...) is not in the "
                 f"Hugging Face cache ({hub_cache()}) and the hub could not be reached ({one_line(str(error).splitlines()[0], 120)}); "

@@ -2,8 +2,8 @@
 
 The reference is the plain ``AlbertModel`` (not the exported wrapper), run on padded batches of texts of mixed
 lengths, and pooled by this module's own numpy code, so a pooling or layer bug inside the graph shows up.
-Measured per variant: max |delta| of last_hidden_state (real tokens), pooler output, sentence vector and word
-rows; raw and centred cosine of sentence vectors (centred: the reference mean vector subtracted, because with
+Measured per variant: max |delta| of last_hidden_state (real tokens), pooler output (where the model has that head),
+sentence vector and word rows; raw and centred cosine of sentence vectors (centred: the reference mean vector subtracted, because with
 random weights every sentence vector is nearly parallel and raw cosines cannot fail); the Spearman rank
 agreement of pair similarities (what a search user feels); and batch invariance (a text alone vs in a batch of
 same-length rows, as the runtime batches; and vs its padded batch).
@@ -66,7 +66,7 @@ class Reference:
 
     feeds: list[dict[str, np.ndarray]]
     hidden: list[np.ndarray]
-    pooler: np.ndarray
+    pooler: np.ndarray | None  # None for a model without the pooler head
     sentence: np.ndarray
     word: list[np.ndarray]
     singles: list[dict[str, np.ndarray]]  # the first texts alone, unpadded, for the batch-invariance checks
@@ -99,7 +99,8 @@ def reference(model: AlbertModel, tokenizer: ReferenceTokenizer, vset: Validatio
             out = model(**{name: torch.from_numpy(value) for name, value in batch.items()})
         feeds.append(batch)
         hidden.append(out.last_hidden_state.numpy())
-        pooler.append(out.pooler_output.numpy())
+        if out.pooler_output is not None:
+            pooler.append(out.pooler_output.numpy())
         sentence.append(masked_mean(hidden[-1], batch["attention_mask"]))
         word.append(table[batch["input_ids"]])
     solo, crowds = [], []
@@ -114,7 +115,8 @@ def reference(model: AlbertModel, tokenizer: ReferenceTokenizer, vset: Validatio
         ids = np.concatenate([single["input_ids"], np.stack(mates)])
         ids[1:, 0], ids[1:, -1] = single["input_ids"][0, 0], single["input_ids"][0, -1]  # [CLS] ... [SEP]
         crowds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-    return Reference(feeds, hidden, np.concatenate(pooler), np.concatenate(sentence), word, solo, crowds, vset.pairs)
+    return Reference(feeds, hidden, np.concatenate(pooler) if pooler else None, np.concatenate(sentence), word, solo, crowds,
+                     vset.pairs)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -129,20 +131,20 @@ def _pair_similarities(vectors: np.ndarray, pairs: list[tuple[int, int]]) -> np.
 
 def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     """Every fidelity number of one ONNX session against the reference."""
-    names = ["last_hidden_state", "pooler_output", "sentence_embedding", "word_embeddings"]
+    names = ["last_hidden_state", "sentence_embedding", "word_embeddings"] + (["pooler_output"] if ref.pooler is not None else [])
     hidden_diff = word_diff = 0.0
     token_cosine = 1.0
     pooler, sentence = [], []
     for feeds, ref_hidden, ref_word in zip(ref.feeds, ref.hidden, ref.word):
-        hidden, pooled, vector, word = session.run(names, feeds)
+        hidden, vector, word, *pooled = session.run(names, feeds)
         real = feeds["attention_mask"].astype(bool)
         # np.max/np.min keep a NaN (Python's max(0.0, nan) is 0.0): a NaN anywhere must fail the gate, not vanish
         hidden_diff = float(np.max([hidden_diff, np.abs(hidden - ref_hidden)[real].max()]))
         word_diff = float(np.max([word_diff, np.abs(word - ref_word)[real].max()]))
         token_cosine = float(np.min([token_cosine, _cosines(hidden[real], ref_hidden[real]).min()]))
-        pooler.append(pooled)
+        pooler.extend(pooled)
         sentence.append(vector)
-    pooler, sentence = np.concatenate(pooler), np.concatenate(sentence)
+    sentence = np.concatenate(sentence)
     centre = ref.sentence.mean(axis=0)
     centred = _cosines(sentence - centre, ref.sentence - centre)
     spread = np.linalg.norm(ref.sentence - centre, axis=-1) / np.linalg.norm(ref.sentence, axis=-1)
@@ -152,7 +154,6 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     metrics = {
         "hidden_max_abs_diff": hidden_diff,
         "token_cosine_min": token_cosine,
-        "pooler_max_abs_diff": float(np.abs(pooler - ref.pooler).max()),
         "sentence_max_abs_diff": float(np.abs(sentence - ref.sentence).max()),
         "word_max_abs_diff": word_diff,
         "raw_cosine_min": float(_cosines(sentence, ref.sentence).min()),
@@ -163,14 +164,21 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
         "batch_invariance_max_abs_diff": float(np.abs(unit(alone) - unit(crowded)).max()),
         "padded_batch_invariance_max_abs_diff": float(np.abs(unit(alone) - unit(sentence[: len(alone)])).max()),
     }
+    if ref.pooler is not None:
+        metrics["pooler_max_abs_diff"] = float(np.abs(np.concatenate(pooler) - ref.pooler).max())
     if ref.pairs:
         metrics["rank_agreement"] = float(spearmanr(_pair_similarities(sentence, ref.pairs), _pair_similarities(ref.sentence, ref.pairs)).statistic)
     return metrics
 
 
-def gates_for(name: str, metrics: dict[str, float]) -> tuple[dict[str, tuple[str, float]], str | None]:
+def variant_gates(name: str, pooler: bool) -> dict[str, tuple[str, float]]:
+    """GATES[name], without the pooler's gate for a model that has no pooler head (nothing to measure)."""
+    return {metric: gate for metric, gate in GATES[name].items() if pooler or metric != "pooler_max_abs_diff"}
+
+
+def gates_for(name: str, metrics: dict[str, float], pooler: bool = True) -> tuple[dict[str, tuple[str, float]], str | None]:
     """The gates that apply to ``name`` given the reference, and why they differ from GATES (None if they do not)."""
-    gates = dict(GATES[name])
+    gates = variant_gates(name, pooler)
     spread = metrics.get("reference_spread", 1.0)
     if spread >= SPREAD_MIN or not set(RANKING_GATES) & set(gates):
         return gates, None
@@ -182,10 +190,10 @@ def gates_for(name: str, metrics: dict[str, float]) -> tuple[dict[str, tuple[str
     return {**DEGENERATE_GATES, **gates}, reason
 
 
-def judge(name: str, metrics: dict[str, float]) -> tuple[dict[str, dict[str, float]], list[str], str | None]:
+def judge(name: str, metrics: dict[str, float], pooler: bool = True) -> tuple[dict[str, dict[str, float]], list[str], str | None]:
     """The variant's gates as recorded in the manifest, the ones it failed (as readable phrases), and why the
     gates differ from the usual ones (None if they do not)."""
-    applied, reason = gates_for(name, metrics)
+    applied, reason = gates_for(name, metrics, pooler)
     gates, failed = judge_with(applied, metrics)
     return gates, failed, reason
 
@@ -212,18 +220,20 @@ def validate_variant(name: str, path: Path, ref: Reference, providers: list[str]
         The manifest's validation record, and the failed gates (empty when it passed or was not validated).
     """
     needed = NEEDS_DEVICE.get(name)
+    pooler = ref.pooler is not None
+    planned = {metric: {kind: limit} for metric, (kind, limit) in variant_gates(name, pooler).items()}
     if needed is not None and needed not in providers:
         reason = (f"{name} arithmetic runs on {needed} only and this machine has {', '.join(providers)}; "
                   "not validated here (a CPU run would compute in fp32 and prove nothing)")
-        return Validation("not-validated", reason=reason, gates={m: {k: v} for m, (k, v) in GATES[name].items()}), []
+        return Validation("not-validated", reason=reason, gates=planned), []
     provider = needed or "CPUExecutionProvider"
     try:  # the runtime's own session: on exactly that provider (no ONNX Runtime retry on CPU), or DeviceUnavailable
         session = create_session(path, "cuda" if provider == "CUDAExecutionProvider" else "cpu", threads=None)
     except DeviceUnavailable as error:  # a CUDA session that does not come up must not be judged on CPU math
         reason = f"{error}; not validated here (a CPU run would compute in fp32 and prove nothing)"
-        return Validation("not-validated", reason=reason, gates={m: {k: v} for m, (k, v) in GATES[name].items()}), []
+        return Validation("not-validated", reason=reason, gates=planned), []
     metrics = measure(session, ref)
-    gates, failed, reason = judge(name, metrics)  # a NaN fails any gate it meets: NaN >= x and NaN <= x are False
+    gates, failed, reason = judge(name, metrics, pooler)  # a NaN fails any gate it meets: NaN >= x and NaN <= x are False
     # manifest.json is strict JSON (a reader refuses NaN): keep the finite numbers, name the others
     dropped = sorted(metric for metric, value in metrics.items() if not math.isfinite(value))
     if dropped:

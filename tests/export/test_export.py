@@ -551,6 +551,49 @@ def test_safetensors_checkpoint_loads(tiny_source, tmp_path):
     assert torch.equal(again.model.embeddings.word_embeddings.weight, loaded.model.embeddings.word_embeddings.weight)
 
 
+def test_a_checkpoint_without_the_pooler_head_exports_without_pooler_output(tiny_source, tmp_path):
+    """AlbertForMaskedLM (and ...ForTokenClassification, ...ForQuestionAnswering) save no pooler: the export refused such
+    a checkpoint as incomplete ("use the checkpoint's complete weights file"). Now its folder simply has no pooler_output."""
+    from transformers import AlbertConfig, AlbertForMaskedLM
+
+    from albert_onnx_export.load import randomize_weights
+
+    checkpoint = _checkpoint(tiny_source, tmp_path / "mlm")
+    shutil.copy(tiny_source / "spiece.model", checkpoint / "spiece.model")
+    torch.manual_seed(0)
+    mlm = AlbertForMaskedLM(AlbertConfig(**TINY_CONFIG))
+    assert mlm.albert.pooler is None  # what the case is about: this head's ALBERT has no pooler
+    randomize_weights(mlm.albert, seed=5)
+    mlm.save_pretrained(checkpoint, safe_serialization=True)
+
+    out = tmp_path / "out"
+    export_model(ExportOptions(source=str(checkpoint), output=out, validation_samples=8, variants=("fp32", "fused", "int8")))
+    folder = ModelFolder.load(out)
+    assert folder.manifest.outputs == ["last_hidden_state", "sentence_embedding", "word_embeddings", "projected_word_embeddings"]
+    for name, entry in folder.variants.items():
+        assert entry.validation.status == "passed", name
+        assert "pooler_max_abs_diff" not in entry.validation.gates, name
+        session = ort.InferenceSession(str(out / entry.file), providers=["CPUExecutionProvider"])
+        assert [node.name for node in session.get_outputs()] == folder.manifest.outputs, name
+
+    # the trained weights, not a random init: the vectors are the masked-LM model's own
+    embedder = AlbertEmbedder.from_pretrained(out, variant="fp32", device="cpu")
+    enc = ReferenceTokenizer(checkpoint).encode_batch(["A man is playing a guitar."], 512)
+    with torch.inference_mode():
+        expected = mlm.albert(**{name: torch.from_numpy(value) for name, value in enc.items()}).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(embedder.encode(["A man is playing a guitar."], normalize=False)[0], expected, atol=1e-4)
+    with pytest.raises(ValueError, match=rf"^pooling='pooler': {re.escape(str(out))} has no pooler head .*; pick mean, cls or max$"):
+        embedder.encode(["A man is playing a guitar."], pooling="pooler")
+    assert embedder.encode(["A man"], pooling="cls").shape == (1, TINY_CONFIG["hidden_size"])
+    (tmp_path / "in.txt").write_text("A man is playing a guitar.\n")
+    result = run_cli("embed", str(out), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
+                     "--pooling", "pooler", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"albert-onnx embed: error: --pooling pooler: {out} has no pooler head"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "v.npy").exists()
+
+
 def test_an_fp16_checkpoint_loads_as_fp32(tiny_source, tmp_path):
     """transformers 5 kept the checkpoint's dtype: model_fp32.onnx came out fp16 and failed its gate (found by an attack)."""
     loaded = load_albert(str(tiny_source), random_weights=True, seed=3)

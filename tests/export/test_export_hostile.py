@@ -116,7 +116,7 @@ _MISTAKES = {  # case -> (source, flags, what stderr says); "SRC" is the tiny ch
     "no-such-source": ("TMP/typo", ["--random-weights", "--overwrite"], "typo': no such folder; pass a folder with config.json"),
     "source-is-a-file": ("SRC/config.json", ["--random-weights", "--overwrite"], "config.json' is a file; pass the checkpoint folder"),
     "source-without-config": ("TMP", ["--random-weights", "--overwrite"], "folder has no config.json"),
-    "no-weights": ("SRC", ["--overwrite"], "has no model.safetensors or pytorch_model.bin; add the weights, or pass --random-weights"),
+    "no-weights": ("SRC", ["--overwrite"], "has no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's model.safetensors.index.json or pytorch_model.bin.index.json); add the weights, or pass --random-weights"),
     "size-name-without-weights": ("albert-base-v2", ["--overwrite"], "is a size name with no weights; pass --random-weights"),
     "no-such-tokenizer": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/typo"],
                           "tokenizer source 'TMP/typo': no such folder; pass --tokenizer FOLDER"),
@@ -182,6 +182,35 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tiny_source, tmp_path, monk
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_writing_tokenizer_json_is_one_error(tiny_source, tmp_path, monkeypatch):
+    """tokenizers' Tokenizer.save raised a bare Exception ("No space left on device (os error 28)"): a traceback."""
+    from albert_onnx_export import tokenizer
+
+    build = tokenizer.build_fast_tokenizer
+
+    def build_then_fill_the_disk(reference):
+        fast = build(reference)
+        (staging,) = [path for path in tmp_path.iterdir() if path.is_dir()]  # the export's staging folder (beside its lock)
+        (staging / "tokenizer.json").symlink_to("/dev/full")  # every write there fails with ENOSPC, from the kernel
+        return fast
+
+    monkeypatch.setattr(tokenizer, "build_fast_tokenizer", build_then_fill_the_disk)
+    with pytest.raises(ExportError, match=r"output='.*out': the disk is full \(No space left on device\); nothing was written"):
+        export_model(_options(tiny_source, tmp_path / "out"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_offline_tokenizer_hub_id_names_the_tokenizer_option(tiny_source, tmp_path):
+    result = run_cli("export", str(tiny_source), "--random-weights", "--tokenizer", "someone/albert-vocab", "-o", str(tmp_path / "out"),
+                     check=False, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": None})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("albert-onnx export: error: tokenizer='someone/albert-vocab' is not a local folder, and its "
+                                    "spiece.model could not be fetched from the Hugging Face hub"), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
     # the config ships with the package, so only the weights are missing: transformers raised AttributeError here
     result = run_cli("export", "albert/albert-base-v2", "-o", str(tmp_path / "out"), check=False,
@@ -189,8 +218,66 @@ def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("albert-onnx export: error: source='albert/albert-base-v2': HF_HUB_OFFLINE is set and the Hugging "
-                                    "Face cache has no model.safetensors or pytorch_model.bin of it")
+                                    "Face cache has no model.safetensors or pytorch_model.bin or model.safetensors.index.json or pytorch_model.bin.index.json of it")
     assert not (tmp_path / "out").exists()
+
+
+def _sharded_checkpoint(tiny_source: Path, folder: Path) -> tuple[object, list[str]]:
+    """The tiny model saved in pieces (save_pretrained's max_shard_size), with its vocabulary; and its shard names."""
+    loaded = load_albert(str(tiny_source), random_weights=True, seed=7)
+    loaded.model.save_pretrained(folder, safe_serialization=True, max_shard_size="1MB")
+    shutil.copy(tiny_source / "spiece.model", folder / "spiece.model")
+    shards = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert not (folder / "model.safetensors").exists() and len(shards) >= 2  # what the case is about
+    return loaded, shards
+
+
+def test_a_sharded_checkpoint_loads_from_a_folder(tiny_source, tmp_path):
+    """A checkpoint saved in shards was refused: "has no model.safetensors or pytorch_model.bin"."""
+    checkpoint = tmp_path / "sharded"
+    loaded, shards = _sharded_checkpoint(tiny_source, checkpoint)
+    again = load_albert(str(checkpoint))
+    assert again.weights_file == "model.safetensors.index.json" and again.random_weights is False
+    for (name, mine), (_, theirs) in zip(again.model.state_dict().items(), loaded.model.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+
+    (checkpoint / shards[-1]).unlink()
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(checkpoint / 'model.safetensors.index.json'))} lists {len(shards)} shard "
+                                          rf"files and 1 of them are not in {re.escape(str(checkpoint))} \(e\.g\. {shards[-1]}\); "
+                                          "download the whole checkpoint$"):
+        load_albert(str(checkpoint))
+    index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
+    index["weight_map"]["pooler.bias"] = "../outside.safetensors"  # transformers would read it, outside the checkpoint
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ExportError, match=r"weight_map names '\.\./outside\.safetensors', not a file in the checkpoint folder"):
+        load_albert(str(checkpoint))
+
+
+def test_a_sharded_hub_checkpoint_exports_offline_from_the_cache(tiny_source, tmp_path):
+    checkpoint = tmp_path / "sharded"
+    loaded, shards = _sharded_checkpoint(tiny_source, checkpoint)
+    names = ["config.json", "model.safetensors.index.json", *shards]
+    partial = make_hub_cache(tmp_path / "partial", "someone/albert-sharded",
+                             extra={name: (checkpoint / name).read_bytes() for name in names[:-1]})
+    out = tmp_path / "out"
+    result = run_cli("export", "someone/albert-sharded", "--variants", "fp32", "--validation-samples", "8", "-o", str(out), check=False,
+                     env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(partial), "HF_HOME": None})
+    assert result.returncode == 2
+    assert result.stderr.startswith("albert-onnx export: error: source='someone/albert-sharded': 1 shards its model.safetensors.index.json "
+                                    f"lists could not be fetched from the Hugging Face hub or found in its cache (e.g. {shards[-1]})"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not out.exists()
+
+    cache = make_hub_cache(tmp_path / "hub", "someone/albert-sharded", extra={name: (checkpoint / name).read_bytes() for name in names})
+    run_cli("export", "someone/albert-sharded", "--variants", "fp32", "--validation-samples", "8", "-o", str(out),
+            env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": None})
+    assert json.loads((out / "manifest.json").read_text())["source"]["weights_file"] == "model.safetensors.index.json"
+    embedder = AlbertEmbedder.from_pretrained(out, variant="fp32")
+    text = "The same weights, from shards."
+    ids = embedder.tokenize(text)
+    with torch.inference_mode():
+        hidden = loaded.model(**{name: torch.from_numpy(value) for name, value in ids.items()}).last_hidden_state[0]
+    torch.testing.assert_close(torch.from_numpy(embedder.encode(text, normalize=False)[0]), hidden.mean(0), atol=1e-4, rtol=0)
 
 
 def test_a_hub_id_exports_offline_from_the_cache(tiny_source, tmp_path):

@@ -384,6 +384,18 @@ def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ra
     assert not (tmp_path / "out").exists()
 
 
+def test_pooler_pooling_of_a_folder_without_the_head_stops_the_job_before_ray(no_ray, copy_of, tmp_path):
+    # a checkpoint saved without the pooler head (AlbertForMaskedLM) exports without pooler_output (tests/export)
+    folder = copy_of
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["outputs"].remove("pooler_output")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "a"}])
+    with pytest.raises(ValueError, match=rf"^pooling='pooler': {re.escape(str(folder))} has no pooler head .*; pick mean, cls or max$"):
+        run_ray_job(_options(folder, tmp_path / "in.jsonl", tmp_path / "out", pooling="pooler"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_job_resumes_only_with_the_same_uint8_x_int8_twin(copy_of, tmp_path):
     # actors on VNNI/AMX CPUs run the twin, not model_int8.onnx: another twin makes another job
     folder = copy_of
