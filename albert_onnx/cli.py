@@ -244,6 +244,8 @@ def _embed_ray(args: argparse.Namespace) -> int:
         raise CommandError("--device-id/--cuda-option: only with --engine local (Ray gives each actor its own GPU, num_gpus=1)")
     if args.actors is not None:
         arguments.count("--actors", args.actors)
+    if args.pooling == "pooler":  # here, to name the flag; the job checks it again as pooling='pooler'
+        ModelFolder.load(args.folder).check_pooling(args.pooling, f"--pooling {args.pooling}")
     # Options that RayJobOptions may or may not have yet: pass each one it has, refuse a non-default one it lacks.
     fields = {field.name for field in dataclasses.fields(ray_job.RayJobOptions)}
     optional = {"overwrite": ("--overwrite", args.overwrite, False), "max_length": ("--max-length", args.max_length, None),

@@ -15,7 +15,7 @@ from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
-from .locate import SHARD_INDEXES, WEIGHT_FILES, local_weights, locate_model, shipped_name
+from .locate import SHARD_INDEXES, WEIGHT_CHOICES, WEIGHT_FILES, local_weights, locate_model, shipped_name
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -289,7 +289,7 @@ def weight_files(folder: Path, name: str) -> list[Path]:
     missing = [shard for shard in shards if not (folder / shard).is_file()]
     if missing:
         raise ExportError(f"{folder / name} lists {len(shards)} shard files and {len(missing)} of them are not in {folder} "
-                          f"(e.g. {missing[0]}); download the whole checkpoint")
+                          f"(e.g. {missing[0]!r}); download the whole checkpoint")
     return [folder / shard for shard in shards]
 
 
@@ -310,7 +310,7 @@ def hub_weights(source: str, revision: str | None) -> Path:
         except OSError as error:
             raise hub_failure(source, "its weights", error) from error
 
-    for name in WEIGHT_FILES + SHARD_INDEXES:
+    for name in WEIGHT_CHOICES:
         found = fetch(name)
         if found is None:
             continue
@@ -369,7 +369,8 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         fetched = hub_weights(source, revision)
         local, weights = fetched.parent, fetched.name
     use_safetensors = weights.startswith("model.safetensors")  # transformers loads .bin with weights_only=True
-    for path in weight_files(local, weights):
+    files = weight_files(local, weights)
+    for path in files:
         _check_not_lfs_pointer(path)
     from safetensors import SafetensorError
 
@@ -387,18 +388,25 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
             output_loading_info=True,
         )
     except (OSError, pickle.UnpicklingError, SafetensorError) as error:
-        raise weights_failure(local / weights, error) from error
+        raise weights_failure(_damaged_file(files, local / weights), error) from error
+    except RuntimeError as error:  # torch's zip reader on a damaged .bin: transformers 5 lets it through
+        if "PytorchStreamReader" not in str(error):
+            raise
+        raise weights_failure(_damaged_file(files, local / weights), error) from error
     # entries are names (4.x) or (name, file's shape, model's shape) (5.x)
     mismatched = sorted(entry if isinstance(entry, str) else entry[0] for entry in info.get("mismatched_keys") or ())
     if mismatched:
         raise ExportError(f"{local / weights}: the weights do not fit config.json ({len(mismatched)} tensors have other shapes, "
                           f"e.g. {mismatched[0]}); use the config.json that came with these weights")
-    missing = sorted(info.get("missing_keys") or ())
-    pooler = missing != sorted(POOLER_KEYS)
+    # transformers 4.57 leaves a tensor that a shard index lists but its shard lacks on the meta device, unreported
+    meta = {name for name, tensor in model.state_dict().items() if tensor.is_meta}
+    missing = sorted(set(info.get("missing_keys") or ()) | meta)
+    pooler = not set(POOLER_KEYS) <= set(missing)
     if not pooler:
-        # both pooler tensors absent and nothing else: a checkpoint of a model without the head, not a damaged file.
-        # Drop the randomly initialised head, so no graph can output it (AlbertModel skips a None pooler).
-        model.pooler, missing = None, []
+        # both pooler tensors absent: a checkpoint of a model without the head (not counted as damage below). Drop the
+        # randomly initialised head, so no graph can output it (AlbertModel skips a None pooler).
+        model.pooler = None
+        missing = [name for name in missing if name not in POOLER_KEYS]
     if missing:
         raise ExportError(f"{local / weights}: the weights lack {len(missing)} tensors of the ALBERT model config.json describes "
                           f"(e.g. {missing[0]}), which would keep random values; use the checkpoint's complete weights file "
@@ -408,6 +416,22 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     model = model.float()
     _check_finite(model, local / weights)
     return LoadedModel(model.eval(), config, source, revision, False, None, weights, pooler)
+
+
+def _damaged_file(files: list[Path], named: Path) -> Path:
+    """The file to name when loading ``files`` failed: the first shard that fails to load alone, else ``named`` (the
+    weights file, or the shard index when no shard fails alone)."""
+    if len(files) == 1:
+        return files[0]
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for path in files:
+        try:
+            load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError, SafetensorError):
+            return path
+    return named
 
 
 def _check_finite(model: AlbertModel, path: Path) -> None:

@@ -19,6 +19,9 @@ VOCABULARY = "spiece.model"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
 # A checkpoint saved in pieces (save_pretrained's max_shard_size): an index mapping each tensor to its shard file
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Where a folder or repository holds several, the one transformers loads: safetensors (whole, then sharded) before
+# pickles; a stale pytorch_model.bin beside safetensors shards must not win
+WEIGHT_CHOICES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 Where = Literal["folder", "shipped", "hub"]
 
@@ -63,7 +66,7 @@ def local_weights(source: str, where: Where) -> str | None:
         ExportError: A folder without weights, or a bare size name (``albert-base-v2``: a config with no weights).
     """
     if where == "folder":
-        for name in WEIGHT_FILES + SHARD_INDEXES:
+        for name in WEIGHT_CHOICES:
             if (Path(source) / name).is_file():
                 return name
         raise ExportError(f"source={source!r} has no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's "

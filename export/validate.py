@@ -2,11 +2,11 @@
 
 The reference is the plain ``AlbertModel`` (not the exported wrapper), run on padded batches of texts of mixed
 lengths, and pooled by this module's own numpy code, so a pooling or layer bug inside the graph shows up.
-Measured per variant: max |delta| of last_hidden_state (real tokens), pooler output (where the model has that head),
-sentence vector and word rows; raw and centred cosine of sentence vectors (centred: the reference mean vector subtracted, because with
-random weights every sentence vector is nearly parallel and raw cosines cannot fail); the Spearman rank
-agreement of pair similarities (what a search user feels); and batch invariance (a text alone vs in a batch of
-same-length rows, as the runtime batches; and vs its padded batch).
+Measured per variant: max |delta| of last_hidden_state (real tokens), pooler output (where the model has that
+head), sentence vector and word rows; raw and centred cosine of sentence vectors (centred: the reference mean
+vector subtracted, because with random weights every sentence vector is nearly parallel and raw cosines cannot
+fail); the Spearman rank agreement of pair similarities (what a search user feels); and batch invariance (a text
+alone vs in a batch of same-length rows, as the runtime batches; and vs its padded batch).
 """
 
 from __future__ import annotations

@@ -592,6 +592,21 @@ def test_a_checkpoint_without_the_pooler_head_exports_without_pooler_output(tiny
     assert result.stderr.startswith(f"albert-onnx embed: error: --pooling pooler: {out} has no pooler head"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "v.npy").exists()
+    result = run_cli("embed", str(out), "--engine", "ray", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "ray"),
+                     "--pooling", "pooler", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"albert-onnx embed: error: --pooling pooler: {out} has no pooler head"), result.stderr
+    assert not (tmp_path / "ray").exists()
+
+    # the pooler's two tensors are absent by design: another missing tensor is the one counted and named
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(checkpoint / "model.safetensors")
+    del tensors["albert.embeddings.LayerNorm.bias"]
+    save_file(tensors, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ExportError, match=r"the weights lack 1 tensors of the ALBERT model config\.json describes \(e\.g\. "
+                                          r"embeddings\.LayerNorm\.bias\)"):
+        load_albert(str(checkpoint))
 
 
 def test_an_fp16_checkpoint_loads_as_fp32(tiny_source, tmp_path):

@@ -236,6 +236,9 @@ def test_a_sharded_checkpoint_loads_from_a_folder(tiny_source, tmp_path):
     """A checkpoint saved in shards was refused: "has no model.safetensors or pytorch_model.bin"."""
     checkpoint = tmp_path / "sharded"
     loaded, shards = _sharded_checkpoint(tiny_source, checkpoint)
+    # a stale pickle beside the shards: transformers loads the safetensors shards, and so must the export (an attack
+    # found pytorch_model.bin taken first: vectors 2.5 away from the checkpoint's)
+    torch.save(load_albert(str(tiny_source), random_weights=True, seed=99).model.state_dict(), checkpoint / "pytorch_model.bin")
     again = load_albert(str(checkpoint))
     assert again.weights_file == "model.safetensors.index.json" and again.random_weights is False
     for (name, mine), (_, theirs) in zip(again.model.state_dict().items(), loaded.model.state_dict().items()):
@@ -243,13 +246,48 @@ def test_a_sharded_checkpoint_loads_from_a_folder(tiny_source, tmp_path):
 
     (checkpoint / shards[-1]).unlink()
     with pytest.raises(ExportError, match=rf"^{re.escape(str(checkpoint / 'model.safetensors.index.json'))} lists {len(shards)} shard "
-                                          rf"files and 1 of them are not in {re.escape(str(checkpoint))} \(e\.g\. {shards[-1]}\); "
+                                          rf"files and 1 of them are not in {re.escape(str(checkpoint))} \(e\.g\. '{shards[-1]}'\); "
                                           "download the whole checkpoint$"):
         load_albert(str(checkpoint))
     index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
     index["weight_map"]["pooler.bias"] = "../outside.safetensors"  # transformers would read it, outside the checkpoint
     (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ExportError, match=r"weight_map names '\.\./outside\.safetensors', not a file in the checkpoint folder"):
+        load_albert(str(checkpoint))
+
+
+@pytest.mark.parametrize("damage", ["tensor-missing-from-its-shard", "truncated-shard"])
+def test_a_damaged_shard_is_named_in_one_error(tiny_source, tmp_path, damage):
+    """Found by an attack: a tensor the index lists but its shard lacks stayed on the meta device under transformers 4.57
+    (a RuntimeError traceback), and a truncated shard was reported under the index's name."""
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = tmp_path / "sharded"
+    _, shards = _sharded_checkpoint(tiny_source, checkpoint)
+    index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
+    name = sorted(tensor for tensor, shard in index["weight_map"].items() if shard == shards[-1] and "pooler" not in tensor)[0]
+    shard = checkpoint / shards[-1]
+    if damage == "truncated-shard":
+        shard.write_bytes(shard.read_bytes()[:1000])
+        message = rf"^{re.escape(str(shard))}: not a valid safetensors file \("
+    else:
+        tensors = load_file(shard)
+        del tensors[name]
+        save_file(tensors, shard, metadata={"format": "pt"})
+        message = rf"the weights lack 1 tensors of the ALBERT model config\.json describes \(e\.g\. {re.escape(name)}\)"
+    with pytest.raises(ExportError, match=message):
+        load_albert(str(checkpoint))
+
+
+def test_a_truncated_pytorch_model_bin_is_one_error(tiny_source, tmp_path):
+    """transformers 5 let torch's "PytorchStreamReader failed reading zip archive" RuntimeError through: a traceback."""
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    shutil.copy(tiny_source / "config.json", checkpoint / "config.json")
+    weights = checkpoint / "pytorch_model.bin"
+    torch.save(load_albert(str(tiny_source), random_weights=True).model.state_dict(), weights)  # transformers 5 saves no .bin
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(weights))}: "):
         load_albert(str(checkpoint))
 
 
