@@ -378,9 +378,13 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         # transformers' own size-mismatch error differs by version (4.x: "size mismatch for ..." in a RuntimeError;
         # 5.x: a report in the log, then "You set `ignore_mismatched_sizes` to `False`"), and a tensor the file lacks
         # is only a log line (the model keeps its random init). So let it load, then read what it reports.
+        # A checkpoint without the pooler head is built without one, so transformers does not warn that it "should
+        # probably TRAIN this model" beside the export's own note (a lone pytorch_model.bin: known only after loading).
+        stored = _stored_names(local / weights)
         model, info = AlbertModel.from_pretrained(
             str(local),
             config=config,
+            add_pooling_layer=stored is None or bool(set(POOLER_KEYS) & stored),
             use_safetensors=use_safetensors,
             trust_remote_code=False,
             attn_implementation="eager",
@@ -401,12 +405,12 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     # transformers 4.57 leaves a tensor that a shard index lists but its shard lacks on the meta device, unreported
     meta = {name for name, tensor in model.state_dict().items() if tensor.is_meta}
     missing = sorted(set(info.get("missing_keys") or ()) | meta)
-    pooler = not set(POOLER_KEYS) <= set(missing)
-    if not pooler:
+    if set(POOLER_KEYS) <= set(missing):
         # both pooler tensors absent: a checkpoint of a model without the head (not counted as damage below). Drop the
         # randomly initialised head, so no graph can output it (AlbertModel skips a None pooler).
         model.pooler = None
         missing = [name for name in missing if name not in POOLER_KEYS]
+    pooler = model.pooler is not None
     if missing:
         raise ExportError(f"{local / weights}: the weights lack {len(missing)} tensors of the ALBERT model config.json describes "
                           f"(e.g. {missing[0]}), which would keep random values; use the checkpoint's complete weights file "
@@ -416,6 +420,25 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     model = model.float()
     _check_finite(model, local / weights)
     return LoadedModel(model.eval(), config, source, revision, False, None, weights, pooler)
+
+
+def _stored_names(path: Path) -> set[str] | None:
+    """The tensor names a weights file holds, as AlbertModel names them (a head model's ``albert.`` prefix dropped):
+    from a shard index's weight_map or a safetensors header; None for a pytorch_model.bin (known only by loading it).
+
+    Raises:
+        SafetensorError, OSError: A damaged or unreadable safetensors file (reported as load_albert reports them).
+    """
+    if path.name in SHARD_INDEXES:
+        names = read_json(path)["weight_map"]  # checked by shard_files
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+    else:
+        return None
+    return {name.removeprefix("albert.") for name in names}
 
 
 def _damaged_file(files: list[Path], named: Path) -> Path:

@@ -567,7 +567,10 @@ def test_a_checkpoint_without_the_pooler_head_exports_without_pooler_output(tiny
     mlm.save_pretrained(checkpoint, safe_serialization=True)
 
     out = tmp_path / "out"
-    export_model(ExportOptions(source=str(checkpoint), output=out, validation_samples=8, variants=("fp32", "fused", "int8")))
+    exported = run_cli("export", str(checkpoint), "-o", str(out), "--validation-samples", "8", "--variants", "fp32,fused,int8")
+    assert "no pooler head in the checkpoint" in exported.stdout
+    # the head is built absent, so transformers does not report pooler.weight as newly initialised ("TRAIN this model")
+    assert "pooler.weight" not in exported.stderr, exported.stderr
     folder = ModelFolder.load(out)
     assert folder.manifest.outputs == ["last_hidden_state", "sentence_embedding", "word_embeddings", "projected_word_embeddings"]
     for name, entry in folder.variants.items():
