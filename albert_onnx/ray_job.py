@@ -205,8 +205,7 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
     (tokenizing and pooling code). Not recorded, because the vectors do not depend on them: batch_size (each
     ONNX Runtime call holds one sequence length), actors, threads_per_actor, strict, address.
     """
-    root = options.input if options.input.is_dir() else options.input.parent
-    entries = [{"file": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": sha256_of(path)} for path in files]
+    entries = _input_entries(options.input, files)
     digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
     txt = options.input.suffix.lower() == ".txt"
     return {
@@ -223,6 +222,25 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
         "long_text": options.long_text,
         "albert_onnx": __version__,
     }
+
+
+def _input_entries(source: Path, files: list[Path]) -> list[dict[str, Any]]:
+    """Name (relative to the input), size and sha256 of each input file, as the fingerprint records them."""
+    root = source if source.is_dir() else source.parent
+    return [{"file": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": sha256_of(path)} for path in files]
+
+
+def _check_input_unchanged(source: Path, files: list[Path], recorded: list[dict[str, Any]]) -> None:
+    """The fingerprint hashed the input before the job parsed it: a file written in between would give vectors of
+    other texts under this fingerprint, which a later run with the recorded input would resume as its own.
+
+    Raises:
+        ValueError: A file's size or sha256 differs from the fingerprint's, naming it.
+    """
+    for now, then in zip(_input_entries(source, files), recorded):
+        if now != then:
+            raise ValueError(f"input={str(source)!r}: {now['file']} changed while this job read it (size {then['size']} -> "
+                             f"{now['size']}, or its content); nothing was written: run the job again once the input is complete")
 
 
 def _model_facts(folder: ModelFolder, variant: str) -> dict[str, Any]:
@@ -1089,8 +1107,9 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
 
     Raises:
         TypeError, ValueError: One line each: a bad option (before Ray starts), a bad model folder, an output
-            folder holding another job, an input that cannot be parsed, a missing, mixed-type or repeated id,
-            or with ``strict`` a bad row (naming it); an ``address`` where no Ray cluster answers.
+            folder holding another job, an input that cannot be parsed or changed while the job read it, a missing,
+            mixed-type or repeated id, or with ``strict`` a bad row (naming it); an ``address`` where no Ray cluster
+            answers.
         ActorStartError: The actors could not load the model on the cluster (a RuntimeError, in one line).
         RuntimeError: CUDA asked for and missing; a shard that came back incomplete (a bug).
     """
@@ -1122,6 +1141,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         lock = _lock_output(options.output)  # before _job.json is read: what it says holds until this run ends
         done = _resumable(options.output, job, options.overwrite)
         corpus = _read(options, files, done, put)
+        _check_input_unchanged(options.input, files, job["input"]["files"])  # what was read is what was hashed
         counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
                   "rows": corpus.rows, "bad_rows": corpus.bad_rows}
         record = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,

@@ -384,6 +384,24 @@ def test_a_manifest_that_does_not_match_its_graph_stops_the_job_before_ray(no_ra
     assert not (tmp_path / "out").exists()
 
 
+def test_an_input_written_while_the_job_reads_it_is_refused(local_ray, tiny_folder, tmp_path, monkeypatch):
+    """The fingerprint hashes the input, then the job parses it: a write in between gave vectors of the new texts
+    under the old input's fingerprint, which a rerun with the old input resumed as its own."""
+    source = tmp_path / "in.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a cat"}, {"id": 2, "text": "a dog"}])
+    read = ray_job._read
+
+    def read_after_a_write(options, files, done, put):
+        _write_jsonl(source, [{"id": 1, "text": "something else"}, {"id": 2, "text": "a dog"}])
+        return read(options, files, done, put)
+
+    monkeypatch.setattr(ray_job, "_read", read_after_a_write)
+    with pytest.raises(ValueError, match=rf"^input={re.escape(repr(str(source)))}: in\.jsonl changed while this job read it "
+                                         r"\(size 54 -> 63, or its content\); nothing was written"):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_pooler_pooling_of_a_folder_without_the_head_stops_the_job_before_ray(no_ray, copy_of, tmp_path):
     # a checkpoint saved without the pooler head (AlbertForMaskedLM) exports without pooler_output (tests/export)
     folder = copy_of
