@@ -180,7 +180,8 @@ def _input_files(source: Path) -> list[Path]:
     if not source.is_dir():
         if not source.is_file():  # a named pipe would be drained by the fingerprint's read, then block the second
             raise ValueError(f"input={str(source)!r} is not a regular file (a pipe or a device?); the Ray job reads its input "
-                             "twice (to fingerprint it, then to embed it): write it to a file first, or use --engine local")
+                             "three times (to fingerprint it, to embed it, to check it did not change meanwhile): write it to "
+                             "a file first, or use --engine local")
         return [source]
     files = sorted(path for path in source.rglob("*") if path.suffix.lower() == ".parquet"
                    and path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(source).parts))
@@ -198,8 +199,9 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
 
     The input is recorded by content (name, size and sha256 of each file). Size and mtime would be cheaper but
     miss an edit that keeps the size within the file system's timestamp granularity, or a copy that keeps the
-    mtime (``cp -p``, ``rsync -t``); one sequential read (about 1 GB/s) is small beside embedding the same bytes
-    (hundreds of texts per second per core). The model is recorded by the manifest's sha256 of the variant's
+    mtime (``cp -p``, ``rsync -t``); two sequential reads (about 1 GB/s; the second checks, once the job has parsed
+    the input, that it did not change meanwhile) are small beside embedding the same bytes (hundreds of texts per
+    second per core). The model is recorded by the manifest's sha256 of the variant's
     graph (int8: and of its uint8 x int8 twin, which the actors on VNNI/AMX CPUs run) and of tokenizer.json plus
     the tokenizer settings the runtime applies, and the albert-onnx version
     (tokenizing and pooling code). Not recorded, because the vectors do not depend on them: batch_size (each
@@ -239,8 +241,9 @@ def _check_input_unchanged(source: Path, files: list[Path], recorded: list[dict[
     """
     for now, then in zip(_input_entries(source, files), recorded):
         if now != then:
-            raise ValueError(f"input={str(source)!r}: {now['file']} changed while this job read it (size {then['size']} -> "
-                             f"{now['size']}, or its content); nothing was written: run the job again once the input is complete")
+            what = f"size {then['size']} -> {now['size']}" if now["size"] != then["size"] else "same size, other content"
+            raise ValueError(f"input={str(source)!r}: {now['file']} changed while this job read it ({what}); nothing was "
+                             "written: run the job again once the input is complete")
 
 
 def _model_facts(folder: ModelFolder, variant: str) -> dict[str, Any]:

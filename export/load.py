@@ -15,7 +15,7 @@ from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
-from .locate import SHARD_INDEXES, WEIGHT_CHOICES, WEIGHT_FILES, local_weights, locate_model, shipped_name
+from .locate import SHARD_INDEXES, WEIGHT_CHOICES, local_weights, locate_model, shipped_name
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -321,12 +321,11 @@ def hub_weights(source: str, revision: str | None) -> Path:
                                   f"Face hub or found in its cache (e.g. {missing[0]}); check the network (run once online to fill "
                                   "the cache), or pass a local folder with the whole checkpoint")
         return Path(found)
-    names = WEIGHT_FILES + SHARD_INDEXES
     if is_offline_mode():
-        raise ExportError(f"source={source!r}: HF_HUB_OFFLINE is set and the Hugging Face cache has no {' or '.join(names)} "
+        raise ExportError(f"source={source!r}: HF_HUB_OFFLINE is set and the Hugging Face cache has no {' or '.join(WEIGHT_CHOICES)} "
                           "of it; unset HF_HUB_OFFLINE and run once with network access, pass a local folder, or pass "
                           "--random-weights to export the architecture only")
-    raise ExportError(f"source={source!r}: none of {', '.join(names)} could be found on the Hugging Face hub or in its cache "
+    raise ExportError(f"source={source!r}: none of {', '.join(WEIGHT_CHOICES)} could be found on the Hugging Face hub or in its cache "
                       "(no network, or the repository has no such file); check the id and the network, or pass a local folder")
 
 
@@ -345,8 +344,11 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
 
     Raises:
         ExportError: The source is missing, unreachable, not ALBERT, has a config with missing or invalid
-            architecture fields, has no weights (and ``random_weights`` is off), or a weights file that is
-            damaged, unsafe to unpickle, or does not fit the config; one line naming the file and the fix.
+            architecture fields, has no weights (and ``random_weights`` is off), or a weights file (or shard)
+            that is damaged, unsafe to unpickle, or does not fit the config; one line naming the file and the fix.
+
+    A sharded checkpoint (``model.safetensors.index.json``) loads like a whole one. A checkpoint without the pooler
+    head (both ``pooler`` tensors absent) loads without it: ``LoadedModel.pooler`` is False.
     """
     config, where = _read_config(source, revision)
     local = Path(source)
@@ -379,7 +381,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         # 5.x: a report in the log, then "You set `ignore_mismatched_sizes` to `False`"), and a tensor the file lacks
         # is only a log line (the model keeps its random init). So let it load, then read what it reports.
         # A checkpoint without the pooler head is built without one, so transformers does not warn that it "should
-        # probably TRAIN this model" beside the export's own note (a lone pytorch_model.bin: known only after loading).
+        # probably TRAIN this model" beside the export's own note.
         stored = _stored_names(local / weights)
         model, info = AlbertModel.from_pretrained(
             str(local),
@@ -392,11 +394,15 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
             output_loading_info=True,
         )
     except (OSError, pickle.UnpicklingError, SafetensorError) as error:
-        raise weights_failure(_damaged_file(files, local / weights), error) from error
-    except RuntimeError as error:  # torch's zip reader on a damaged .bin: transformers 5 lets it through
-        if "PytorchStreamReader" not in str(error):
+        raise weights_failure(_damaged_file(files) or local / weights, error) from error
+    except Exception as error:
+        # torch.load on a damaged .bin, which transformers 5 (and 4.57 for a shard) lets through with whatever it
+        # raised: EOFError for an empty file, KeyError or IndexError for junk, RuntimeError for a truncated zip. A file
+        # that fails to load alone is named; if each loads alone, the error is not the files' and goes on as it is.
+        damaged = _damaged_file(files)
+        if damaged is None:
             raise
-        raise weights_failure(_damaged_file(files, local / weights), error) from error
+        raise weights_failure(damaged, error) from error
     # entries are names (4.x) or (name, file's shape, model's shape) (5.x)
     mismatched = sorted(entry if isinstance(entry, str) else entry[0] for entry in info.get("mismatched_keys") or ())
     if mismatched:
@@ -424,7 +430,8 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
 
 def _stored_names(path: Path) -> set[str] | None:
     """The tensor names a weights file holds, as AlbertModel names them (a head model's ``albert.`` prefix dropped):
-    from a shard index's weight_map or a safetensors header; None for a pytorch_model.bin (known only by loading it).
+    from a shard index's weight_map, a safetensors header or a zip-format pytorch_model.bin (mapped, not read); None
+    where only loading the file would tell (a legacy-format or damaged .bin).
 
     Raises:
         SafetensorError, OSError: A damaged or unreadable safetensors file (reported as load_albert reports them).
@@ -437,24 +444,26 @@ def _stored_names(path: Path) -> set[str] | None:
         with safe_open(str(path), framework="pt") as handle:
             names = list(handle.keys())
     else:
-        return None
+        try:  # a zip-format .bin maps lazily: its names without reading its tensors
+            names = list(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        except Exception:  # legacy format or damaged: the load right after reads (or reports) it in full
+            return None
     return {name.removeprefix("albert.") for name in names}
 
 
-def _damaged_file(files: list[Path], named: Path) -> Path:
-    """The file to name when loading ``files`` failed: the first shard that fails to load alone, else ``named`` (the
-    weights file, or the shard index when no shard fails alone)."""
-    if len(files) == 1:
-        return files[0]
-    from safetensors import SafetensorError
+def _damaged_file(files: list[Path]) -> Path | None:
+    """The first of ``files`` (the weights file, or a checkpoint's shards) that fails to load alone; None if each loads.
+
+    Only a probe after loading them together failed: that error, not this one, is what the user is told.
+    """
     from safetensors.torch import load_file
 
     for path in files:
         try:
             load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError, SafetensorError):
+        except Exception:  # any failure to load it alone marks this file; the caller reports the load's error
             return path
-    return named
+    return None
 
 
 def _check_finite(model: AlbertModel, path: Path) -> None:

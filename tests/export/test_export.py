@@ -612,6 +612,32 @@ def test_a_checkpoint_without_the_pooler_head_exports_without_pooler_output(tiny
         load_albert(str(checkpoint))
 
 
+@pytest.mark.parametrize("head, pooler", [("AlbertForPreTraining", True), ("AlbertForSequenceClassification", True),
+                                          ("AlbertForMaskedLM", False)])
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_head_models_checkpoint_keeps_exactly_the_pooler_it_stored(tiny_source, tmp_path, head, pooler, weights):
+    """Head models store ALBERT's tensors under "albert.": the pooler is read from the file's names without that prefix
+    (the model is built with the head exactly where the checkpoint has it)."""
+    import transformers
+
+    from albert_onnx_export.load import randomize_weights
+
+    torch.manual_seed(0)
+    model = getattr(transformers, head)(transformers.AlbertConfig(**TINY_CONFIG))
+    randomize_weights(model.albert, seed=3)
+    checkpoint = _checkpoint(tiny_source, tmp_path / "ckpt")
+    if weights == "model.safetensors":
+        model.save_pretrained(checkpoint, safe_serialization=True)
+    else:  # transformers 5 writes no .bin
+        torch.save(model.state_dict(), checkpoint / weights)
+    loaded = load_albert(str(checkpoint))
+    assert loaded.weights_file == weights
+    assert loaded.pooler is pooler and (loaded.model.pooler is not None) is pooler
+    if pooler:
+        assert torch.equal(loaded.model.pooler.weight, model.albert.pooler.weight)
+    assert torch.equal(loaded.model.embeddings.word_embeddings.weight, model.albert.embeddings.word_embeddings.weight)
+
+
 def test_an_fp16_checkpoint_loads_as_fp32(tiny_source, tmp_path):
     """transformers 5 kept the checkpoint's dtype: model_fp32.onnx came out fp16 and failed its gate (found by an attack)."""
     loaded = load_albert(str(tiny_source), random_weights=True, seed=3)

@@ -116,7 +116,8 @@ _MISTAKES = {  # case -> (source, flags, what stderr says); "SRC" is the tiny ch
     "no-such-source": ("TMP/typo", ["--random-weights", "--overwrite"], "typo': no such folder; pass a folder with config.json"),
     "source-is-a-file": ("SRC/config.json", ["--random-weights", "--overwrite"], "config.json' is a file; pass the checkpoint folder"),
     "source-without-config": ("TMP", ["--random-weights", "--overwrite"], "folder has no config.json"),
-    "no-weights": ("SRC", ["--overwrite"], "has no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's model.safetensors.index.json or pytorch_model.bin.index.json); add the weights, or pass --random-weights"),
+    "no-weights": ("SRC", ["--overwrite"], "has no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's "
+                   "model.safetensors.index.json or pytorch_model.bin.index.json); add the weights, or pass --random-weights"),
     "size-name-without-weights": ("albert-base-v2", ["--overwrite"], "is a size name with no weights; pass --random-weights"),
     "no-such-tokenizer": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/typo"],
                           "tokenizer source 'TMP/typo': no such folder; pass --tokenizer FOLDER"),
@@ -211,6 +212,23 @@ def test_an_offline_tokenizer_hub_id_names_the_tokenizer_option(tiny_source, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_revision_picks_the_models_commit_not_the_tokenizer_repositorys(tiny_source, tmp_path):
+    """--revision was passed to --tokenizer's other repository too, where that commit does not exist."""
+    cache = make_hub_cache(tmp_path / "hub", "someone/albert-tiny", extra={"config.json": (tiny_source / "config.json").read_bytes()})
+    make_hub_cache(cache, "other/albert-vocab")
+    vocab = cache / "models--other--albert-vocab"
+    model_commit = (vocab / "refs" / "main").read_text()  # make_hub_cache gives every repository the same commit
+    other = "0" * 40
+    (vocab / "snapshots" / model_commit).rename(vocab / "snapshots" / other)
+    (vocab / "refs" / "main").write_text(other)
+    out = tmp_path / "out"
+    run_cli("export", "someone/albert-tiny", "--revision", model_commit, "--random-weights", "--tokenizer", "other/albert-vocab",
+            "--variants", "fp32", "--validation-samples", "8", "-o", str(out),
+            env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": None})
+    source = json.loads((out / "manifest.json").read_text())["source"]
+    assert (source["revision"], source["tokenizer"]) == (model_commit, "other/albert-vocab")
+
+
 def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
     # the config ships with the package, so only the weights are missing: transformers raised AttributeError here
     result = run_cli("export", "albert/albert-base-v2", "-o", str(tmp_path / "out"), check=False,
@@ -218,7 +236,8 @@ def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("albert-onnx export: error: source='albert/albert-base-v2': HF_HUB_OFFLINE is set and the Hugging "
-                                    "Face cache has no model.safetensors or pytorch_model.bin or model.safetensors.index.json or pytorch_model.bin.index.json of it")
+                                    "Face cache has no model.safetensors or model.safetensors.index.json or pytorch_model.bin or "
+                                    "pytorch_model.bin.index.json of it")
     assert not (tmp_path / "out").exists()
 
 
@@ -279,15 +298,39 @@ def test_a_damaged_shard_is_named_in_one_error(tiny_source, tmp_path, damage):
         load_albert(str(checkpoint))
 
 
-def test_a_truncated_pytorch_model_bin_is_one_error(tiny_source, tmp_path):
-    """transformers 5 let torch's "PytorchStreamReader failed reading zip archive" RuntimeError through: a traceback."""
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not-a-zip"])
+def test_a_damaged_pytorch_model_bin_is_one_error(tiny_source, tmp_path, damage):
+    """transformers 5 let torch.load's errors through (a truncated zip: RuntimeError, an empty file as an interrupted
+    download leaves: EOFError, a file that is no zip: KeyError): tracebacks."""
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
     shutil.copy(tiny_source / "config.json", checkpoint / "config.json")
     weights = checkpoint / "pytorch_model.bin"
     torch.save(load_albert(str(tiny_source), random_weights=True).model.state_dict(), weights)  # transformers 5 saves no .bin
-    weights.write_bytes(weights.read_bytes()[:1000])
+    weights.write_bytes({"truncated": weights.read_bytes()[:1000], "empty": b"", "not-a-zip": b"e" * 1000}[damage])
     with pytest.raises(ExportError, match=rf"^{re.escape(str(weights))}: "):
+        load_albert(str(checkpoint))
+
+
+def test_pytorch_model_bin_shards_load_and_an_empty_one_is_named(tiny_source, tmp_path):
+    """A sharded .bin checkpoint (older transformers' default) loads; an empty shard was a traceback (EOFError)."""
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "sharded"
+    loaded, shards = _sharded_checkpoint(tiny_source, checkpoint)
+    index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
+    for shard in shards:  # the same tensors as pickled shards, under a .bin index (transformers 5 writes no .bin)
+        torch.save(load_file(checkpoint / shard), checkpoint / shard.replace(".safetensors", ".bin"))
+        (checkpoint / shard).unlink()
+    index["weight_map"] = {name: shard.replace(".safetensors", ".bin") for name, shard in index["weight_map"].items()}
+    (checkpoint / "model.safetensors.index.json").unlink()
+    (checkpoint / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    again = load_albert(str(checkpoint))
+    assert again.weights_file == "pytorch_model.bin.index.json" and again.pooler
+    assert torch.equal(again.model.pooler.weight, loaded.model.pooler.weight)
+    last = checkpoint / shards[-1].replace(".safetensors", ".bin")
+    last.write_bytes(b"")
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(last))}: could not be loaded"):
         load_albert(str(checkpoint))
 
 
