@@ -16,7 +16,6 @@ SHIPPED_SIZES = tuple(
     sorted(p.name[: -len(".json")] for p in resources.files(__package__).joinpath("configs").iterdir() if p.name.endswith(".json"))
 )
 VOCABULARY = "spiece.model"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # safetensors first, as transformers prefers
 # A checkpoint saved in pieces (save_pretrained's max_shard_size): an index mapping each tensor to its shard file
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Where a folder or repository holds several, the one transformers loads: safetensors (whole, then sharded) before

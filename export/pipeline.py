@@ -167,11 +167,10 @@ def _export(options: ExportOptions) -> Path:
                              "pooler_output, pooling='pooler' is refused")
         step(1, f"loaded {options.source} with {weights_note}")
 
-        if options.tokenizer is None:
-            reference = tok.load_reference_tokenizer(options.source, options.revision, vocab_size=config.vocab_size)
-        else:  # --revision picks a commit of the model's repository, not of another one --tokenizer names
-            revision = options.revision if options.tokenizer == options.source else None
-            reference = tok.load_reference_tokenizer(options.tokenizer, revision, vocab_size=config.vocab_size, argument="tokenizer")
+        vocabulary = options.tokenizer or options.source
+        revision = options.revision if vocabulary == options.source else None  # the model's commit, not another repository's
+        reference = tok.load_reference_tokenizer(vocabulary, revision, vocab_size=config.vocab_size,
+                                                 argument="source" if options.tokenizer is None else "tokenizer")
         fast = tok.build_fast_tokenizer(reference)
         # written by Python, not Tokenizer.save: that raises a bare Exception on a full disk, which the ENOSPC handler
         # of export_model cannot tell from a bug (the same bytes: save() writes to_str(pretty=True))

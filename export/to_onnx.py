@@ -42,9 +42,8 @@ class AlbertExportWrapper(torch.nn.Module):
         sentence = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         word = self.model.embeddings.word_embeddings(input_ids)
         projected = self.model.encoder.embedding_hidden_mapping_in(word)
-        outputs = (hidden, out.pooler_output, sentence, word, projected)
-        if out.pooler_output is None:  # a checkpoint without the pooler head (load.LoadedModel.pooler)
-            outputs = (hidden, sentence, word, projected)
+        pooled = () if out.pooler_output is None else (out.pooler_output,)  # None: no pooler head (LoadedModel.pooler)
+        outputs = (hidden, *pooled, sentence, word, projected)
         if self.hidden_states:
             outputs = outputs + (torch.stack(out.hidden_states, dim=0),)
         return outputs
