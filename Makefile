@@ -29,19 +29,21 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/albert-onnx embed $(MODEL) --input build/demo.txt --output build/demo.npy
 	$(PY) -c "import numpy as np; v = np.load('build/demo.npy'); print('vectors', v.shape); print('cosine matrix (RANDOM weights: not meaningful)'); print(np.round(v @ v.T, 3))"
 
-# The export's second tested set (transformers 5, which has no slow AlbertTokenizer): no benchmark peers, no Ray
+# The export's second tested set (transformers 5, which has no slow AlbertTokenizer): no benchmark peers, no Ray;
+# matplotlib and psutil for the benchmark harness's test (a GPU host may have transformers 5 and no Optimum)
 $(TF5_VENV)/.installed: pyproject.toml constraints-transformers5.txt
 	$(PYTHON) -m venv $(TF5_VENV)
 	$(TF5_VENV)/bin/python -m pip install -q --upgrade pip
-	$(TF5_VENV)/bin/python -m pip install -q -c constraints-transformers5.txt -e ".[cpu,export,test]"
+	$(TF5_VENV)/bin/python -m pip install -q -c constraints-transformers5.txt -e ".[cpu,export,test]" matplotlib psutil
 	touch $@
 
 test: $(VENV)/.installed $(TF5_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
 	# the proof that the reference tokenizer equals 4.57's slow one ran above (it cannot run under transformers 5), and
 	# so did the albert-base-v2 and v1 exports (-m base, sizes) and what an export leaves on disk (-m write_step, the
-	# same under any transformers): here the tiny-model exports under transformers 5
-	$(TF5_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/export --ignore tests/export/test_reference_tokenizer.py \
+	# same under any transformers): here the tiny-model exports and the benchmark harness under transformers 5
+	$(TF5_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/export tests/benchmarks/test_harness.py::test_harness_writes_table_and_plots \
+		--ignore tests/export/test_reference_tokenizer.py \
 		-m "not base and not sizes and not write_step"
 
 # onnxruntime and onnxruntime-gpu install the same module: the CUDA tests get a venv of their own, without torch

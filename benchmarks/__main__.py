@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     sample = texts[: 128 if args.quick else 512]  # read_sts keeps each pair's two sentences next to each other
     batches = []
     for start in range(0, len(sample), 32):  # tokenized once, fed to every engine
-        enc = engines[0].tokenizer(sample[start : start + 32], padding=True, truncation=True, max_length=512, return_tensors="np")
+        enc = engines[0].tokenizer(sample[start : start + 32], padding=True, truncation=True, max_length=512,
+                                   return_token_type_ids=True, return_tensors="np")
         batches.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
     alone_count = 32 if args.quick else 128
     singles = [{k: v[row : row + 1, : int(feeds["attention_mask"][row].sum())] for k, v in feeds.items()}

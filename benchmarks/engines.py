@@ -104,7 +104,8 @@ class PaddedBatchEngine(Engine):
         return self._forward(feeds)
 
     def embed(self, texts, batch_size=32):
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=512)
+        # token_type_ids asked for: transformers 5's ALBERT tokenizer leaves them out by default (4.57's returned them)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=512, return_token_type_ids=True)
         order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
         vectors, self.tokens_computed = [None] * len(texts), 0
         for start in range(0, len(order), batch_size):
