@@ -212,6 +212,9 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
             raise ValueError(f"{name}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
         except RecursionError:  # json's answer to "[[[[..." thousands deep
             raise ValueError(f"{name}:{number}: JSON nested too deeply; each line must be an object with a {field!r} field") from None
+        except ValueError as error:  # valid JSON that Python will not convert: an integer of over 4300 digits
+            raise ValueError(f"{name}:{number}: JSON that Python will not read ({str(error).split(';')[0][:120]}); each line must "
+                             f"be an object with a {field!r} field") from None
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; {fix}")
         text = record[field]

@@ -32,7 +32,7 @@ except ImportError:  # Windows: no flock, so temporaries of killed writes are le
 from . import __version__, arguments
 from .embedder import LONG_TEXT
 from .int8_kernel import u8s8_is_exact
-from .model_folder import VARIANTS, FileEntry, ModelFolder, ModelFolderError, Validation
+from .model_folder import MANIFEST, VARIANTS, FileEntry, ModelFolder, ModelFolderError, Validation
 from .pooling import POOLINGS
 from .session import DEVICES
 
@@ -116,7 +116,7 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--layer", type=int, help="hidden layer to pool, -2 for the second to last; needs a folder exported with --hidden-states")
     embed.add_argument("--long-text", choices=LONG_TEXT, default="truncate", help="texts over --max-length: truncate, or pool over windows")
     embed.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) vectors")
-    embed.add_argument("--text-field", default="text", help="jsonl/parquet/csv column with the text (default text)")
+    embed.add_argument("--text-field", help="jsonl/parquet/csv column with the text (default text)")
     embed.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job over parquet shards")
     embed.add_argument("--id-field", help="ray: column with the row id (default id)")
     embed.add_argument("--actors", type=int, help="ray: embedder actors (default: fit the CPUs, threads x actors <= cores)")
@@ -186,8 +186,12 @@ def _embed_local(args: argparse.Namespace) -> int:
         why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
         raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
     cuda = _cuda_settings(args)
+    if args.text_field is not None and (args.input == "-" or Path(args.input).suffix.lower() != ".jsonl"):
+        lines = "- (stdin) is" if args.input == "-" else f"{args.input!r} is"  # a .txt file or stdin: no field to pick
+        raise CommandError(f"--text-field {args.text_field}: --input {lines} read one text per line; only a .jsonl file has "
+                           "fields (save the records as .jsonl), or leave --text-field out")
     output = _output_file(args.output, args.input, args.folder)  # checked before the work, written after it
-    texts = read_texts(args.input, args.text_field)
+    texts = read_texts(args.input, "text" if args.text_field is None else args.text_field)
     try:
         embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads, **cuda)
     except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
@@ -244,6 +248,10 @@ def _embed_ray(args: argparse.Namespace) -> int:
         raise CommandError("--device-id/--cuda-option: only with --engine local (Ray gives each actor its own GPU, num_gpus=1)")
     if args.actors is not None:
         arguments.count("--actors", args.actors)
+    given = [flag for flag, value in (("--text-field", args.text_field), ("--id-field", args.id_field)) if value is not None]
+    if given and Path(args.input).suffix.lower() == ".txt":  # one text per line, ids are line numbers: no fields
+        raise CommandError(f"{'/'.join(given)}: --input {args.input!r} is read one text per line (ids are line numbers); "
+                           "only .jsonl/.json/.csv/parquet input has fields, so leave them out")
     if args.pooling == "pooler":  # here, to name the flag; the job checks it again as pooling='pooler'
         ModelFolder.load(args.folder).check_pooling(args.pooling, f"--pooling {args.pooling}")
     # Options that RayJobOptions may or may not have yet: pass each one it has, refuse a non-default one it lacks.
@@ -256,7 +264,8 @@ def _embed_ray(args: argparse.Namespace) -> int:
             extra[name] = value
         elif name not in fields and value != default:
             raise CommandError(f"{flag}: not supported by this albert_onnx.ray_job (RayJobOptions has no {name!r})")
-    options = ray_job.RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output), text_field=args.text_field,
+    options = ray_job.RayJobOptions(folder=args.folder, input=args.input, output=Path(args.output),
+                                    text_field="text" if args.text_field is None else args.text_field,
                                     id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
                                     strict=args.strict, **extra)
@@ -445,6 +454,24 @@ def _same_inode(path: Path, stream: TextIO) -> bool:
 NAME_MAX = 255
 
 
+def _own_descriptor(output: str) -> int | None:
+    """The file descriptor of this process that ``output`` names through Linux's /proc (/dev/stdout, /dev/fd/N,
+    /proc/self/fd/N), or None. Such a path resolves to the file behind the descriptor: replacing that file by
+    rename would drop what a ``>>`` redirect appends to, and opening it anew would truncate it."""
+    own = re.compile(rf"/proc/{os.getpid()}(/task/\d+)?/fd")
+    path = os.path.abspath(output)
+    for _ in range(40):  # the kernel's own limit on links followed
+        folder, name = os.path.split(path)
+        if name.isdigit() and own.fullmatch(os.path.realpath(folder)):
+            return int(name)
+        try:
+            link = os.readlink(path)
+        except OSError:  # not a link (or not there): no descriptor
+            return None
+        path = os.path.normpath(os.path.join(folder, link))
+    return None
+
+
 def _output_file(output: str, source: str = "-", folder: str | None = None) -> Path | None:
     """The --output path (None for ``-``, stdout), checked before any work is done.
 
@@ -457,13 +484,18 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
     Raises:
         CommandError: It is a directory or ends in a separator, its folder (a symbolic link's target's folder) does
             not exist, it is a loop of links, its name is too long to write beside, it is the input or inside the
-            model folder, or it is ``-`` and stdout is a terminal or closed.
+            model folder, or it is ``-`` and stdout is a terminal or closed, or it names another of this process's
+            file descriptors (/dev/stderr).
     """
-    if output == "-":
+    descriptor = _own_descriptor(output)
+    if descriptor is not None and descriptor != 1:
+        raise CommandError(f"--output {output!r} is this process's file descriptor {descriptor}, not a file to write; pass a "
+                           "file path, or - for stdout")
+    if output == "-" or descriptor == 1:  # /dev/stdout is stdout: written as - is, appending where it appends
         if sys.stdout is None:  # started with stdout closed (`>&-`)
-            raise CommandError("--output -: this process has no stdout (it was closed); redirect it to a file or a pipe, or pass a file path")
+            raise CommandError(f"--output {output}: this process has no stdout (it was closed); redirect it to a file or a pipe, or pass a file path")
         if sys.stdout.isatty():
-            raise CommandError("--output -: stdout is a terminal; redirect it to a file or a pipe, or pass a file path")
+            raise CommandError(f"--output {output}: stdout is a terminal; redirect it to a file or a pipe, or pass a file path")
         return None
     path = Path(output)
     if len(os.fsencode(path.name)) > NAME_MAX:
@@ -486,7 +518,8 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
         raise CommandError(f"--output {shown} is the --input file; pass another path, so the texts are kept")
     if source == "-" and sys.stdin is not None and _same_inode(target, sys.stdin):
         raise CommandError(f"--output {shown} is the file redirected to stdin (--input -); pass another path, so the texts are kept")
-    if folder is not None and Path(folder).is_dir() and target.parent.samefile(folder):
+    # only a model folder (its manifest there): any other folder is refused as a folder when it is loaded, by name
+    if folder is not None and (Path(folder) / MANIFEST).is_file() and target.parent.samefile(folder):
         raise CommandError(f"--output {shown} is inside the model folder {folder!r}; write the vectors elsewhere")
     return path
 
@@ -591,7 +624,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     A new or regular file is written to a temporary file in the same folder (``.albert-onnx-HASH.TOKEN.tmp``, locked while
     written), synced and renamed over ``path``, so ``path`` holds its old content or the whole new array, never part
     of one, even if the process is killed; the next write removes what a killed one left. A device or FIFO
-    (/dev/stdout) is written in place: there is nothing to rename over. A symbolic link is followed, so its target
+    (/dev/null, a named pipe) is written in place: there is nothing to rename over. A symbolic link is followed, so its target
     is replaced and the link kept.
 
     Raises:

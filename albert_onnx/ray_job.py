@@ -558,6 +558,8 @@ def _json_rows(path: Path, rows: _Rows) -> Iterator[None]:
             raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
         except RecursionError:
             raise ValueError(f"{where}: JSON nested too deeply; each line must be an object") from None
+        except ValueError as error:  # valid JSON that Python will not convert: an integer of over 4300 digits
+            raise ValueError(f"{where}: JSON that Python will not read ({str(error).split(';')[0][:120]}); each line must be an object") from None
         _record(rows, record, where)
         yield
 

@@ -405,3 +405,10 @@ def test_engine_flags_are_refused_with_the_other_engine(tiny_folder, tmp_path, m
     assert status == 2 and "--actors, --strict, --overwrite: only with --engine ray" in error_line(err, "embed")
     status, err, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsAfter, "--layer", "-2")
     assert status == 2 and "--layer: only with --engine local" in error_line(err, "embed") and jobs == []
+    # a .txt input is one text per line with line numbers for ids: a field named for it would be ignored
+    for flags in (("--id-field", "key"), ("--text-field", "body", "--id-field", "key")):
+        status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"),
+                             "--engine", "ray", *flags)
+        named = "/".join(flag for flag in flags if flag.startswith("--"))
+        assert status == 2 and f"error: {named}: --input '{tmp_path / 'in.txt'}' is read one text per line" in error_line(err, "embed")
+    assert not (tmp_path / "out").exists()

@@ -122,6 +122,42 @@ def test_the_input_is_never_the_output(tiny_folder, texts_file, tmp_path, capsys
     assert texts_file.read_text() == "one\ntwo\n"
 
 
+@pytest.mark.skipif(not os.path.isdir(f"/proc/{os.getpid()}/fd"), reason="needs Linux's /proc")
+def test_dev_stdout_appends_where_stdout_appends(tiny_folder, fp32, texts_file, tmp_path):
+    # before: /dev/stdout resolved to run.log, and the vectors were renamed over it: the log's lines were gone
+    log = tmp_path / "run.log"
+    log.write_bytes(b"an earlier run's line\n")
+    for output in ("/dev/stdout", "/proc/self/fd/1"):
+        with log.open("ab") as appended:
+            result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", str(texts_file),
+                                     "--output", output, "--variant", "fp32"], stdout=appended, stderr=subprocess.PIPE, text=True)
+        assert result.returncode == 0 and "-> stdout" in result.stderr, result.stderr
+    data = log.read_bytes()
+    prefix = b"an earlier run's line\n"
+    assert data.startswith(prefix)
+    stream = io.BytesIO(data[len(prefix):])
+    for _ in range(2):
+        np.testing.assert_allclose(np.load(stream), fp32.encode(["one", "two"]), atol=1e-5)
+    assert stream.read() == b""
+    # another descriptor of the process is not a file to write (opening it anew would truncate what is behind it)
+    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", str(texts_file),
+                             "--output", "/dev/stderr", "--variant", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("albert-onnx embed: error: --output '/dev/stderr' is this process's file descriptor 2, "
+                                     "not a file to write; pass a file path, or - for stdout")
+
+
+def test_a_folder_that_is_no_model_folder_is_named_as_such(texts_file, tmp_path, capsys, monkeypatch):
+    # before: "--output ... is inside the model folder", and moving the output only led to the real error
+    (tmp_path / "project").mkdir()
+    status, _, err = embed(capsys, tmp_path / "project", texts_file, tmp_path / "project" / "v.npy")
+    assert status == 2 and "folder=" in error_line(err, "embed") and "has no manifest.json" in error_line(err, "embed")
+    monkeypatch.chdir(tmp_path / "project")
+    status, _, err = embed(capsys, "", texts_file, "v.npy")  # "" is the current folder to Path
+    assert status == 2 and "folder='' is empty" in error_line(err, "embed")
+    assert sorted(p.name for p in (tmp_path / "project").iterdir()) == []
+
+
 def test_the_output_is_never_written_into_the_model_folder(copy_of, texts_file, capsys):
     graph = copy_of / "model_fp32.onnx"
     before = graph.read_bytes()
@@ -317,6 +353,26 @@ def test_deeply_nested_jsonl_names_the_line(tiny_folder, tmp_path, capsys):
     (tmp_path / "deep.jsonl").write_text('{"text": "ok"}\n' + "[" * 100_000 + "\n")
     status, _, err = embed(capsys, tiny_folder, tmp_path / "deep.jsonl", tmp_path / "v.npy")
     assert status == 2 and "deep.jsonl:2: JSON nested too deeply" in error_line(err, "embed")
+
+
+def test_jsonl_with_a_number_python_will_not_read_names_the_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "big.jsonl").write_text('{"text": "ok"}\n{"text": "a", "n": ' + "1" * 5000 + "}\n")
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "big.jsonl", tmp_path / "v.npy")
+    assert status == 2 and "big.jsonl:2: JSON that Python will not read (Exceeds the limit (4300 digits)" in error_line(err, "embed")
+    assert "set_int_max_str_digits" not in err and not (tmp_path / "v.npy").exists()
+
+
+def test_a_text_field_is_refused_where_lines_are_the_texts(tiny_folder, tmp_path, capsys, monkeypatch):
+    # before: the JSON lines themselves were embedded without a word (cosine 0.95 to the texts' vectors)
+    (tmp_path / "records.txt").write_text('{"body": "hello world"}\n')
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "records.txt", tmp_path / "v.npy", "--text-field", "body")
+    assert status == 2 and f"error: --text-field body: --input '{tmp_path / 'records.txt'}' is read one text per line" in error_line(err, "embed")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"body": "hello world"}\n')))
+    status, _, err = embed(capsys, tiny_folder, "-", tmp_path / "v.npy", "--text-field", "body")
+    assert status == 2 and "--text-field body: --input - (stdin) is read one text per line" in error_line(err, "embed")
+    assert not (tmp_path / "v.npy").exists()
+    (tmp_path / "records.jsonl").write_text('{"body": "hello world"}\n')  # where there are fields, it picks one
+    assert embed(capsys, tiny_folder, tmp_path / "records.jsonl", tmp_path / "v.npy", "--text-field", "body")[0] == 0
 
 
 def test_jsonl_without_the_field_names_the_line(tiny_folder, tmp_path, capsys):

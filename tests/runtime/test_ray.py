@@ -198,6 +198,7 @@ def test_shards_follow_input_order_in_every_run(local_ray, tiny_folder, tmp_path
      "id=5 is on rows 0 and 2 of the input (counting from 0): give every row its own id"),
     ("twice.csv", "id,text\n007,a\n7,b\n007,c\n", "id='007' is on rows 0 and 2"),
     ("broken.jsonl", '{"id": 1, "text": "a"}\n{"id": 2, \n', "broken.jsonl:2: not valid JSON"),
+    ("huge.jsonl", '{"id": 1, "text": "a"}\n{"id": ' + "2" * 5000 + ', "text": "b"}\n', "huge.jsonl:2: JSON that Python will not read"),
 ])
 def test_ids_that_cannot_identify_a_row_stop_the_job(local_ray, tiny_folder, tmp_path, name, text, problem):
     source = tmp_path / name
