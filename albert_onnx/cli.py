@@ -244,6 +244,9 @@ def _embed_ray(args: argparse.Namespace) -> int:
 
     if args.layer is not None:
         raise CommandError("--layer: only with --engine local")
+    for flag, value in (("--input", args.input), ("--output", args.output)):
+        if value == "":  # Path("") is the current directory: parts would be written (or read) there
+            raise CommandError(f"{flag} '' names no file or folder (it would mean the current directory); pass a path")
     if args.device_id is not None or args.cuda_option:
         raise CommandError("--device-id/--cuda-option: only with --engine local (Ray gives each actor its own GPU, num_gpus=1)")
     if args.actors is not None:

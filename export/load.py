@@ -11,11 +11,14 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import AlbertConfig, AlbertModel
 from transformers.activations import ACT2FN
 
 from .errors import ExportError
 from .locate import SHARD_INDEXES, WEIGHT_CHOICES, local_weights, locate_model, shipped_name
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 # The fields that define the architecture. transformers fills a missing one with its own default (hidden_size
 # 4096: albert-xxlarge), so a config of only {"model_type": "albert"} would build a model nobody asked for.
@@ -148,6 +151,13 @@ def check_config(raw: dict, origin: str) -> None:
         problems.append(f"hidden_size={hidden} must be divisible by num_attention_heads={heads} (albert-base-v2: 768 and 12)")
     if layers is not None and groups["num_hidden_groups"] is not None and groups["num_hidden_groups"] > layers:
         problems.append(f"num_hidden_groups={groups['num_hidden_groups']} must be <= num_hidden_layers={layers} (albert-base-v2: 1)")
+    elif layers is not None and TRANSFORMERS_MAJOR < 5:
+        # transformers 4.x hands each group a head mask of layers // groups entries and indexes it by inner layer:
+        # an IndexError mid-export where a group holds more inner layers than that (transformers 5 has no head mask)
+        per_group = layers // (groups["num_hidden_groups"] or 1)
+        if (groups["inner_group_num"] or 1) > per_group:
+            problems.append(f"inner_group_num={groups['inner_group_num']} is more than num_hidden_layers / num_hidden_groups = "
+                            f"{per_group}, which transformers {transformers.__version__} cannot run (transformers 5 can)")
     pad = raw.get("pad_token_id")
     if pad is not None and sizes["vocab_size"] is not None and (isinstance(pad, bool) or not isinstance(pad, int)
                                                                  or not 0 <= pad < sizes["vocab_size"]):
@@ -400,9 +410,15 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         # raised: EOFError for an empty file, KeyError or IndexError for junk, RuntimeError for a truncated zip. A file
         # that fails to load alone is named; if each loads alone, the error is not the files' and goes on as it is.
         damaged = _damaged_file(files)
-        if damaged is None:
+        if damaged is not None:
+            raise weights_failure(damaged, error) from error
+        integer = _integer_weight(files)  # loads alone, but a weight stored as integers cannot become a parameter
+        if integer is None:
             raise
-        raise weights_failure(damaged, error) from error
+        path, name, dtype = integer
+        raise ExportError(f"{path}: tensor {name} is stored as {dtype}, but ALBERT's weights are floating point (float32, "
+                          "float16 or bfloat16); the checkpoint is damaged or was not saved from an ALBERT model: use an intact "
+                          "copy of it") from error
     # entries are names (4.x) or (name, file's shape, model's shape) (5.x)
     mismatched = sorted(entry if isinstance(entry, str) else entry[0] for entry in info.get("mismatched_keys") or ())
     if mismatched:
@@ -463,6 +479,25 @@ def _damaged_file(files: list[Path]) -> Path | None:
             load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # any failure to load it alone marks this file; the caller reports the load's error
             return path
+    return None
+
+
+def _integer_weight(files: list[Path]) -> tuple[Path, str, str] | None:
+    """The first tensor of ``files`` that is not floating point, other than the integer buffers a checkpoint may keep
+    (``position_ids``, ``token_type_ids``): (file, name, dtype), or None."""
+    from safetensors import safe_open
+
+    for path in files:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+            found = {name: dtype for name, dtype in dtypes.items() if not dtype.startswith(("F", "BF"))}
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+            found = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in tensors.items() if not tensor.is_floating_point()}
+        for name, dtype in found.items():
+            if not name.endswith(("position_ids", "token_type_ids")):
+                return path, name, dtype
     return None
 
 

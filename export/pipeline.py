@@ -7,7 +7,6 @@ import datetime as dt
 import errno
 import gc
 import logging
-import math
 import os
 import platform
 import resource
@@ -95,7 +94,23 @@ def _rss_now_gb() -> float:
         return 0.0
 
 
-def _check_options(options: ExportOptions) -> None:
+def _check_options(options: ExportOptions) -> ExportOptions:
+    """The options with paths given as str or Path made one type each; refused: wrong types and values.
+
+    Raises:
+        ExportError: Unknown or repeated variants.
+        TypeError: A path that is neither str nor os.PathLike, or variants given as one str.
+        ValueError: Counts out of range.
+    """
+    for name in ("source", "output", "tokenizer", "validation_texts"):
+        value = getattr(options, name)
+        if not (value is None and name in ("tokenizer", "validation_texts")) and not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name}={value!r:.60}: pass a str or a pathlib.Path")
+    if isinstance(options.variants, str) or not isinstance(options.variants, (tuple, list)):
+        raise TypeError(f"variants={options.variants!r:.60}: pass a tuple of names, e.g. ('fp32', 'int8')")
+    options = replace(options, source=os.fspath(options.source), output=Path(options.output), variants=tuple(options.variants),
+                      tokenizer=None if options.tokenizer is None else os.fspath(options.tokenizer),
+                      validation_texts=None if options.validation_texts is None else Path(options.validation_texts))
     unknown = [name for name in options.variants if name not in VARIANTS]
     if unknown or not options.variants or len(set(options.variants)) != len(options.variants):
         raise ExportError(f"variants={','.join(options.variants)!r}: choose each at most once from {','.join(VARIANTS)}")
@@ -103,6 +118,7 @@ def _check_options(options: ExportOptions) -> None:
     arguments.count("seed", options.seed, 0, 2**63 - 1)
     for name in ("random_weights", "hidden_states", "overwrite", "force"):
         arguments.flag(name, getattr(options, name))
+    return options
 
 
 def export_model(options: ExportOptions) -> Path:
@@ -129,12 +145,15 @@ def export_model(options: ExportOptions) -> Path:
 
 
 def _export(options: ExportOptions) -> Path:
-    _check_options(options)
+    options = _check_options(options)
     write.check_output(Path(options.output), options.overwrite)
     vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
     where = locate.locate_model(options.source)
-    if options.revision is not None and where != "hub":  # it was ignored, yet recorded in the manifest as the source's
-        what = "a local folder" if where == "folder" else "a size name"
+    # a revision is ignored (yet recorded in the manifest as the source's) unless the weights come from the hub: a hub
+    # id, or the official albert/NAME, whose config ships with us and whose weights are fetched
+    fetched = where == "hub" or (where == "shipped" and not options.random_weights and locate.shipped_name(options.source) != options.source)
+    if options.revision is not None and not fetched:
+        what = "a local folder" if where == "folder" else "a size name" if options.random_weights else "a size name with no weights"
         raise ExportError(f"revision={options.revision!r}: a revision picks a commit of a hub repository, but source="
                           f"{options.source!r} is {what}; drop --revision (for a folder, check that revision out into it)")
     if not options.random_weights:
@@ -179,10 +198,17 @@ def _export(options: ExportOptions) -> Path:
         bad = tok.mismatches(reference, fast, vset.texts)
         if bad:
             raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")
+        max_length = min(512, config.max_position_embeddings)
+        # the gates compare texts as the model sees them: distinct strings can be one token sequence (ALBERT lowercases;
+        # truncation cuts what differs late), and too few sequences would pass the gates on noise
+        sequences = {tuple(reference.encode(text, max_length)) for text in vset.texts}
+        if len(sequences) < validation_texts.MIN_TEXTS:
+            raise ExportError(f"validation_texts={vset.source!r}: the model sees its texts as only {len(sequences)} distinct token "
+                              f"sequences within {max_length} tokens (ALBERT lowercases, and truncation drops what differs later); "
+                              f"the gates need at least {validation_texts.MIN_TEXTS}: pass texts that differ in their words")
         step(2, f"wrote tokenizer.json (identical ids on {len(vset.texts)} validation texts)")
 
         to_onnx.export_fp32(loaded.model, folder / VARIANT_FILES["fp32"], hidden_states=options.hidden_states)
-        max_length = min(512, config.max_position_embeddings)
         # Eager attention holds batch x heads x length^2 scores (x3 with softmax and dropout): 16 rows of 64-head
         # xxlarge at 350 tokens are ~1.5 GB a copy. Fewer rows per batch for more heads; still mixed lengths.
         rows = max(2, 16 * 12 // config.num_attention_heads)
@@ -209,12 +235,12 @@ def _export(options: ExportOptions) -> Path:
         results = {}
         for name in options.variants:
             results[name], failed = validate.validate_variant(name, folder / VARIANT_FILES[name], ref, providers)
+            nonfinite = int(results[name].metrics.get("nonfinite_outputs", 0))
+            if nonfinite:  # NaN/inf vectors are not a quality trade-off --force could accept
+                raise ExportError(f"variant {name!r} computes {nonfinite} NaN or inf values on the validation texts (the weights "
+                                  "overflow float32 on the way: check the checkpoint), so it is not written, even with --force")
             if failed:
                 message = f"variant {name!r} failed its gate: {'; '.join(failed)}"
-                broken = sorted(metric for metric, value in results[name].metrics.items() if not math.isfinite(value))
-                if broken:  # NaN/inf vectors are not a quality trade-off --force could accept, and JSON cannot hold them
-                    raise ExportError(message + f"; {', '.join(broken)} not finite: the graph computes NaN or inf, so it is not "
-                                      "written, even with --force")
                 if not options.force:
                     raise ExportError(message + "; nothing was written. Pass --force to write it anyway")
                 log.warning(message + " (written because --force)")

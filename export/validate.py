@@ -134,10 +134,12 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     names = ["last_hidden_state", "sentence_embedding", "word_embeddings"] + (["pooler_output"] if ref.pooler is not None else [])
     hidden_diff = word_diff = 0.0
     token_cosine = 1.0
+    nonfinite = 0  # NaN/inf values among the graph's outputs: a broken graph, whatever the metrics say
     pooler, sentence = [], []
     for feeds, ref_hidden, ref_word in zip(ref.feeds, ref.hidden, ref.word):
         hidden, vector, word, *pooled = session.run(names, feeds)
         real = feeds["attention_mask"].astype(bool)
+        nonfinite += int((~np.isfinite(hidden[real])).sum() + (~np.isfinite(vector)).sum() + sum((~np.isfinite(p)).sum() for p in pooled))
         # np.max/np.min keep a NaN (Python's max(0.0, nan) is 0.0): a NaN anywhere must fail the gate, not vanish
         hidden_diff = float(np.max([hidden_diff, np.abs(hidden - ref_hidden)[real].max()]))
         word_diff = float(np.max([word_diff, np.abs(word - ref_word)[real].max()]))
@@ -151,7 +153,9 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     alone = np.concatenate([session.run(["sentence_embedding"], feeds)[0] for feeds in ref.singles])
     crowded = np.concatenate([session.run(["sentence_embedding"], feeds)[0][:1] for feeds in ref.crowds])
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    nonfinite += int((~np.isfinite(alone)).sum() + (~np.isfinite(crowded)).sum())
     metrics = {
+        "nonfinite_outputs": float(nonfinite),
         "hidden_max_abs_diff": hidden_diff,
         "token_cosine_min": token_cosine,
         "sentence_max_abs_diff": float(np.abs(sentence - ref.sentence).max()),

@@ -38,6 +38,8 @@ from albert_onnx.model_folder import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, STAMP
 
 from .errors import ExportError
 
+NAME_MAX = 255  # the longest file name most filesystems take (ext4, xfs, btrfs, tmpfs)
+
 try:
     import fcntl
 except ImportError:  # Windows has no flock: there, leftovers of killed exports are left in place
@@ -335,6 +337,10 @@ def _check_target(target: Path, overwrite: bool) -> Path:
     if str(target) == "":
         raise ExportError("output='' names no folder (it would mean the current directory); pass the model folder to create")
     target = Path(target).resolve()
+    spare = NAME_MAX - len(".NAME.tmp-0123456789abcdef.lock") + len("NAME")  # the staging lock: the longest name made beside it
+    if len(os.fsencode(target.name)) > spare:
+        raise ExportError(f"output={str(target)!r}: the folder name is {len(os.fsencode(target.name))} bytes; the export stages "
+                          f"beside it under that name plus {NAME_MAX - spare} bytes, so at most {spare}: pass a shorter name")
     if target.exists() and not target.is_dir():
         raise ExportError(f"output={str(target)!r} is a file; pass a folder path")
     above = next((parent for parent in target.parents if parent.exists()), None)

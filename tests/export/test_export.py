@@ -25,10 +25,10 @@ from albert_onnx.model_folder import ModelFolder
 from albert_onnx_export import ExportOptions, export_model, validate, validation_texts
 from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from albert_onnx_export.errors import ExportError
-from albert_onnx_export.load import check_config, load_albert
+from albert_onnx_export.load import TRANSFORMERS_MAJOR, check_config, load_albert
 from albert_onnx_export.locate import SHIPPED_SIZES
 from albert_onnx_export.write import staging_folder
-from tests.conftest import STS_DIR, TINY_CONFIG, run_cli
+from tests.conftest import STS_DIR, TINY_CONFIG, make_tiny_source, run_cli
 
 LAYERS = TINY_CONFIG["num_hidden_layers"]
 
@@ -403,6 +403,21 @@ def test_bad_config_field_is_named(tmp_path, change, message):
         load_albert(str(folder), random_weights=True)
 
 
+def test_more_inner_layers_than_a_group_holds(tmp_path):
+    """num_hidden_layers=2 in 2 groups of 2 inner layers: transformers 4.x raised IndexError mid-export (its head mask has
+    layers // groups entries per group); transformers 5 runs it, and the export must then pass its gates."""
+    folder = make_tiny_source(tmp_path / "src")  # the vocabulary beside it
+    (folder / "config.json").write_text(json.dumps({**TINY_CONFIG, "num_hidden_layers": 2, "num_hidden_groups": 2, "inner_group_num": 2}))
+    if TRANSFORMERS_MAJOR < 5:
+        with pytest.raises(ExportError, match=r"inner_group_num=2 is more than num_hidden_layers / num_hidden_groups = 1, which "
+                                              r"transformers 4\.[0-9.]+ cannot run \(transformers 5 can\); fix these fields"):
+            load_albert(str(folder), random_weights=True)
+        return
+    out = tmp_path / "out"
+    run_cli("export", str(folder), "--random-weights", "--variants", "fp32", "--validation-samples", "8", "-o", str(out))
+    assert ModelFolder.load(out).variants["fp32"].validation.status == "passed"
+
+
 def test_config_of_only_model_type_lists_every_missing_field(tmp_path):
     """transformers would fill in its defaults (hidden 4096): every architecture field must be given instead."""
     folder = _config_folder(tmp_path, {"model_type": "albert"})
@@ -529,6 +544,52 @@ def test_damaged_weights_are_named(tiny_source, tmp_path, damage, message):
             (folder / "config.json").write_text(json.dumps({**TINY_CONFIG, "intermediate_size": 512}))
     with pytest.raises(ExportError, match=rf"^{re.escape(str(weights))}:? {message}"):
         load_albert(str(folder))
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_a_weight_stored_as_integers(tiny_source, tmp_path, kind):
+    """Found by an attack: under transformers 4.x the file loads but load_state_dict raised a RuntimeError traceback
+    ("Only Tensors of floating point ... can require gradients"); transformers 5 loads the stored values as floats."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _checkpoint(tiny_source, tmp_path / "ckpt")
+    load_albert(str(tiny_source), random_weights=True).model.save_pretrained(folder, safe_serialization=True)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["embeddings.LayerNorm.weight"] = torch.full_like(tensors["embeddings.LayerNorm.weight"], 3, dtype=torch.int64)
+    if kind == "bin":
+        weights.unlink()
+        weights = folder / "pytorch_model.bin"
+        torch.save(tensors, weights)
+    else:
+        save_file(tensors, weights, metadata={"format": "pt"})
+    if TRANSFORMERS_MAJOR < 5:
+        stored = "I64" if kind == "safetensors" else "int64"
+        with pytest.raises(ExportError, match=rf"^{re.escape(str(weights))}: tensor embeddings\.LayerNorm\.weight is stored as {stored}, "
+                                              "but ALBERT's weights are floating point"):
+            load_albert(str(folder))
+        return
+    weight = load_albert(str(folder)).model.embeddings.LayerNorm.weight
+    assert weight.dtype == torch.float32 and bool((weight == 3).all())
+
+
+def test_weights_that_overflow_are_refused_even_with_force(tiny_source, tmp_path):
+    """Found by an attack: finite but huge weights pass the NaN check, the graph outputs NaN, and --force wrote the folder
+    (the guard looked at the recorded metrics, from which the non-finite ones had been dropped)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _checkpoint(tiny_source, tmp_path / "ckpt")
+    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_source / name, folder / name)
+    load_albert(str(tiny_source), random_weights=True).model.save_pretrained(folder, safe_serialization=True)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["embeddings.LayerNorm.weight"] = torch.full_like(tensors["embeddings.LayerNorm.weight"], 3e38)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ExportError, match=r"^variant 'fp32' computes [0-9]+ NaN or inf values on the validation texts .*, so it "
+                                          r"is not written, even with --force$"):
+        export_model(ExportOptions(source=str(folder), output=tmp_path / "out", variants=("fp32", "fused"), force=True,
+                                   validation_samples=8))
+    assert not (tmp_path / "out").exists()
 
 
 def test_offline_hub_id_in_one_line(tmp_path):

@@ -20,7 +20,7 @@ import torch
 
 from albert_onnx import AlbertEmbedder, ModelFolderError
 from albert_onnx.model_folder import STAMP_KEY, sha256_of
-from albert_onnx_export import export_model, to_onnx
+from albert_onnx_export import ExportOptions, export_model, to_onnx
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validation_texts import read_texts, validation_set
@@ -127,6 +127,8 @@ _MISTAKES = {  # case -> (source, flags, what stderr says); "SRC" is the tiny ch
                              "revision='v9': a revision picks a commit of a hub repository, but source='SRC' is a local folder"),
     "revision-of-a-size-name": ("albert-base-v2", ["--random-weights", "--overwrite", "--revision", "v9"],
                                 "but source='albert-base-v2' is a size name; drop --revision"),
+    "revision-of-random-official-weights": ("albert/albert-base-v2", ["--random-weights", "--overwrite", "--revision", "v9"],
+                                            "but source='albert/albert-base-v2' is a size name; drop --revision"),
     "tokenizer-without-vocabulary": ("SRC", ["--random-weights", "--overwrite", "--tokenizer", "TMP/out"],
                                      "tokenizer source 'TMP/out' has no spiece.model"),
 }
@@ -227,6 +229,54 @@ def test_revision_picks_the_models_commit_not_the_tokenizer_repositorys(tiny_sou
             env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": None})
     source = json.loads((out / "manifest.json").read_text())["source"]
     assert (source["revision"], source["tokenizer"]) == (model_commit, "other/albert-vocab")
+
+
+def test_a_revision_of_the_official_weights_is_fetched_not_refused(tmp_path):
+    """albert/albert-base-v2 without --random-weights fetches its weights from the hub: --revision picks their commit (it
+    was refused as "a size name; drop --revision", so no commit of the official weights could be pinned)."""
+    result = run_cli("export", "albert/albert-base-v2", "--revision", "v9", "-o", str(tmp_path / "out"), check=False,
+                     env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": None})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("albert-onnx export: error: source='albert/albert-base-v2': HF_HUB_OFFLINE is set"), result.stderr
+
+
+def test_an_output_name_too_long_to_stage_beside_is_refused(tiny_source, tmp_path):
+    """Found by an attack: a 240-byte name failed after the imports with "File name too long" about the staging lock."""
+    result = run_cli("export", str(tiny_source), "--random-weights", "-o", str(tmp_path / ("a" * 229)), check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"albert-onnx export: error: output='{tmp_path / ('a' * 229)}': the folder name is 229 bytes; the "
+                                    "export stages beside it under that name plus 27 bytes, so at most 228: pass a shorter name")
+    check_output(tmp_path / ("a" * 228), False)  # the longest that stages
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("texts", [
+    [f"The {word} sat on the mat." for word in ("cat", "Cat", "CAT", "cAt", "caT", "CAt", "cAT", "CaT")],  # ALBERT lowercases
+    ["word " * 600 + f"ending {i}" for i in range(8)],  # they differ after 512 tokens only
+])
+def test_validation_texts_the_model_sees_as_one_are_refused(tiny_source, tmp_path, texts):
+    """Found by an attack: eight strings passed the "8 distinct texts" check though the model saw fewer; the gates then
+    failed on NaN rank agreement ("pass --force"), or dropped int8's ranking gates as if the weights were random."""
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    with pytest.raises(ExportError, match=r"texts\.txt': the model sees its texts as only [0-9] distinct token sequences within 512 tokens "
+                                          r"\(ALBERT lowercases, and truncation drops what differs later\); the gates need at least 8"):
+        export_model(ExportOptions(source=str(tiny_source), output=tmp_path / "out", random_weights=True, variants=("fp32",),
+                                   validation_texts=tmp_path / "texts.txt", validation_samples=8))
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_options_take_paths_as_str_or_path(tiny_source, tmp_path):
+    """Found by an attack: source=Path(...) raised AttributeError ('split') after the model had loaded, validation_texts as
+    a str raised AttributeError ('is_file'), and variants='fp32' became the variants 'f,p,3,2'."""
+    from tests.conftest import STS_DIR
+
+    out = export_model(ExportOptions(source=tiny_source, output=str(tmp_path / "out"), random_weights=True, tokenizer=tiny_source,
+                                     validation_texts=str(STS_DIR / "sts-dev.csv"), variants=["fp32"], validation_samples=8))
+    assert out == tmp_path / "out" and (out / "model_fp32.onnx").is_file()
+    for bad, message in ((dict(variants="fp32"), r"variants='fp32': pass a tuple of names"), (dict(source=7), r"source=7: pass a str")):
+        with pytest.raises(TypeError, match=message):
+            export_model(ExportOptions(**{"source": tiny_source, "output": tmp_path / "again", "random_weights": True, **bad}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):

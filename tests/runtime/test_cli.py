@@ -387,6 +387,17 @@ def test_ray_flags_reach_the_job_options_it_has(monkeypatch, capsys):
     assert status == 0 and jobs[0].threads_per_actor == 1000
 
 
+def test_ray_paths_that_name_nothing_are_refused(monkeypatch, capsys, tmp_path):
+    # found by an attack: --output '' wrote _job.json and the parts into the current directory
+    monkeypatch.chdir(tmp_path)
+    jobs = []
+    monkeypatch.setattr(ray_job, "run_ray_job", lambda options: jobs.append(options))
+    for flag, paths in (("--output", ("in.parquet", "")), ("--input", ("", "out"))):
+        status, _, err = cli(capsys, "embed", "m", "--engine", "ray", "--input", paths[0], "--output", paths[1])
+        assert status == 2 and f"error: {flag} '' names no file or folder (it would mean the current directory)" in error_line(err, "embed")
+    assert jobs == [] and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("flags", [["--overwrite"], ["--max-length", "64"], ["--no-normalize"], ["--long-text", "window"]])
 def test_ray_flags_the_job_options_lack_are_refused(monkeypatch, capsys, flags):
     status, err, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsBefore, *flags)
