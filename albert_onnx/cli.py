@@ -186,7 +186,7 @@ def _embed_local(args: argparse.Namespace) -> int:
         why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
         raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
     cuda = _cuda_settings(args)
-    if args.text_field is not None and (args.input == "-" or Path(args.input).suffix.lower() != ".jsonl"):
+    if args.text_field is not None and (args.input == "-" or Path(args.input).suffix.lower() in (".txt", "")):
         lines = "- (stdin) is" if args.input == "-" else f"{args.input!r} is"  # a .txt file or stdin: no field to pick
         raise CommandError(f"--text-field {args.text_field}: --input {lines} read one text per line; only a .jsonl file has "
                            "fields (save the records as .jsonl), or leave --text-field out")
@@ -499,6 +499,9 @@ def _output_file(output: str, source: str = "-", folder: str | None = None) -> P
             raise CommandError(f"--output {output}: this process has no stdout (it was closed); redirect it to a file or a pipe, or pass a file path")
         if sys.stdout.isatty():
             raise CommandError(f"--output {output}: stdout is a terminal; redirect it to a file or a pipe, or pass a file path")
+        if source != "-" and _same_inode(Path(source), sys.stdout):  # `1<> in.txt` would overwrite the texts, `>>` append to them
+            raise CommandError(f"--output {output}: stdout is redirected to the --input file {source!r}; redirect it elsewhere, so "
+                               "the texts are kept")
         return None
     path = Path(output)
     if len(os.fsencode(path.name)) > NAME_MAX:

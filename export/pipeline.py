@@ -201,7 +201,7 @@ def _export(options: ExportOptions) -> Path:
         max_length = min(512, config.max_position_embeddings)
         # the gates compare texts as the model sees them: distinct strings can be one token sequence (ALBERT lowercases;
         # truncation cuts what differs late), and too few sequences would pass the gates on noise
-        sequences = {tuple(reference.encode(text, max_length)) for text in vset.texts}
+        sequences = {tuple(reference.encode(text, max_length)) for text in vset.drawn}
         if len(sequences) < validation_texts.MIN_TEXTS:
             raise ExportError(f"validation_texts={vset.source!r}: the model sees its texts as only {len(sequences)} distinct token "
                               f"sequences within {max_length} tokens (ALBERT lowercases, and truncation drops what differs later); "
@@ -237,8 +237,10 @@ def _export(options: ExportOptions) -> Path:
             results[name], failed = validate.validate_variant(name, folder / VARIANT_FILES[name], ref, providers)
             nonfinite = int(results[name].metrics.get("nonfinite_outputs", 0))
             if nonfinite:  # NaN/inf vectors are not a quality trade-off --force could accept
-                raise ExportError(f"variant {name!r} computes {nonfinite} NaN or inf values on the validation texts (the weights "
-                                  "overflow float32 on the way: check the checkpoint), so it is not written, even with --force")
+                why = ("the weights overflow float32 on the way: check the checkpoint" if name in ("fp32", "fused") else
+                       f"{name}'s narrower numbers overflow where float32 does not (fp16 holds at most 65504): leave it out with --variants")
+                raise ExportError(f"variant {name!r} computes {nonfinite} NaN or inf values on the validation texts ({why}), so it is "
+                                  "not written, even with --force")
             if failed:
                 message = f"variant {name!r} failed its gate: {'; '.join(failed)}"
                 if not options.force:

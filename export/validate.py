@@ -139,7 +139,8 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     for feeds, ref_hidden, ref_word in zip(ref.feeds, ref.hidden, ref.word):
         hidden, vector, word, *pooled = session.run(names, feeds)
         real = feeds["attention_mask"].astype(bool)
-        nonfinite += int((~np.isfinite(hidden[real])).sum() + (~np.isfinite(vector)).sum() + sum((~np.isfinite(p)).sum() for p in pooled))
+        nonfinite += int((~np.isfinite(hidden[real])).sum() + (~np.isfinite(vector)).sum() + (~np.isfinite(word[real])).sum()
+                         + sum((~np.isfinite(p)).sum() for p in pooled))
         # np.max/np.min keep a NaN (Python's max(0.0, nan) is 0.0): a NaN anywhere must fail the gate, not vanish
         hidden_diff = float(np.max([hidden_diff, np.abs(hidden - ref_hidden)[real].max()]))
         word_diff = float(np.max([word_diff, np.abs(word - ref_word)[real].max()]))

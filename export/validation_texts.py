@@ -36,6 +36,11 @@ class ValidationSet:
     pairs: list[tuple[int, int]]
     source: str
 
+    @property
+    def drawn(self) -> list[str]:
+        """The texts drawn from the source, without the two long ones built from them (the last two)."""
+        return self.texts[:-2]
+
 
 def sentence_pairs(path: Path) -> list[tuple[str, str]]:
     """STS-B style .csv/.tsv: tab-separated, sentence 1 and 2 in columns 6 and 7.

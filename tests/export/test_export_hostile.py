@@ -246,13 +246,16 @@ def test_an_output_name_too_long_to_stage_beside_is_refused(tiny_source, tmp_pat
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"albert-onnx export: error: output='{tmp_path / ('a' * 229)}': the folder name is 229 bytes; the "
                                     "export stages beside it under that name plus 27 bytes, so at most 228: pass a shorter name")
-    check_output(tmp_path / ("a" * 228), False)  # the longest that stages
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with staging_folder(tmp_path / ("a" * 228), False) as folder:  # the longest that stages: its lock's name is 255 bytes
+        (folder / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 228]
 
 
 @pytest.mark.parametrize("texts", [
     [f"The {word} sat on the mat." for word in ("cat", "Cat", "CAT", "cAt", "caT", "CAt", "cAT", "CaT")],  # ALBERT lowercases
     ["word " * 600 + f"ending {i}" for i in range(8)],  # they differ after 512 tokens only
+    # 6 as the model sees them; the two long texts built from them (over 700 characters here) must not count
+    ["one", "ONE", "two", "TWO", *(f"sentence number {i} of the set " * 10 for i in range(4))],
 ])
 def test_validation_texts_the_model_sees_as_one_are_refused(tiny_source, tmp_path, texts):
     """Found by an attack: eight strings passed the "8 distinct texts" check though the model saw fewer; the gates then

@@ -147,6 +147,16 @@ def test_dev_stdout_appends_where_stdout_appends(tiny_folder, fp32, texts_file, 
                                      "not a file to write; pass a file path, or - for stdout")
 
 
+@pytest.mark.parametrize("mode", ["r+b", "ab"])  # the shell's 1<> in.txt and >> in.txt
+def test_stdout_redirected_to_the_input_file_is_refused(tiny_folder, texts_file, mode):
+    for output in ("-", "/dev/stdout"):
+        with texts_file.open(mode) as stdout:
+            result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--input", str(texts_file),
+                                     "--output", output, "--variant", "fp32"], stdout=stdout, stderr=subprocess.PIPE, text=True)
+        assert result.returncode == 2 and f"stdout is redirected to the --input file '{texts_file}'" in result.stderr, result.stderr
+        assert texts_file.read_text() == "one\ntwo\n"
+
+
 def test_a_folder_that_is_no_model_folder_is_named_as_such(texts_file, tmp_path, capsys, monkeypatch):
     # before: "--output ... is inside the model folder", and moving the output only led to the real error
     (tmp_path / "project").mkdir()
@@ -371,6 +381,9 @@ def test_a_text_field_is_refused_where_lines_are_the_texts(tiny_folder, tmp_path
     status, _, err = embed(capsys, tiny_folder, "-", tmp_path / "v.npy", "--text-field", "body")
     assert status == 2 and "--text-field body: --input - (stdin) is read one text per line" in error_line(err, "embed")
     assert not (tmp_path / "v.npy").exists()
+    (tmp_path / "records.csv").write_text("body\nhello world\n")  # fields, but a format read by Ray only: that is the problem
+    status, _, err = embed(capsys, tiny_folder, tmp_path / "records.csv", tmp_path / "v.npy", "--text-field", "body")
+    assert status == 2 and ".csv is read by --engine ray" in error_line(err, "embed")
     (tmp_path / "records.jsonl").write_text('{"body": "hello world"}\n')  # where there are fields, it picks one
     assert embed(capsys, tiny_folder, tmp_path / "records.jsonl", tmp_path / "v.npy", "--text-field", "body")[0] == 0
 
