@@ -183,7 +183,12 @@ def check_config(raw: dict, origin: str) -> None:
         raise ExportError(f"{origin} is not a usable ALBERT config: {'; '.join(problems)}; fix these fields in {origin}")
 
 
-def _read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
+def read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
+    """The source's ALBERT config (a folder's config.json, a shipped size's, or the hub's) and where it is.
+
+    Raises:
+        ExportError: Not found or not fetched, not ALBERT, or a missing or invalid architecture field.
+    """
     where = locate_model(source)
     if where == "folder":
         config_path = Path(source) / "config.json"
@@ -360,7 +365,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     A sharded checkpoint (``model.safetensors.index.json``) loads like a whole one. A checkpoint without the pooler
     head (both ``pooler`` tensors absent) loads without it: ``LoadedModel.pooler`` is False.
     """
-    config, where = _read_config(source, revision)
+    config, where = read_config(source, revision)
     local = Path(source)
     if random_weights:
         torch.manual_seed(seed)

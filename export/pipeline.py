@@ -165,7 +165,7 @@ def _export(options: ExportOptions) -> Path:
     import onnxruntime as ort
 
     from . import optimize, quantize, to_onnx, tokenizer as tok, validate
-    from .load import load_albert
+    from .load import load_albert, read_config
     started = time.perf_counter()
     steps = 7
     clock = [started]
@@ -178,26 +178,13 @@ def _export(options: ExportOptions) -> Path:
         clock[0] = now
 
     with write.staging_folder(Path(options.output), options.overwrite) as folder:
-        loaded = load_albert(options.source, revision=options.revision, random_weights=options.random_weights, seed=options.seed)
-        config = loaded.config
-        weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
-        if not loaded.pooler:
-            weights_note += ("; no pooler head in the checkpoint (saved from e.g. AlbertForMaskedLM): the folder has no "
-                             "pooler_output, pooling='pooler' is refused")
-        step(1, f"loaded {options.source} with {weights_note}")
-
+        # the tokenizer and the validation texts first: they need the config only, and a mistake in them must not wait
+        # for the weights (minutes of download and loading for a large model)
+        config, _ = read_config(options.source, options.revision)
         vocabulary = options.tokenizer or options.source
         revision = options.revision if vocabulary == options.source else None  # the model's commit, not another repository's
         reference = tok.load_reference_tokenizer(vocabulary, revision, vocab_size=config.vocab_size,
                                                  argument="source" if options.tokenizer is None else "tokenizer")
-        fast = tok.build_fast_tokenizer(reference)
-        # written by Python, not Tokenizer.save: that raises a bare Exception on a full disk, which the ENOSPC handler
-        # of export_model cannot tell from a bug (the same bytes: save() writes to_str(pretty=True))
-        with open(folder / TOKENIZER_FILE, "w", encoding="utf-8", newline="") as handle:
-            handle.write(fast.to_str(pretty=True))
-        bad = tok.mismatches(reference, fast, vset.texts)
-        if bad:
-            raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")
         max_length = min(512, config.max_position_embeddings)
         # the gates compare texts as the model sees them: distinct strings can be one token sequence (ALBERT lowercases;
         # truncation cuts what differs late), and too few sequences would pass the gates on noise
@@ -206,6 +193,22 @@ def _export(options: ExportOptions) -> Path:
             raise ExportError(f"validation_texts={vset.source!r}: the model sees its texts as only {len(sequences)} distinct token "
                               f"sequences within {max_length} tokens (ALBERT lowercases, and truncation drops what differs later); "
                               f"the gates need at least {validation_texts.MIN_TEXTS}: pass texts that differ in their words")
+        loaded = load_albert(options.source, revision=options.revision, random_weights=options.random_weights, seed=options.seed)
+        config = loaded.config
+        weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
+        if not loaded.pooler:
+            weights_note += ("; no pooler head in the checkpoint (saved from e.g. AlbertForMaskedLM): the folder has no "
+                             "pooler_output, pooling='pooler' is refused")
+        step(1, f"loaded {options.source} with {weights_note}")
+
+        fast = tok.build_fast_tokenizer(reference)
+        # written by Python, not Tokenizer.save: that raises a bare Exception on a full disk, which the ENOSPC handler
+        # of export_model cannot tell from a bug (the same bytes: save() writes to_str(pretty=True))
+        with open(folder / TOKENIZER_FILE, "w", encoding="utf-8", newline="") as handle:
+            handle.write(fast.to_str(pretty=True))
+        bad = tok.mismatches(reference, fast, vset.texts)
+        if bad:
+            raise ExportError(f"tokenizer.json differs from the SentencePiece reference on {len(bad)} texts, e.g. {bad[0][:80]!r}")
         step(2, f"wrote tokenizer.json (identical ids on {len(vset.texts)} validation texts)")
 
         to_onnx.export_fp32(loaded.model, folder / VARIANT_FILES["fp32"], hidden_states=options.hidden_states)

@@ -496,8 +496,10 @@ class _Payload:
 
 
 def _checkpoint(tiny_source: Path, folder: Path) -> Path:
+    """A checkpoint folder with the tiny config and its vocabulary (read before the weights), for weights to be added."""
     folder.mkdir()
-    shutil.copy(tiny_source / "config.json", folder / "config.json")
+    for name in ("config.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_source / name, folder / name)
     return folder
 
 
@@ -579,8 +581,6 @@ def test_weights_that_overflow_are_refused_even_with_force(tiny_source, tmp_path
     from safetensors.torch import load_file, save_file
 
     folder = _checkpoint(tiny_source, tmp_path / "ckpt")
-    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(tiny_source / name, folder / name)
     load_albert(str(tiny_source), random_weights=True).model.save_pretrained(folder, safe_serialization=True)
     tensors = load_file(folder / "model.safetensors")
     tensors["embeddings.LayerNorm.weight"] = torch.full_like(tensors["embeddings.LayerNorm.weight"], 3e38)
@@ -620,7 +620,6 @@ def test_a_checkpoint_without_the_pooler_head_exports_without_pooler_output(tiny
     from albert_onnx_export.load import randomize_weights
 
     checkpoint = _checkpoint(tiny_source, tmp_path / "mlm")
-    shutil.copy(tiny_source / "spiece.model", checkpoint / "spiece.model")
     torch.manual_seed(0)
     mlm = AlbertForMaskedLM(AlbertConfig(**TINY_CONFIG))
     assert mlm.albert.pooler is None  # what the case is about: this head's ALBERT has no pooler

@@ -25,7 +25,7 @@ from albert_onnx_export.errors import ExportError
 from albert_onnx_export.load import load_albert
 from albert_onnx_export.validation_texts import read_texts, validation_set
 from albert_onnx_export.write import check_output, staging_folder
-from tests.conftest import make_hub_cache, make_tiny_source, refused_reads, run_cli
+from tests.conftest import BASE_SOURCE, make_hub_cache, make_tiny_source, refused_reads, run_cli
 from tests.export.test_export import _options
 
 
@@ -234,7 +234,7 @@ def test_revision_picks_the_models_commit_not_the_tokenizer_repositorys(tiny_sou
 def test_a_revision_of_the_official_weights_is_fetched_not_refused(tmp_path):
     """albert/albert-base-v2 without --random-weights fetches its weights from the hub: --revision picks their commit (it
     was refused as "a size name; drop --revision", so no commit of the official weights could be pinned)."""
-    result = run_cli("export", "albert/albert-base-v2", "--revision", "v9", "-o", str(tmp_path / "out"), check=False,
+    result = run_cli("export", "albert/albert-base-v2", "--revision", "v9", "--tokenizer", str(BASE_SOURCE), "-o", str(tmp_path / "out"), check=False,
                      env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": None})
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("albert-onnx export: error: source='albert/albert-base-v2': HF_HUB_OFFLINE is set"), result.stderr
@@ -259,11 +259,15 @@ def test_an_output_name_too_long_to_stage_beside_is_refused(tiny_source, tmp_pat
 ])
 def test_validation_texts_the_model_sees_as_one_are_refused(tiny_source, tmp_path, texts):
     """Found by an attack: eight strings passed the "8 distinct texts" check though the model saw fewer; the gates then
-    failed on NaN rank agreement ("pass --force"), or dropped int8's ranking gates as if the weights were random."""
+    failed on NaN rank agreement ("pass --force"), or dropped int8's ranking gates as if the weights were random. Refused
+    before the weights are loaded (damaged here, so loading them would fail first)."""
+    source = tmp_path / "src"
+    shutil.copytree(tiny_source, source)
+    (source / "model.safetensors").write_bytes(b"not loaded before the texts are checked")
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
     with pytest.raises(ExportError, match=r"texts\.txt': the model sees its texts as only [0-9] distinct token sequences within 512 tokens "
                                           r"\(ALBERT lowercases, and truncation drops what differs later\); the gates need at least 8"):
-        export_model(ExportOptions(source=str(tiny_source), output=tmp_path / "out", random_weights=True, variants=("fp32",),
+        export_model(ExportOptions(source=str(source), output=tmp_path / "out", variants=("fp32",),
                                    validation_texts=tmp_path / "texts.txt", validation_samples=8))
     assert not (tmp_path / "out").exists()
 
@@ -284,7 +288,8 @@ def test_export_options_take_paths_as_str_or_path(tiny_source, tmp_path):
 
 def test_an_offline_hub_id_with_a_shipped_config_is_one_line(tmp_path):
     # the config ships with the package, so only the weights are missing: transformers raised AttributeError here
-    result = run_cli("export", "albert/albert-base-v2", "-o", str(tmp_path / "out"), check=False,
+    # the vocabulary given (it is read before the weights): what is missing is the weights alone
+    result = run_cli("export", "albert/albert-base-v2", "--tokenizer", str(BASE_SOURCE), "-o", str(tmp_path / "out"), check=False,
                      env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": None})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
