@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The longest file name most filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes): output names are checked against it.
+NAME_MAX = 255
+
 
 def _shown(value: object) -> str:
     text = repr(value)
@@ -206,15 +209,7 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{name}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
-        except RecursionError:  # json's answer to "[[[[..." thousands deep
-            raise ValueError(f"{name}:{number}: JSON nested too deeply; each line must be an object with a {field!r} field") from None
-        except ValueError as error:  # valid JSON that Python will not convert: an integer of over 4300 digits
-            raise ValueError(f"{name}:{number}: JSON that Python will not read ({str(error).split(';')[0][:120]}); each line must "
-                             f"be an object with a {field!r} field") from None
+        record = json_line(line, f"{name}:{number}", f"each line must be an object with a {field!r} field")
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; {fix}")
         text = record[field]
@@ -226,6 +221,27 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
                                  f"{error.start}, which is not valid Unicode; fix the text") from None
         texts.append(text)
     return texts
+
+
+def json_line(line: str, where: str, shape: str) -> object:
+    """One JSON Lines record, parsed.
+
+    Args:
+        line: The line, decoded.
+        where: ``file:line``, starting each error.
+        shape: What each line must be, ending the errors that are not about the syntax.
+
+    Raises:
+        ValueError: Not JSON, nested too deeply for json, or a number Python will not convert (over 4300 digits).
+    """
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:  # json's answer to "[[[[..." thousands deep
+        raise ValueError(f"{where}: JSON nested too deeply; {shape}") from None
+    except ValueError as error:  # valid JSON that Python will not convert: an integer of over 4300 digits
+        raise ValueError(f"{where}: JSON that Python will not read ({str(error).split(';')[0][:120]}); {shape}") from None
 
 
 FEEDS = ("input_ids", "attention_mask", "token_type_ids")

@@ -30,6 +30,7 @@ except ImportError:  # Windows: no flock, so temporaries of killed writes are le
     fcntl = None  # type: ignore[assignment]
 
 from . import __version__, arguments
+from .arguments import NAME_MAX
 from .embedder import LONG_TEXT
 from .int8_kernel import u8s8_is_exact
 from .model_folder import MANIFEST, VARIANTS, FileEntry, ModelFolder, ModelFolderError, Validation
@@ -186,12 +187,8 @@ def _embed_local(args: argparse.Namespace) -> int:
         why = " (a local --output file is always replaced, atomically)" if args.overwrite else ""
         raise CommandError(f"{', '.join(given)}: only with --engine ray{why}")
     cuda = _cuda_settings(args)
-    if args.text_field is not None and (args.input == "-" or Path(args.input).suffix.lower() in (".txt", "")):
-        lines = "- (stdin) is" if args.input == "-" else f"{args.input!r} is"  # a .txt file or stdin: no field to pick
-        raise CommandError(f"--text-field {args.text_field}: --input {lines} read one text per line; only a .jsonl file has "
-                           "fields (save the records as .jsonl), or leave --text-field out")
     output = _output_file(args.output, args.input, args.folder)  # checked before the work, written after it
-    texts = read_texts(args.input, "text" if args.text_field is None else args.text_field)
+    texts = read_texts(args.input, args.text_field)
     try:
         embedder = AlbertEmbedder.from_pretrained(args.folder, variant=args.variant, device=args.device, threads=args.threads, **cuda)
     except RuntimeError as error:  # documented for a CUDA that is not there or not working: the user's setup
@@ -396,22 +393,22 @@ def _check_device(device: str) -> None:
         raise CommandError(str(error)) from error
 
 
-def read_texts(source: str, field: str = "text") -> list[str]:
-    """Texts from a .txt file (one per line, empty lines included), a .jsonl file (``field`` of each object) or ``-`` (stdin).
+def read_texts(source: str, field: str | None = None) -> list[str]:
+    """Texts from a .txt file (one per line, empty lines included), a .jsonl file (``field`` of each object, default
+    ``text``) or ``-`` (stdin).
 
     Input is strict UTF-8 (a leading BOM is dropped). Lines end at ``\\n`` (or ``\\r\\n``) only, so a form feed
     or U+2028 inside a line stays inside its text and row i of the output is line i + 1 of a .txt file.
 
     Raises:
-        CommandError: The input is missing, a directory, a parquet/csv file, not UTF-8 (naming the byte and
-            line), or a jsonl line is not JSON, not an object with a str ``field``, or has a lone surrogate
-            (naming the line).
+        CommandError: The input is missing, a directory, a parquet/csv file, read one text per line while
+            ``field`` is given (it would be ignored), not UTF-8 (naming the byte and line), or a jsonl line is not
+            JSON, not an object with a str ``field``, or has a lone surrogate (naming the line).
         OSError: The file cannot be read (the error names it).
     """
     if source == "-":
         if sys.stdin is None:  # started with stdin closed (`<&-`)
             raise CommandError("--input -: this process has no stdin (it was closed); pipe the texts in, or pass a file path")
-        name, data = "<stdin>", sys.stdin.buffer.read()  # bytes: decoded below the same way as a file
     else:
         path = Path(source)
         if path.is_dir():
@@ -424,7 +421,12 @@ def read_texts(source: str, field: str = "text") -> list[str]:
         if kind not in LOCAL_SUFFIXES:
             raise CommandError(f"--input {source!r}: the suffix {path.suffix!r} names no format this command reads; pass a .txt "
                                "(one text per line) or .jsonl file (rename the file to say which it is), or - for stdin")
-        name, data = source, path.read_bytes()
+    jsonl = source != "-" and Path(source).suffix.lower() == ".jsonl"
+    if field is not None and not jsonl:  # a .txt file or stdin: no field to pick
+        given = "- (stdin) is" if source == "-" else f"{source!r} is"
+        raise CommandError(f"--text-field {field}: --input {given} read one text per line; only a .jsonl file has fields (save "
+                           "the records as .jsonl), or leave --text-field out")
+    name, data = ("<stdin>", sys.stdin.buffer.read()) if source == "-" else (source, Path(source).read_bytes())
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
         text = data[bom:].decode("utf-8")
@@ -436,8 +438,8 @@ def read_texts(source: str, field: str = "text") -> list[str]:
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    if source != "-" and Path(source).suffix.lower() == ".jsonl":
-        return arguments.jsonl_texts(name, lines, field, fix="pass --text-field to name another")
+    if jsonl:
+        return arguments.jsonl_texts(name, lines, "text" if field is None else field, fix="pass --text-field to name another")
     return lines
 
 
@@ -451,10 +453,6 @@ def _same_inode(path: Path, stream: TextIO) -> bool:
     except FileNotFoundError:
         return False
     return (opened.st_dev, opened.st_ino) == (found.st_dev, found.st_ino)
-
-
-# The longest file name most filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
-NAME_MAX = 255
 
 
 def _own_descriptor(output: str) -> int | None:

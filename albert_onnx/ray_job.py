@@ -551,16 +551,10 @@ def _json_rows(path: Path, rows: _Rows) -> Iterator[None]:
             continue
         where = f"{path.name}:{number}"
         try:
-            record = json.loads(line.decode("utf-8"))
+            text = line.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(f"{where}: not UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start}); save the file as UTF-8") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-        except RecursionError:
-            raise ValueError(f"{where}: JSON nested too deeply; each line must be an object") from None
-        except ValueError as error:  # valid JSON that Python will not convert: an integer of over 4300 digits
-            raise ValueError(f"{where}: JSON that Python will not read ({str(error).split(';')[0][:120]}); each line must be an object") from None
-        _record(rows, record, where)
+        _record(rows, arguments.json_line(text, where, "each line must be an object"), where)
         yield
 
 

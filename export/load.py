@@ -344,7 +344,8 @@ def hub_weights(source: str, revision: str | None) -> Path:
                       "(no network, or the repository has no such file); check the id and the network, or pass a local folder")
 
 
-def load_albert(source: str, *, revision: str | None = None, random_weights: bool = False, seed: int = 0) -> LoadedModel:
+def load_albert(source: str, *, revision: str | None = None, random_weights: bool = False, seed: int = 0,
+                config: tuple[AlbertConfig, str] | None = None) -> LoadedModel:
     """Load an ALBERT model for export.
 
     Args:
@@ -353,6 +354,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         revision: Hub revision (branch, tag or commit); ignored for local folders.
         random_weights: Build from the config with seeded random weights instead of loading weights.
         seed: Seed for ``random_weights``.
+        config: What :func:`read_config` returned for this source and revision, if the caller has read it already.
 
     Returns:
         The loaded model in eval mode and its provenance.
@@ -365,7 +367,7 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     A sharded checkpoint (``model.safetensors.index.json``) loads like a whole one. A checkpoint without the pooler
     head (both ``pooler`` tensors absent) loads without it: ``LoadedModel.pooler`` is False.
     """
-    config, where = read_config(source, revision)
+    config, where = config or read_config(source, revision)
     local = Path(source)
     if random_weights:
         torch.manual_seed(seed)

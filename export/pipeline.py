@@ -146,7 +146,7 @@ def export_model(options: ExportOptions) -> Path:
 
 def _export(options: ExportOptions) -> Path:
     options = _check_options(options)
-    write.check_output(Path(options.output), options.overwrite)
+    write.check_output(options.output, options.overwrite)
     vset = validation_texts.validation_set(options.validation_texts, options.validation_samples)
     where = locate.locate_model(options.source)
     # a revision is ignored (yet recorded in the manifest as the source's) unless the weights come from the hub: a hub
@@ -177,10 +177,11 @@ def _export(options: ExportOptions) -> Path:
                  f"now {_rss_now_gb():.1f} GB)")
         clock[0] = now
 
-    with write.staging_folder(Path(options.output), options.overwrite) as folder:
+    with write.staging_folder(options.output, options.overwrite) as folder:
         # the tokenizer and the validation texts first: they need the config only, and a mistake in them must not wait
         # for the weights (minutes of download and loading for a large model)
-        config, _ = read_config(options.source, options.revision)
+        source_config = read_config(options.source, options.revision)
+        config = source_config[0]
         vocabulary = options.tokenizer or options.source
         revision = options.revision if vocabulary == options.source else None  # the model's commit, not another repository's
         reference = tok.load_reference_tokenizer(vocabulary, revision, vocab_size=config.vocab_size,
@@ -193,8 +194,8 @@ def _export(options: ExportOptions) -> Path:
             raise ExportError(f"validation_texts={vset.source!r}: the model sees its texts as only {len(sequences)} distinct token "
                               f"sequences within {max_length} tokens (ALBERT lowercases, and truncation drops what differs later); "
                               f"the gates need at least {validation_texts.MIN_TEXTS}: pass texts that differ in their words")
-        loaded = load_albert(options.source, revision=options.revision, random_weights=options.random_weights, seed=options.seed)
-        config = loaded.config
+        loaded = load_albert(options.source, revision=options.revision, random_weights=options.random_weights, seed=options.seed,
+                             config=source_config)
         weights_note = f"RANDOM weights (seed {options.seed}; architecture only)" if loaded.random_weights else "trained weights"
         if not loaded.pooler:
             weights_note += ("; no pooler head in the checkpoint (saved from e.g. AlbertForMaskedLM): the folder has no "

@@ -34,11 +34,10 @@ from typing import Iterator
 
 import onnx
 
+from albert_onnx.arguments import NAME_MAX
 from albert_onnx.model_folder import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, STAMP_KEY, TOKENIZER_FILE, U8S8_FILE, VARIANT_FILES, Manifest
 
 from .errors import ExportError
-
-NAME_MAX = 255  # the longest file name most filesystems take (ext4, xfs, btrfs, tmpfs)
 
 try:
     import fcntl
