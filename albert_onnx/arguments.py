@@ -16,6 +16,12 @@ import numpy as np
 
 # The longest file name most filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes): output names are checked against it.
 NAME_MAX = 255
+# Choices the API, the CLI and the Ray job share; here, not beside their code, so the CLI's parser needs no onnxruntime
+DEVICES = ("auto", "cpu", "cuda")
+LONG_TEXT = ("truncate", "window")
+# onnxruntime comes with an extra ([cpu] or [gpu]: both install the module onnxruntime, so neither is a plain dependency)
+NO_ONNXRUNTIME = ("albert-onnx needs ONNX Runtime, and none is installed: pip install 'albert-onnx[cpu]', or "
+                  "'albert-onnx[gpu]' on a CUDA 13 host (never both)")
 
 
 def _shown(value: object) -> str:
@@ -64,11 +70,17 @@ def path(name: str, value: object) -> Path:
     """``value`` as a Path if it is a str or an ``os.PathLike``.
 
     Raises:
-        TypeError: Anything else (bytes, None, numbers).
+        TypeError: Anything else (bytes, None, numbers), or a PathLike whose ``__fspath__`` gives bytes.
+        ValueError: A NUL character in it (no file can have that name).
     """
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name}={_shown(value)}: pass the folder as a str or pathlib.Path")
-    return Path(value)
+    text = os.fspath(value)
+    if not isinstance(text, str):
+        raise TypeError(f"{name}={_shown(value)} gives the path as {type(text).__name__}; pass the folder as a str or pathlib.Path")
+    if "\0" in text:
+        raise ValueError(f"{name}={_shown(text)} holds a NUL character, which no file name can; pass the folder's name")
+    return Path(text)
 
 
 def nonempty_str(name: str, value: object) -> str:
@@ -111,14 +123,18 @@ def output_folder(name: str, value: object) -> Path:
 
     Raises:
         TypeError: Not a str or an ``os.PathLike``.
-        ValueError: An existing file (or anything else that is not a folder).
+        ValueError: An existing file (or anything else that is not a folder), or inside one; a NUL character.
     """
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name}={_shown(value)}: pass the output folder as a str or pathlib.Path")
-    path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{name}={_shown(str(value))} is a file, not a folder; pass a folder (new or one this job wrote)")
-    return path
+    folder = path(name, value)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name}={_shown(str(folder))} is a file, not a folder; pass a folder (new or one this job wrote)")
+    # the nearest existing parent must be a folder too: making one inside a file fails with "Not a directory"
+    above = next((parent for parent in folder.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{name}={_shown(str(folder))} is inside {str(above)!r}, which is a file; pass a folder outside it")
+    return folder
 
 
 def choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import errno
 import hashlib
-import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -30,12 +30,9 @@ except ImportError:  # Windows: no flock, so temporaries of killed writes are le
     fcntl = None  # type: ignore[assignment]
 
 from . import __version__, arguments
-from .arguments import NAME_MAX
-from .embedder import LONG_TEXT
-from .int8_kernel import u8s8_is_exact
+from .arguments import DEVICES, LONG_TEXT, NAME_MAX, NO_ONNXRUNTIME
 from .model_folder import MANIFEST, VARIANTS, FileEntry, ModelFolder, ModelFolderError, Validation
 from .pooling import POOLINGS
-from .session import DEVICES
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
@@ -81,7 +78,7 @@ def _folder_path(text: str) -> Path:
 def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="checkpoint -> validated ONNX model folder (needs the export extra)",
                                  description="Export an ALBERT checkpoint to a validated ONNX model folder. "
-                                             "Needs: pip install 'albert-onnx[export]'.")
+                                             "Needs: pip install 'albert-onnx[cpu,export]'.")
     export.add_argument("source", help="hub id (albert/albert-base-v2), local HF folder, or a size name with --random-weights")
     export.add_argument("-o", "--output", required=True, type=_folder_path, help="model folder to create")
     export.add_argument("--revision", help="hub revision (branch, tag or commit)")
@@ -91,7 +88,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--variants", type=_variant_list, default=VARIANTS, help=f"comma-separated subset of {','.join(VARIANTS)} (default all)")
     export.add_argument("--hidden-states", action="store_true", help="also output every layer's hidden states (for embed --layer)")
     export.add_argument("--validation-texts", type=Path, help="real text for validation: STS-B .csv, .jsonl or .txt")
-    export.add_argument("--validation-samples", type=int, default=96, help="how many texts to validate on (default 96)")
+    export.add_argument("--validation-samples", type=int, default=96, help="how many texts of --validation-texts to validate on (default 96; without --validation-texts, 8 built-in sentences)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     export.add_argument("--force", action="store_true", help="write variants that fail their accuracy gate (flagged in the manifest)")
     export.set_defaults(run=_export)
@@ -100,7 +97,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed = commands.add_parser("embed", help="embed texts into a .npy file (or parquet with --engine ray)")
     embed.add_argument("folder", help="model folder written by albert-onnx export")
-    embed.add_argument("--input", required=True, help="texts.txt (one text per line), texts.jsonl, or - for stdin; UTF-8 (ray: also parquet/csv)")
+    embed.add_argument("--input", required=True, help="texts.txt (one text per line), texts.jsonl, or - for stdin; UTF-8 (ray: also .json, .csv, .parquet)")
     embed.add_argument("--output", required=True, help="file to write the (texts, dim) float32 array to in .npy format, "
                                                        "replaced atomically; - for stdout (ray: folder of parquet files)")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="how token vectors become one vector (default mean)")
@@ -117,7 +114,7 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--layer", type=int, help="hidden layer to pool, -2 for the second to last; needs a folder exported with --hidden-states")
     embed.add_argument("--long-text", choices=LONG_TEXT, default="truncate", help="texts over --max-length: truncate, or pool over windows")
     embed.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) vectors")
-    embed.add_argument("--text-field", help="jsonl/parquet/csv column with the text (default text)")
+    embed.add_argument("--text-field", help="jsonl/json/parquet/csv field with the text (default text)")
     embed.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job over parquet shards")
     embed.add_argument("--id-field", help="ray: column with the row id (default id)")
     embed.add_argument("--actors", type=int, help="ray: embedder actors (default: fit the CPUs, threads x actors <= cores)")
@@ -156,7 +153,7 @@ def _export(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] in ("albert_onnx", "albert_onnx_export"):
             raise  # one of our own modules is missing: a broken install or a bug, not a missing extra
-        raise CommandError(f"needs the export extra: pip install 'albert-onnx[export]' ({error})") from error
+        raise CommandError(f"needs the export extra: pip install 'albert-onnx[cpu,export]' ({error})") from error
     return export_cli.run(args)
 
 
@@ -239,6 +236,9 @@ def _embed_ray(args: argparse.Namespace) -> int:
     """
     from . import ray_job
 
+    why = ray_job.missing_extra()
+    if why is not None:
+        raise CommandError(why)
     if args.layer is not None:
         raise CommandError("--layer: only with --engine local")
     for flag, value in (("--input", args.input), ("--output", args.output)):
@@ -268,9 +268,10 @@ def _embed_ray(args: argparse.Namespace) -> int:
                                     text_field="text" if args.text_field is None else args.text_field,
                                     id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
-                                    strict=args.strict, **extra)
+                                    strict=args.strict, ray_init_kwargs={"logging_level": logging.WARNING}, **extra)
     try:
-        counts = ray_job.run_ray_job(options)
+        with _ray_logs_quiet():
+            counts = ray_job.run_ray_job(options)
     except ray_job.ActorStartError as error:  # a worker's setup (its CUDA, its copy of the folder), as a local CUDA error is
         raise CommandError(str(error)) from error
     print(f"{counts['rows']} rows in {counts['shards']} shards: {counts['written']} written, {counts['skipped']} already done, "
@@ -310,6 +311,8 @@ def _info(args: argparse.Namespace) -> int:
             # the verdict is the manifest's; the file may have changed since
             print(f"         {checked(entry.entry) or _FILE_MATCHES.format(entry.file)}")
             if entry.u8s8 is not None:
+                from .int8_kernel import u8s8_is_exact
+
                 exact = u8s8_is_exact()
                 print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
                 problem = checked(entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
@@ -720,6 +723,28 @@ def _cli_output(command: str) -> Iterator[None]:
                 logger.removeHandler(handler)
 
 
+@contextmanager
+def _ray_logs_quiet() -> Iterator[None]:
+    """Ray's Python loggers at WARNING, as other third-party ones, and Ray Data's stack traces off, while a job runs.
+
+    The job shows its own progress bar and reports a failure in one line (an actor that cannot load the model:
+    its own error). Ray Data would add a dozen INFO lines and, for that failure, its whole traceback. Its warnings
+    and error lines stay (a cluster too small for the actors says so there). Ray's C++ core writes a few lines of
+    its own, which no Python logger holds.
+    """
+    import ray.data  # noqa: F401  (it sets its loggers' levels when imported: ours go after)
+
+    levels = {"ray": logging.WARNING, "ray.data": logging.WARNING, "ray.data.exceptions": logging.CRITICAL + 1}
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -727,6 +752,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return done.code if isinstance(done.code, int) else USAGE_ERROR
     with _cli_output(args.command):
         try:
+            if importlib.util.find_spec("onnxruntime") is None:  # every command runs graphs (export validates them)
+                raise CommandError(NO_ONNXRUNTIME)
             return args.run(args)
         except (CommandError, ValueError, TypeError) as error:  # ModelFolderError and ExportError are ValueErrors
             message = str(error)

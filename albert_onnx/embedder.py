@@ -13,13 +13,13 @@ from tokenizers import Encoding
 
 from . import arguments
 from . import pooling as pool
+from .arguments import LONG_TEXT
 from .int8_kernel import u8s8_is_exact
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError
 from .session import DEVICES, DeviceUnavailable, GraphRunner, create_session, cuda_missing_reason, cuda_options, resolve_device
-from .tokenizer import AlbertTokenizer, unpad, word_numbers, word_spans
+from .tokenizer import MAX_TOKENIZER_BYTES, AlbertTokenizer, unpad, word_numbers, word_spans
 
 logger = logging.getLogger("albert_onnx")
-LONG_TEXT = ("truncate", "window")
 # Most tokens in one ONNX Runtime call, whatever batch_size says: b128 x s128, b32 x s512. A row's vector does not
 # depend on its batch, so splitting changes no result, and memory stays bounded (batch_size=10**9 held 9.4 GB).
 MAX_CALL_TOKENS = 16384
@@ -111,7 +111,7 @@ class AlbertEmbedder:
     """
 
     def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, device_reason: str | None = None,
-                 graph: Path | None = None) -> None:
+                 graph: Path | None = None, tokenizer: AlbertTokenizer | None = None) -> None:
         self.folder = folder
         self.variant = variant
         self.device = device
@@ -119,7 +119,7 @@ class AlbertEmbedder:
         # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
         self.graph = graph if graph is not None else folder.path / folder.variants[variant].file
         self._runner = runner
-        self._tokenizer = AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
+        self._tokenizer = tokenizer or AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
 
     @classmethod
     def from_pretrained(
@@ -218,16 +218,26 @@ class AlbertEmbedder:
             logger.warning("%s has no uint8 x int8 twin (exported before 2026-12-02), so int8 runs uint8 x uint8, which is "
                            "slower here than uint8 x int8 (VNNI/AMX); re-export the folder to run the faster one", model.path)
         graph = model.variant_path(variant, u8s8)
-        if verify:
-            model.verify(variant)
-        session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None)
+        entry = model.variants[variant]
+        loaded = entry.u8s8.entry if u8s8 else entry.entry
+        if verify:  # the int8 graph not loaded here is checked too: a folder is whole on every CPU or on none
+            for other in (entry.entry, *([entry.u8s8.entry] if entry.u8s8 else [])):
+                if other is not loaded:
+                    model.check_file(other)
+        # the graph and the tokenizer are read once each and built from the bytes checked (see ModelFolder.read_file)
+        data = model.read_file(loaded, verify)
+        session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None, data=data)
+        del data  # the session holds the graph now
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
         model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map, u8s8)
         _warn_unless_passed(model, variant, u8s8)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
-        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph)
+        tokenizer = AlbertTokenizer(model.path / model.tokenizer.file, model.tokenizer, model.model.vocab_size,
+                                    data=model.read_file(model.tokenizer.entry, verify, limit=MAX_TOKENIZER_BYTES + 1))
+        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph,
+                   tokenizer=tokenizer)
 
     @property
     def dim(self) -> int:
@@ -493,7 +503,8 @@ class AlbertEmbedder:
         sequences = []
         for index, encoding in enumerate(self._tokenizer.encode(items, limit=self.max_length)):
             if not encoding.ids or len(encoding.ids) > self.max_length:
-                pieces = len(encoding.ids) if encoding.ids else "no"
+                # limit= tokenized only the start of a longer word: its count is a lower bound
+                pieces = f"more than {self.max_length}" if encoding.ids else "no"
                 raise ValueError(f"words[{index}]={items[index][:40]!r} has {pieces} pieces; pass a word with 1 to {self.max_length}")
             sequences.append(np.asarray(encoding.ids, dtype=np.int64))
         output = "projected_word_embeddings" if projected else "word_embeddings"
@@ -515,13 +526,27 @@ class AlbertEmbedder:
     ) -> np.ndarray:
         """Cosine similarity matrix (len(a), len(b)) of the normalized sentence vectors.
 
+        A pair's score does not depend on the other texts in ``a`` and ``b``, and lies in [-1, 1].
+
         Args:
             a, b: Texts, as for :meth:`encode`.
             batch_size, pooling, layer, max_length, long_text: As for :meth:`encode`.
+
+        Returns:
+            float32 (len(a), len(b)).
 
         Raises:
             TypeError, ValueError: As :meth:`encode`, naming ``a`` or ``b``.
         """
         first, second = arguments.texts(a, "a"), arguments.texts(b, "b")
         options = dict(batch_size=batch_size, pooling=pooling, layer=layer, max_length=max_length, long_text=long_text)
-        return self.encode(first, **options) @ self.encode(second, **options).T
+        x, y = (self.encode(texts, **options).astype(np.float64) for texts in (first, second))
+        # Not x @ y.T: a BLAS product sums in an order that depends on the shapes, so a pair's score moved (by 1e-7)
+        # with the other texts. Each pair is summed alone here (numpy's fixed pairwise order over the last axis), in
+        # float64, where the float32 products are exact, at most 4M products (32 MiB) at a time.
+        rows = max(1, (1 << 22) // max(1, y.size))
+        scores = np.empty((len(x), len(y)), dtype=np.float64)
+        for start in range(0, len(x), rows):
+            scores[start : start + rows] = (x[start : start + rows, None, :] * y[None, :, :]).sum(axis=-1)
+        # clipped: normalized float32 vectors have norms within 1e-7 of 1, and arccos(1.0000001) is NaN
+        return np.clip(scores, -1.0, 1.0).astype(np.float32)

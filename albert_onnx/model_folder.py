@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import arguments
+
 FORMAT = "albert-onnx-model-folder"
 FORMAT_VERSION = 2
 SUPPORTED_VERSIONS = (2,)
@@ -426,6 +428,16 @@ def _short(value: object, limit: int = 200) -> str:
     return _cut(repr(value), limit)
 
 
+def _check_size(path: Path, size: int, entry: FileEntry) -> None:
+    if size != entry.size:
+        raise ModelFolderError(f"{path}: size {size} bytes, manifest.json says {entry.size}; the file was changed or truncated: re-export")
+
+
+def _check_digest(path: Path, digest: str, entry: FileEntry) -> None:
+    if digest != entry.sha256:
+        raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")
+
+
 def regular_file(path: Path, what: str) -> Path:
     """``path`` if it is a regular file and not a symbolic link.
 
@@ -456,11 +468,12 @@ class ModelFolder:
 
         Raises:
             ModelFolderError: No such folder or manifest, or a manifest that fails its checks (naming the field).
+            TypeError, ValueError: ``path`` is not a str or PathLike, or holds a NUL character.
             OSError: The folder or its manifest may not be read (permission denied), naming it.
         """
         if isinstance(path, str) and path == "":  # Path("") is ".": an unset variable would load the working folder
             raise ModelFolderError(f"folder={path!r} is empty; pass the folder written by `albert-onnx export`")
-        folder = Path(path)
+        folder = arguments.path("folder", path)
         # os.stat, not Path.is_dir/exists: those answer False for a folder this user may not enter ("does not exist")
         try:
             is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
@@ -620,9 +633,23 @@ class ModelFolder:
             ModelFolderError: The file is missing, not a regular file, or does not match, naming it.
         """
         path = self.file(entry.file)
-        size = path.stat().st_size
-        if size != entry.size:
-            raise ModelFolderError(f"{path}: size {size} bytes, manifest.json says {entry.size}; the file was changed or truncated: re-export")
-        digest = sha256_of(path)
-        if digest != entry.sha256:
-            raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")
+        _check_size(path, path.stat().st_size, entry)
+        _check_digest(path, sha256_of(path), entry)
+
+    def read_file(self, entry: FileEntry, verify: bool, limit: int | None = None) -> bytes:
+        """One file's bytes (at most ``limit`` of them), read once; with ``verify``, checked against its manifest entry.
+
+        What is checked is what is used. A check by path and a second open to load would let a folder replaced in
+        between (an ``export --overwrite`` landing) give another model's vectors under this manifest's hashes.
+
+        Raises:
+            ModelFolderError: The file is missing, not a regular file, or (``verify``) does not match, naming it.
+        """
+        path = self.file(entry.file)
+        with path.open("rb") as handle:
+            if verify:  # before reading: a file of the wrong size is not read into memory
+                _check_size(path, os.fstat(handle.fileno()).st_size, entry)
+            data = handle.read(-1 if limit is None else limit)
+        if verify:
+            _check_digest(path, hashlib.sha256(data).hexdigest(), entry)
+        return data

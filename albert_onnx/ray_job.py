@@ -10,9 +10,9 @@ in that order; only the shards still to do are put into Ray's object store.
 Resuming. Shard k is written to ``part-{k:06d}.parquet`` through a temporary name and a rename, so a finished
 file is a finished shard. ``_job.json`` records what makes the vectors (:func:`_fingerprint`) before the first
 part is written; a rerun resumes only that same job, skipping finished shards, and refuses any other in one line
-(``overwrite=True`` removes the old job's files and restarts). The unfinished shards go through one
-``map_batches`` over one actor pool (each actor loads the model once); the driver writes a shard as soon as its
-last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part. A run
+(``overwrite=True`` restarts, removing the old job's files only once it has a part of its own to write). The
+unfinished shards go through one ``map_batches`` over one actor pool (each actor loads the model once); the
+driver writes a shard as soon as its last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part. A run
 holds an exclusive ``flock`` on ``_job.lock`` in the output folder from before it reads ``_job.json`` to its end, so
 a second job on the same output is refused instead of mixing its parts into the first one's.
 
@@ -29,6 +29,7 @@ import contextlib
 import csv
 import errno
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -90,7 +91,8 @@ class RayJobOptions:
         actors, threads_per_actor: The actor pool (None: fit the cluster, see :func:`plan_actors`).
         address: Ray cluster address (None: start Ray in this process unless it is running).
         strict: Stop at the first bad row instead of keeping it with a null vector and an error.
-        overwrite: Remove the job files in ``output`` (parts, ``_job.json``; nothing else) and start over.
+        overwrite: Start over: remove the job files in ``output`` (parts, ``_job.json``; nothing else), once this
+            run has its first part to write (a run that fails before that leaves them whole).
         shard_rows: Rows per shard, i.e. per part file: the unit of resuming.
         ray_init_kwargs: More keyword arguments for ``ray.init``.
     """
@@ -897,8 +899,13 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
     return actors, threads
 
 
-def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any], facts: dict[str, Any]) -> int:
+def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encode: dict[str, Any], facts: dict[str, Any],
+           start: Callable[[], None]) -> int:
     """Embed the unfinished shards through one actor pool; write each shard as soon as its last row is back.
+
+    ``start`` (clear the old job's files with overwrite, write this job's record) runs before the first shard is
+    written, not before the actors start: an overwrite whose actors cannot load the model (no GPU on the cluster, no
+    model folder on a node) leaves the old job whole.
 
     Texts cut to ``max_length`` are reported once for the whole run, as the local CLI does: one warning on the
     "albert_onnx" logger counting them across every batch and actor.
@@ -936,6 +943,8 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
                 collected[shard].append(part)
                 received[shard] += part.num_rows
                 if received[shard] == corpus.sizes[shard]:
+                    if not written:
+                        start()
                     _write_shard(options.output, shard, shard * options.shard_rows, collected.pop(shard), corpus.id_type)
                     written += 1
             progress.update(batch.num_rows)
@@ -1095,6 +1104,14 @@ def _start_ray(options: RayJobOptions) -> None:
                              "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
 
 
+def missing_extra() -> str | None:
+    """Why this job cannot run here, when the ray extra (Ray Data, pyarrow) is not installed; else None."""
+    missing = [name for name in ("ray", "pyarrow") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f"the Ray job needs the ray extra, and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: pip install 'albert-onnx[cpu,ray]'"
+
+
 def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     """Embed a corpus with Ray Data into ``options.output``/part-*.parquet (id, vector, error).
 
@@ -1111,7 +1128,11 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
             answers.
         ActorStartError: The actors could not load the model on the cluster (a RuntimeError, in one line).
         RuntimeError: CUDA asked for and missing; a shard that came back incomplete (a bug).
+        ModuleNotFoundError: The ray extra is not installed (naming it).
     """
+    why = missing_extra()
+    if why is not None:
+        raise ModuleNotFoundError(why)
     options = _check(options)
     folder = ModelFolder.load(options.folder)
     limit = folder.tokenizer.max_length
@@ -1145,15 +1166,21 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
                   "rows": corpus.rows, "bad_rows": corpus.bad_rows}
         record = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "job": job}
-        started = True  # from here the job files there are this run's
-        _start_output(options.output, record, options.overwrite)
+
+        def start() -> None:  # called before this run writes its first part: until then the old job's files stay whole
+            nonlocal started
+            started = True  # from here the job files there are this run's
+            _start_output(options.output, record, options.overwrite)
+
         if corpus.todo:
             # absolute: an actor's working directory is not the driver's, so a relative folder would not be found there
             model = {"folder": str(Path(options.folder).resolve()), "variant": variant, "device": device}
             encode = {"batch_size": options.batch_size, "pooling": options.pooling, "normalize": options.normalize,
                       "max_length": max_length, "long_text": options.long_text}
             facts = {key: job[key] for key in ("graph_sha256", "twin_sha256", "tokenizer")}  # the actors check theirs against it
-            counts["written"] = _embed(options, corpus, model, encode, facts)
+            counts["written"] = _embed(options, corpus, model, encode, facts, start)
+        if not started:
+            start()
         _write_json(options.output / JOB_FILE, {**record, "finished": counts})
     except BaseException:
         _clean_up(options.output, started)

@@ -16,14 +16,15 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from . import arguments
+from .arguments import DEVICES
 from .model_folder import INPUTS, ModelFolderError
 
-DEVICES = ("auto", "cpu", "cuda")
 _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ORT errors that mean "this provider did not come up" once the file itself has parsed (pybind's own classes are
 # not RuntimeError subclasses; C++ std::runtime_error arrives as RuntimeError).
 _PROVIDER_ERRORS = (RuntimeError, ValueError, ort_errors.Fail, ort_errors.EPFail, ort_errors.RuntimeException,
                     ort_errors.InvalidArgument, ort_errors.NotImplemented)
+_PARSE_ERRORS = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel)
 logger = logging.getLogger("albert_onnx")
 
 
@@ -150,15 +151,16 @@ def system_errno(error: Exception, path: str | Path) -> int | None:
 
 
 def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True,
-                   provider_options: Mapping[str, str] | None = None) -> ort.InferenceSession:
+                   provider_options: Mapping[str, str] | None = None, data: bytes | None = None) -> ort.InferenceSession:
     """Create the session on exactly the provider asked for, and confirm it.
 
     Args:
-        path: The graph.
+        path: The graph (what messages name; read by ONNX Runtime unless ``data`` is given).
         device: ``cpu`` or ``cuda``.
         threads: Intra-op threads (see :func:`session_options`).
         spin_wait: See :func:`session_options`.
         provider_options: For ``cuda``, from :func:`cuda_options` (None: device 0, ONNX Runtime's defaults).
+        data: The graph's bytes, already read (and checked against the manifest) by the caller.
 
     Raises:
         ModelFolderError: ONNX Runtime cannot load the file, or its inputs are not an albert-onnx graph's.
@@ -178,7 +180,7 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
     options = session_options(threads, spin_wait)
     try:
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
-        session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+        session = ort.InferenceSession(str(path) if data is None else data, options, providers=providers, enable_fallback=0)
     except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
         number = system_errno(error, path)
         if number is not None:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
@@ -186,7 +188,8 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         message = str(error).replace(str(path), "PATH")  # what ONNX Runtime says, not what the folder is called
         if "bad_alloc" in message:
             raise  # out of memory while loading: neither the file's fault nor the GPU's, never relabelled
-        if "Load model from" in message:  # it did not parse: the folder's fault, whatever the device
+        # it did not parse: the folder's fault, whatever the device (from bytes, ORT names no file: the error types say it)
+        if "Load model from" in message or (data is not None and (isinstance(error, _PARSE_ERRORS) or "No graph was found" in message)):
             raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":

@@ -29,14 +29,26 @@ _SETTLED = 256
 _MAX_PIECE = 16  # characters in ALBERT's longest piece; a periodic run's segmentation repeats within it
 
 
-def _read(path: Path) -> tuple[Tokenizer, bool]:
+def _lacks_spaced_characters_step(steps: list[dict]) -> bool:
+    """Whether the normalizer lacks the Replace (to a space) the export puts right before the Precompiled step, of
+    the characters that step turns into spaces: without it, tokenizers' Precompiled replaces a whole grapheme
+    cluster ("\ufffd\u034f") by its first character's mapping, losing the mark (export/tokenizer.py, 7)."""
+    at = next((index for index, step in enumerate(steps) if step.get("type") == "Precompiled"), None)
+    if not at:
+        return False  # no character map: nothing to lose there
+    before = steps[at - 1]
+    return not (before.get("type") == "Replace" and before.get("content") == " ")
+
+
+def _read(path: Path, data: bytes | None = None) -> tuple[Tokenizer, bool]:
     """The tokenizer, and whether it tokenizes each whitespace-separated word on its own (see ``encode``).
 
     A tokenizer.json written before 2026-12-06 (``\\s+`` where WHITESPACE is now) is read with a warning and
     tokenized whole: it does not separate words at U+001C-U+001F, so a head cut there would not be exact.
     """
-    with path.open("rb") as handle:
-        data = handle.read(MAX_TOKENIZER_BYTES + 1)
+    if data is None:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TOKENIZER_BYTES + 1)
     if len(data) > MAX_TOKENIZER_BYTES:
         raise ModelFolderError(f"{path} is over {MAX_TOKENIZER_BYTES} bytes; not a tokenizer.json written by albert-onnx: re-export the folder")
     try:
@@ -50,6 +62,10 @@ def _read(path: Path) -> tuple[Tokenizer, bool]:
                            "or marks such as the emoji variation selector U+FE0F, get other ids (and vectors) than "
                            "PyTorch's, and their character offsets can be wrong; re-export the folder (other texts are "
                            "unaffected)", path)
+        elif _lacks_spaced_characters_step(steps):
+            logger.warning("%s was written before 2026-12-07: a zero-width character, U+2581, U+FEFF or U+FFFD followed by a "
+                           "mark such as U+034F gets other ids (and vectors) than PyTorch's; re-export the folder (other "
+                           "texts are unaffected)", path)
         pre = spec.get("pre_tokenizer") or {}
         return tokenizer, spaces and pre.get("type") == "Metaspace" and pre.get("split") is True
     except Exception as error:
@@ -68,15 +84,15 @@ class AlbertTokenizer:
     """Tokenize without special tokens or truncation; the embedder frames and windows the pieces itself,
     so one shared instance needs no per-call state (safe across threads)."""
 
-    def __init__(self, path: Path, settings: TokenizerSettings, vocab_size: int) -> None:
-        """Load ``path`` and check that it is the manifest's tokenizer.
+    def __init__(self, path: Path, settings: TokenizerSettings, vocab_size: int, data: bytes | None = None) -> None:
+        """Load ``path`` (or its bytes ``data``, already read) and check that it is the manifest's tokenizer.
 
         Raises:
             ModelFolderError: The file cannot be parsed, it has more ids than ``vocab_size``, or its special-token
                 ids differ from manifest.json (a tokenizer.json from another model), even when sizes and hashes are
                 not verified (another model's tokenizer with fewer ids and the same special ids is then not caught).
         """
-        self.tokenizer, self._word_by_word = _read(path)
+        self.tokenizer, self._word_by_word = _read(path, data)
         # the ids it can produce, added tokens included (get_vocab_size(True) undercounts: measured 30000 for 30001)
         size = max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         # fewer is allowed, as at export: a checkpoint may pad its embedding table past the vocabulary (30008 rows)

@@ -45,7 +45,7 @@ def summarize(name: str, folder: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | layers × hidden | export s | peak RSS GB | fp32 / fused / int8 / fp16 MiB | Attention · SkipLN · GELU (fused) "
+    lines = ["| size | layers × hidden | export s | peak RSS GiB | fp32 / fused / int8 / fp16 MiB | Attention · SkipLN · GELU (fused) "
              "| gates fp32 · fused · int8 · fp16 | int8 centred mean · rank · token cos min | reference spread |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

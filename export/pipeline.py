@@ -173,8 +173,8 @@ def _export(options: ExportOptions) -> Path:
     def step(index: int, text: str) -> None:
         _release_freed_memory()
         now = time.perf_counter()
-        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {_peak_rss_mb() / 1024:.1f} GB, "
-                 f"now {_rss_now_gb():.1f} GB)")
+        log.info(f"[{index}/{steps}] {text} ({now - clock[0]:.1f}s, peak RSS so far {_peak_rss_mb() / 1024:.1f} GiB, "
+                 f"now {_rss_now_gb():.1f} GiB)")
         clock[0] = now
 
     with write.staging_folder(options.output, options.overwrite) as folder:

@@ -160,3 +160,15 @@ def test_gpu_memory_reading(monkeypatch):
     assert footprint.gpu_memory(1000.0) == {"gpu_memory_mb": 1200.0, "gpu_memory_by": "nvidia-smi, this process"}
     monkeypatch.setattr(footprint, "_nvidia_smi", lambda *query: None)
     assert footprint.gpu_memory(None)["gpu_memory_mb"] is None
+
+
+def test_int8_poolings_prints_each_pooling(tiny_folder, capsys):
+    from benchmarks import int8_poolings
+
+    assert int8_poolings.main([str(tiny_folder), "40"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["mean", "max", "cls", "pooler"]
+    means = {line.split()[0]: float(line.rsplit(": mean ", 1)[1].split(",")[0]) for line in lines}
+    assert means["mean"] >= 0.99  # what the export's gate holds int8 to, on these texts too
+    assert all(-1 <= value <= 1 for value in means.values())
+    assert int8_poolings.main([str(tiny_folder), "many"]) == 2

@@ -132,3 +132,18 @@ def test_no_call_holds_padding(embedder, texts, monkeypatch):
         assert feeds["attention_mask"].all(), "a call held padding"
         assert len(feeds["input_ids"]) <= 16
     assert sum(len(feeds["input_ids"]) for feeds in calls) == len(texts) + 30 + 3 + 30  # each sequence once
+
+
+# Found by an attack (2026-12-07): similarity() was encode(a) @ encode(b).T, whose BLAS sums in an order set by the
+# shapes: a pair's score moved by up to 5e-7 with the other texts, and similarity(t, t) reached 1.0000004 (arccos NaN).
+def test_similarity_of_a_pair_ignores_the_other_texts(embedder, texts):
+    subset = texts[:30]
+    full = embedder.similarity(subset, subset)
+    assert full.dtype == np.float32 and full.shape == (30, 30)
+    assert np.abs(full).max() <= 1.0 and np.diag(full).min() >= 0.999
+    np.testing.assert_array_equal(full, full.T)
+    for start in range(0, 30, 7):
+        np.testing.assert_array_equal(embedder.similarity(subset[start : start + 3], subset[5:11]), full[start : start + 3, 5:11])
+    alone = np.array([[embedder.similarity(a, b)[0, 0] for b in subset[:5]] for a in subset[:5]])
+    np.testing.assert_array_equal(alone, full[:5, :5])
+    np.testing.assert_allclose(full, embedder.encode(subset) @ embedder.encode(subset).T, atol=2e-6)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from albert_onnx import AlbertEmbedder, ray_job
+from albert_onnx import AlbertEmbedder, int8_kernel, ray_job
 from albert_onnx import cli as cli_module
 from albert_onnx.cli import build_parser, main
 from tests.conftest import ROOT
@@ -78,7 +78,7 @@ def test_export_without_the_extra_says_how_to_install_it_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     line = error_line(result.stderr, "export")
-    assert "needs the export extra: pip install 'albert-onnx[export]' (import of " in line
+    assert "needs the export extra: pip install 'albert-onnx[cpu,export]' (import of " in line
 
 
 def test_a_missing_module_of_our_own_is_a_bug_not_a_missing_extra(tmp_path):
@@ -324,7 +324,7 @@ def test_info_names_a_missing_twin_on_every_cpu(tiny_folder, copy_of, capsys, mo
     folder = copy_of
     (folder / "model_int8_u8s8.onnx").unlink()
     for exact, effect in ((True, "does not load here"), (False, "loads here only from Python with verify=False")):
-        monkeypatch.setattr(cli_module, "u8s8_is_exact", lambda exact=exact: exact)
+        monkeypatch.setattr(int8_kernel, "u8s8_is_exact", lambda exact=exact: exact)
         status, out, _ = cli(capsys, "info", str(folder))
         assert status == 2  # the folder is incomplete on every CPU: `info F && deploy` stops
         assert f"\n         {folder}/model_int8_u8s8.onnx is missing; the model folder is incomplete: re-export it (int8 {effect})\n" in out

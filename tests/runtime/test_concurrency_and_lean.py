@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -43,3 +45,45 @@ def test_import_and_use_without_heavy_modules(tiny_folder):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"shape": [1, 128], "heavy": []}
+
+
+def _run_with_only(tmp_path: Path, modules: list[str], code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a Python that has albert_onnx and only ``modules`` of this venv's packages (``-S`` leaves its
+    site-packages out): an install without an extra."""
+    import importlib
+
+    import albert_onnx
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in modules:
+        package = Path(importlib.import_module(name).__file__).parent
+        for path in package.parent.glob(f"{package.name}*"):  # the package, its .libs and dist-info
+            (site / path.name).symlink_to(path)
+    (site / "albert_onnx").symlink_to(Path(albert_onnx.__file__).parent)
+    return subprocess.run([sys.executable, "-S", "-c", code, *args], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]})
+
+
+def test_installed_without_onnxruntime_says_how_to_install_it(tmp_path):
+    """`pip install albert-onnx` with neither [cpu] nor [gpu]: a traceback ending in "No module named 'onnxruntime'"
+    before; now the CLI says so in one line and the API names the extra."""
+    code = ("import sys\nfrom albert_onnx import cli\nstatus = cli.main(sys.argv[1:])\n"
+            "try:\n    from albert_onnx import AlbertEmbedder\nexcept ModuleNotFoundError as error:\n    print(error)\nsys.exit(status)\n")
+    result = _run_with_only(tmp_path, ["numpy", "tokenizers", "tqdm"], code, "info", str(tmp_path))
+    fix = "albert-onnx needs ONNX Runtime, and none is installed: pip install 'albert-onnx[cpu]', or 'albert-onnx[gpu]' on a CUDA 13 host (never both)"
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"albert-onnx info: error: {fix}\n", f"{fix}\n")
+
+
+def test_a_ray_job_without_the_ray_extra_says_how_to_install_it(tiny_folder, tmp_path):
+    """[cpu] without [ray]: `embed --engine ray` was a traceback ending in "No module named 'pyarrow'"."""
+    source = tmp_path / "corpus.jsonl"
+    source.write_text('{"id": 1, "text": "a b"}\n')
+    code = ("import sys\nfrom albert_onnx import cli, ray_job\nstatus = cli.main(sys.argv[1:])\n"
+            "try:\n    ray_job.run_ray_job(ray_job.RayJobOptions(folder=sys.argv[2], input=sys.argv[5], output=sys.argv[7]))\n"
+            "except ModuleNotFoundError as error:\n    print(error)\nsys.exit(status)\n")
+    result = _run_with_only(tmp_path, ["numpy", "tokenizers", "tqdm", "onnxruntime"], code, "embed", str(tiny_folder), "--engine", "ray",
+                            "--input", str(source), "--output", str(tmp_path / "out"))
+    fix = "the Ray job needs the ray extra, and ray and pyarrow are not installed: pip install 'albert-onnx[cpu,ray]'"
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"albert-onnx embed: error: {fix}\n", f"{fix}\n")
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ import pytest
 
 from albert_onnx import AlbertEmbedder, ModelFolderError, TruncationWarning
 from albert_onnx.session import available_providers
+from tests.conftest import run_cli
 
 
 def test_manifest_records_what_the_runtime_needs(tiny_folder):
@@ -33,6 +34,43 @@ def test_tampered_graph_is_refused_naming_the_file(copy_of):
     with pytest.raises(ModelFolderError, match=r"model_int8\.onnx: sha256"):
         AlbertEmbedder.from_pretrained(copy_of)
     AlbertEmbedder.from_pretrained(copy_of, variant="fp32")  # the other files are still fine
+
+
+# Found by an attack (2026-12-07): the graph was hashed by path, then opened by path again. A re-export landing in
+# between (an atomic exchange of the folder) gave the new model's vectors under the old manifest's hashes: a Ray actor
+# starting then passed its check against the job's record and wrote another model's vectors into the job.
+def test_a_folder_replaced_while_loading_never_gives_the_new_files_vectors(tiny_source, tmp_path, sts_texts, monkeypatch):
+    from albert_onnx import model_folder, session
+
+    texts = sts_texts[:8]
+    folder, other = tmp_path / "model", tmp_path / "reexported"  # the same model with other weights (another seed)
+    for seed, out in (("1", folder), ("2", other)):
+        run_cli("export", str(tiny_source), "--random-weights", "--seed", seed, "--variants", "fp32", "--validation-samples", "8", "-o", str(out))
+    expected = AlbertEmbedder.from_pretrained(folder, variant="fp32").encode(texts)
+    assert np.abs(AlbertEmbedder.from_pretrained(other, variant="fp32").encode(texts) - expected).max() > 0.01
+
+    def exchange() -> None:
+        os.rename(folder, tmp_path / "swap")
+        os.rename(other, folder)
+        os.rename(tmp_path / "swap", other)
+
+    def exchanging_first(real):
+        def wrapper(*args, **kwargs):
+            monkeypatch.setattr(target, name, real)  # once
+            exchange()
+            return real(*args, **kwargs)
+        return wrapper
+
+    # the re-export lands just before the session is created: the bytes read and checked before are what runs
+    target, name = session.ort, "InferenceSession"
+    monkeypatch.setattr(target, name, exchanging_first(session.ort.InferenceSession))
+    np.testing.assert_array_equal(AlbertEmbedder.from_pretrained(folder, variant="fp32").encode(texts), expected)
+    exchange()  # back
+    # it lands just before the graph is read: the bytes read are checked against the manifest read before them
+    target, name = model_folder.ModelFolder, "read_file"
+    monkeypatch.setattr(target, name, exchanging_first(model_folder.ModelFolder.read_file))
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: sha256 .* in manifest\.json; the file was changed"):
+        AlbertEmbedder.from_pretrained(folder, variant="fp32")
 
 
 def test_truncated_tokenizer_is_refused(copy_of):
@@ -149,6 +187,26 @@ def test_tokenizer_from_before_the_whitespace_fix_is_named_and_tokenized_whole(c
     with pytest.warns(TruncationWarning):
         ids = embedder.tokenize(["a" + " " * 127 + "playin\x1cg" + " word" * 10], max_length=4)["input_ids"]
     np.testing.assert_array_equal(ids, embedder.tokenize(["a playing"])["input_ids"])
+
+
+def test_tokenizer_from_before_the_grapheme_fix_is_named(copy_of, caplog):
+    """A folder exported before 2026-12-07 loses a mark after U+FFFD, U+2581, U+FEFF or a zero-width character."""
+    def drop_step(spec):
+        steps = spec["normalizer"]["normalizers"]
+        at = [step["type"] for step in steps].index("Precompiled")
+        assert steps[at - 1]["content"] == " "
+        del steps[at - 1]
+
+    assert AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False).tokenize(["x\ufffd\u034fy"])["input_ids"].shape == (1, 6)
+    assert caplog.records == []
+    edit_tokenizer(copy_of, drop_step)
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+    (record,) = caplog.records
+    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-07: a zero-width character, U+2581, "
+                                   "U+FEFF or U+FFFD followed by a mark such as U+034F gets other ids (and vectors) than PyTorch's; "
+                                   "re-export the folder (other texts are unaffected)")
+    assert embedder.tokenize(["x\ufffd\u034fy"])["input_ids"].shape == (1, 5)  # the mark lost, as before the fix
 
 
 @pytest.mark.parametrize("content, match", [

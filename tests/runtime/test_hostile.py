@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from albert_onnx import AlbertEmbedder, ModelFolderError
+from albert_onnx import AlbertEmbedder, ModelFolder, ModelFolderError
 from albert_onnx.int8_kernel import u8s8_is_exact
 from tests.conftest import need_module
 
@@ -108,6 +108,16 @@ def on(method: str, *args, **options) -> Callable[[Env], object]:
     return lambda e: getattr(e.embedder, method)(*args, **options)
 
 
+@dataclass
+class BytesPath:
+    """An os.PathLike whose __fspath__ gives bytes (allowed by os.fspath, refused by pathlib)."""
+
+    path: Path
+
+    def __fspath__(self) -> bytes:
+        return bytes(self.path)
+
+
 ARGUMENTS = {
     "variant unknown": (load(variant="int4"), ValueError, r"variant='int4'"),
     "variant not str": (load(variant=8), ValueError, r"variant=8"),
@@ -119,6 +129,11 @@ ARGUMENTS = {
     "spin_wait int": (load(spin_wait=1), TypeError, r"spin_wait=1"),
     "io_binding string": (load(io_binding="yes"), TypeError, r"io_binding='yes'"),
     "folder None": (lambda e: AlbertEmbedder.from_pretrained(None), TypeError, r"folder=None"),
+    # found by an attack (2026-12-07): "embedded null byte" and pathlib's TypeError, naming no argument
+    "folder with NUL": (lambda e: AlbertEmbedder.from_pretrained(f"{e.folder}\0"), ValueError, r"folder='.*\\x00' holds a NUL character"),
+    "folder PathLike of bytes": (lambda e: AlbertEmbedder.from_pretrained(BytesPath(e.folder)), TypeError, r"folder=BytesPath\(.* gives the path as bytes"),
+    "ModelFolder.load(None)": (lambda e: ModelFolder.load(None), TypeError, r"folder=None: pass the folder as a str"),
+    "ModelFolder.load(bytes)": (lambda e: ModelFolder.load(str(e.folder).encode()), TypeError, r"folder=b'.*': pass the folder as a str"),
     "batch_size negative": (on("encode", ["x"], batch_size=-1), ValueError, r"batch_size=-1"),
     "batch_size zero": (on("encode", ["x"], batch_size=0), ValueError, r"batch_size=0"),
     "batch_size string": (on("encode", ["x"], batch_size="8"), TypeError, r"batch_size='8'"),
@@ -203,7 +218,7 @@ def big_tokenizer(env: Env):
 RESOURCES = {
     "a million threads": (load(threads=10**6), ValueError, r"threads=1000000: pass an int from 1 to \d+"),
     "a wide batch": (on("encode_ids", ids_mask(np.full((2, 100_000), 5))), ValueError, r"feeds\['input_ids'\] has 100000 columns"),
-    "a huge word": (on("word_vectors", ["ok", "word " * 200_000]), ValueError, r"words\[1\]='word word.* has \d+ pieces; pass a word with 1 to 512"),
+    "a huge word": (on("word_vectors", ["ok", "word " * 200_000]), ValueError, r"words\[1\]='word word.* has more than 512 pieces; pass a word with 1 to 512"),
     "a huge manifest": (big_manifest, ModelFolderError, r"manifest\.json is over 1048576 bytes"),
     "a huge tokenizer.json": (big_tokenizer, ModelFolderError, r"tokenizer\.json is over 1000 bytes"),
 }

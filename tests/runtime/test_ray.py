@@ -281,6 +281,9 @@ def test_a_failed_run_removes_only_what_it_wrote(tiny_folder, tmp_path, monkeypa
     ({"input": "corpus.tsv"}, ValueError, "input='corpus.tsv' is not a .jsonl, .json, .csv, .txt, .parquet file, or a folder"),
     ({"input": "s3://bucket/corpus.parquet"}, ValueError, "input='s3://bucket/corpus.parquet' is a URI; pass a local"),
     ({"output": "corpus.jsonl"}, ValueError, "output='corpus.jsonl' is a file, not a folder"),
+    # found by an attack (2026-12-07): "corpus.jsonl/x/y: Not a directory", naming neither the argument nor the fix
+    ({"output": "corpus.jsonl/x/y"}, ValueError, "output='corpus.jsonl/x/y' is inside 'corpus.jsonl', which is a file; pass a folder outside it"),
+    ({"output": "out\0"}, ValueError, "output='out\\x00' holds a NUL character"),
     ({"variant": "fp16"}, ValueError, "variant='fp16' runs on ['cuda'], not device='cpu'"),
 ])
 def test_options_are_checked_before_ray_starts(no_ray, tiny_folder, tmp_path, monkeypatch, change, error, message):
