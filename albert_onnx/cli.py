@@ -268,7 +268,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
                                     text_field="text" if args.text_field is None else args.text_field,
                                     id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
-                                    strict=args.strict, ray_init_kwargs={"logging_level": logging.WARNING}, **extra)
+                                    strict=args.strict, **extra)
     try:
         with _ray_logs_quiet():
             counts = ray_job.run_ray_job(options)
@@ -725,24 +725,28 @@ def _cli_output(command: str) -> Iterator[None]:
 
 @contextmanager
 def _ray_logs_quiet() -> Iterator[None]:
-    """Ray's Python loggers at WARNING, as other third-party ones, and Ray Data's stack traces off, while a job runs.
+    """Ray's console output at WARNING, as other third-party loggers', and without Ray Data's stack traces, while a
+    job runs; its log files (ray-data.log) keep everything.
 
     The job shows its own progress bar and reports a failure in one line (an actor that cannot load the model:
     its own error). Ray Data would add a dozen INFO lines and, for that failure, its whole traceback. Its warnings
     and error lines stay (a cluster too small for the actors says so there). Ray's C++ core writes a few lines of
     its own, which no Python logger holds.
     """
-    import ray.data  # noqa: F401  (it sets its loggers' levels when imported: ours go after)
+    importlib.import_module("ray.data")  # it sets up its loggers' handlers when imported: ours go after
 
-    levels = {"ray": logging.WARNING, "ray.data": logging.WARNING, "ray.data.exceptions": logging.CRITICAL + 1}
-    saved = {name: logging.getLogger(name).level for name in levels}
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    def shown(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not record.name.startswith("ray.data.exceptions")
+
+    consoles = [handler for name in ("ray", "ray.data") for handler in logging.getLogger(name).handlers
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
+    for handler in consoles:
+        handler.addFilter(shown)
     try:
         yield
     finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
+        for handler in consoles:
+            handler.removeFilter(shown)
 
 
 def _run(argv: Sequence[str] | None) -> int:

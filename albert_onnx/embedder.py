@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,16 +111,16 @@ class AlbertEmbedder:
     alone, in any batch and in any order. Create with :meth:`from_pretrained`.
     """
 
-    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, device_reason: str | None = None,
-                 graph: Path | None = None, tokenizer: AlbertTokenizer | None = None) -> None:
+    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, graph: Path, tokenizer: AlbertTokenizer,
+                 device_reason: str | None = None) -> None:
         self.folder = folder
         self.variant = variant
         self.device = device
         self.device_reason = device_reason
         # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
-        self.graph = graph if graph is not None else folder.path / folder.variants[variant].file
+        self.graph = graph
         self._runner = runner
-        self._tokenizer = tokenizer or AlbertTokenizer(folder.file(folder.tokenizer.file), folder.tokenizer, folder.model.vocab_size)
+        self._tokenizer = tokenizer  # built from the bytes _open checked, as the session is
 
     @classmethod
     def from_pretrained(
@@ -225,9 +226,10 @@ class AlbertEmbedder:
                 if other is not loaded:
                     model.check_file(other)
         # the graph and the tokenizer are read once each and built from the bytes checked (see ModelFolder.read_file)
-        data = model.read_file(loaded, verify)
+        # at most 2 GiB + 1 byte: no graph protobuf is larger, and verify=False would read a huge file whole
+        data = model.read_file(loaded, verify, limit=2**31 + 1)
         session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None, data=data)
-        del data  # the session holds the graph now
+        del data  # parsed into the session, which keeps no copy of the bytes (create_session)
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
         if missing:
             raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
@@ -541,12 +543,13 @@ class AlbertEmbedder:
         first, second = arguments.texts(a, "a"), arguments.texts(b, "b")
         options = dict(batch_size=batch_size, pooling=pooling, layer=layer, max_length=max_length, long_text=long_text)
         x, y = (self.encode(texts, **options).astype(np.float64) for texts in (first, second))
-        # Not x @ y.T: a BLAS product sums in an order that depends on the shapes, so a pair's score moved (by 1e-7)
-        # with the other texts. Each pair is summed alone here (numpy's fixed pairwise order over the last axis), in
-        # float64, where the float32 products are exact, at most 4M products (32 MiB) at a time.
-        rows = max(1, (1 << 22) // max(1, y.size))
-        scores = np.empty((len(x), len(y)), dtype=np.float64)
-        for start in range(0, len(x), rows):
-            scores[start : start + rows] = (x[start : start + rows, None, :] * y[None, :, :]).sum(axis=-1)
+        # A BLAS product sums in an order set by the shapes: in float32 a pair's score moved by up to 5e-7 with the
+        # other texts. In float64 (where float32 products are exact) its error is under 1e-13 for unit vectors, so
+        # rounding to float32 gives the score of the exact sum, except within that distance of a float32 rounding
+        # boundary: those few scores are summed exactly (math.fsum), in the same order for any batch.
+        scores = x @ y.T
+        margin = 1e-12
+        for i, j in zip(*np.nonzero(np.float32(scores - margin) != np.float32(scores + margin))):
+            scores[i, j] = math.fsum(x[i] * y[j])
         # clipped: normalized float32 vectors have norms within 1e-7 of 1, and arccos(1.0000001) is NaN
-        return np.clip(scores, -1.0, 1.0).astype(np.float32)
+        return np.clip(scores, -1.0, 1.0, out=scores).astype(np.float32)

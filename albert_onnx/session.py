@@ -24,7 +24,7 @@ _PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # not RuntimeError subclasses; C++ std::runtime_error arrives as RuntimeError).
 _PROVIDER_ERRORS = (RuntimeError, ValueError, ort_errors.Fail, ort_errors.EPFail, ort_errors.RuntimeException,
                     ort_errors.InvalidArgument, ort_errors.NotImplemented)
-_PARSE_ERRORS = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel)
+_LOAD_ERRORS = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS)
 logger = logging.getLogger("albert_onnx")
 
 
@@ -181,22 +181,27 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
     try:
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path) if data is None else data, options, providers=providers, enable_fallback=0)
-    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel, *_PROVIDER_ERRORS) as error:
+    except _LOAD_ERRORS as error:
         number = system_errno(error, path)
         if number is not None:  # the OS refused to open it (EACCES, EMFILE): the file may be fine, so no "re-export"
             raise OSError(number, os.strerror(number), str(path)) from error
         message = str(error).replace(str(path), "PATH")  # what ONNX Runtime says, not what the folder is called
         if "bad_alloc" in message:
             raise  # out of memory while loading: neither the file's fault nor the GPU's, never relabelled
-        # it did not parse: the folder's fault, whatever the device (from bytes, ORT names no file: the error types say it)
-        if "Load model from" in message or (data is not None and (isinstance(error, _PARSE_ERRORS) or "No graph was found" in message)):
-            raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({str(error)[:300]}); the file is damaged or "
+        # the graph did not load: the folder's fault, whatever the device (given bytes, ORT's message names no file)
+        if "Load model from" in message or (data is not None and not _loads_on_cpu(data)):
+            raise ModelFolderError(f"{path}: ONNX Runtime cannot load it ({_ort_said(error)[:300]}); the file is damaged or "
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":
             raise  # not the file, not a device we chose: memory, a bug; never relabelled
         raise DeviceUnavailable(f"the CUDA session did not come up ({' '.join(str(error).split())[:400]}){said}; check the GPU "
                                 "(nvidia-smi), CUDA 13 / cuDNN 9 (pip install 'albert-onnx[gpu]' brings them) and provider "
                                 "options, or pass device='cpu'") from error
+    if data is not None:
+        # ONNX Runtime keeps the bytes it was given as long as the session lives (its own comment: "TODO: This is bad"),
+        # a second copy of the graph (0.9 GB for xxlarge fp32). It reads them again only to re-create the session
+        # (set_providers, or the fallback that enable_fallback=0 turns off), which nothing here does.
+        session._model_bytes = None
     inputs = tuple(node.name for node in session.get_inputs())
     if sorted(inputs) != sorted(INPUTS):
         raise ModelFolderError(f"{path}: graph inputs {list(inputs)} are not {list(INPUTS)}; not an albert-onnx graph: re-export the folder")
@@ -206,6 +211,23 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
             f"{available_providers()}){said}; check the GPU (nvidia-smi) and CUDA 13 / cuDNN 9 libraries, or pass device='cpu'"
         )
     return session
+
+
+def _ort_said(error: Exception) -> str:
+    """ONNX Runtime's message on one line, without the C++ source location it starts with ("/onnxruntime_src/...
+    model.cc:256 onnxruntime::Model::Model(...)"), which would fill the message before the reason."""
+    return re.sub(r"\S*onnxruntime_src/\S+ [\w:~<>]+\([^)]*\) ", "", " ".join(str(error).split()))
+
+
+def _loads_on_cpu(data: bytes) -> bool:
+    """Whether the graph ``data`` makes a plain CPU session. Asked only after a session from it failed: given bytes,
+    ONNX Runtime's error names no file, so this tells the file's fault (it fails here too: not parsed, an IR version
+    or opset newer than this onnxruntime, a type error) from the device's or the options'."""
+    try:
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except _LOAD_ERRORS:
+        return False
+    return True
 
 
 class GraphRunner:

@@ -34,10 +34,9 @@ def _lacks_spaced_characters_step(steps: list[dict]) -> bool:
     the characters that step turns into spaces: without it, tokenizers' Precompiled replaces a whole grapheme
     cluster ("\ufffd\u034f") by its first character's mapping, losing the mark (export/tokenizer.py, 7)."""
     at = next((index for index, step in enumerate(steps) if step.get("type") == "Precompiled"), None)
-    if not at:
+    if at is None:
         return False  # no character map: nothing to lose there
-    before = steps[at - 1]
-    return not (before.get("type") == "Replace" and before.get("content") == " ")
+    return at == 0 or not (steps[at - 1].get("type") == "Replace" and steps[at - 1].get("content") == " ")
 
 
 def _read(path: Path, data: bytes | None = None) -> tuple[Tokenizer, bool]:

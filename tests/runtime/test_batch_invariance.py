@@ -147,3 +147,22 @@ def test_similarity_of_a_pair_ignores_the_other_texts(embedder, texts):
     alone = np.array([[embedder.similarity(a, b)[0, 0] for b in subset[:5]] for a in subset[:5]])
     np.testing.assert_array_equal(alone, full[:5, :5])
     np.testing.assert_allclose(full, embedder.encode(subset) @ embedder.encode(subset).T, atol=2e-6)
+
+
+def test_similarity_sums_scores_near_a_rounding_boundary_exactly(tiny_folder, monkeypatch):
+    """Scores within the float64 product's error of a float32 rounding boundary are summed with math.fsum (the other
+    ones round as it would): every score equals float32 of its own pair's fsum, whatever else is in the batch."""
+    import math
+
+    embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu", threads=1)
+    vectors = np.random.default_rng(0).standard_normal((200, embedder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # unit vectors with cosines near 0: many near a boundary
+    monkeypatch.setattr(embedder, "encode", lambda texts, **options: vectors[[int(text) for text in texts]])
+    texts = [str(i) for i in range(200)]
+    full = embedder.similarity(texts, texts)
+    wide = vectors.astype(np.float64)
+    exact = np.clip([[np.float32(math.fsum(a * b)) for b in wide] for a in wide], -1, 1)  # clipped: |x|·|x| can be 1 + 1e-7
+    scores = wide @ wide.T
+    assert (np.float32(scores - 1e-12) != np.float32(scores + 1e-12)).sum() > 20  # the fsum path runs
+    np.testing.assert_array_equal(full, exact)
+    np.testing.assert_array_equal(embedder.similarity(texts[7:9], texts[100:190]), exact[7:9, 100:190])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +72,40 @@ def test_a_folder_replaced_while_loading_never_gives_the_new_files_vectors(tiny_
     monkeypatch.setattr(target, name, exchanging_first(model_folder.ModelFolder.read_file))
     with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: sha256 .* in manifest\.json; the file was changed"):
         AlbertEmbedder.from_pretrained(folder, variant="fp32")
+
+
+# Found in review (2026-12-07): loaded from bytes, ONNX Runtime's error names no file, and a graph newer than this
+# onnxruntime (or with a type error) fell through as a raw traceback instead of one line naming the file.
+def test_a_graph_this_onnxruntime_cannot_load_is_one_line(copy_of):
+    path = copy_of / "model_fp32.onnx"
+    data = bytearray(path.read_bytes())
+    assert data[:2] == b"\x08\x08"  # ModelProto field 1, ir_version 8
+    data[1] = 99
+    path.write_bytes(bytes(data))
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["variants"]["fp32"]["sha256"] = hashlib.sha256(data).hexdigest()  # the file is as the manifest says
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx: ONNX Runtime cannot load it \(.*IR version.*99.*\); the file is "
+                                               r"damaged or not an albert-onnx graph: re-export the folder"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", device="cpu")
+
+
+def test_a_loaded_embedder_keeps_no_copy_of_the_graph_file(tiny_folder):
+    """ONNX Runtime keeps the bytes a session was made from: a second copy of the graph for as long as it lives."""
+    import gc
+    import tracemalloc
+
+    size = (tiny_folder / "model_fp32.onnx").stat().st_size
+    tracemalloc.start()
+    try:
+        embedder = AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", device="cpu", threads=1)
+        gc.collect()
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= size  # the file was read into Python memory once
+    assert held < size / 2, f"{held} bytes of Python memory held after loading a {size}-byte graph"
+    assert embedder.encode("a b").shape == (1, embedder.dim)
 
 
 def test_truncated_tokenizer_is_refused(copy_of):
