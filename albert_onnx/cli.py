@@ -270,7 +270,7 @@ def _embed_ray(args: argparse.Namespace) -> int:
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
                                     strict=args.strict, **extra)
     try:
-        with _ray_logs_quiet():
+        with _ray_console():
             counts = ray_job.run_ray_job(options)
     except ray_job.ActorStartError as error:  # a worker's setup (its CUDA, its copy of the folder), as a local CUDA error is
         raise CommandError(str(error)) from error
@@ -724,15 +724,18 @@ def _cli_output(command: str) -> Iterator[None]:
 
 
 @contextmanager
-def _ray_logs_quiet() -> Iterator[None]:
+def _ray_console() -> Iterator[None]:
     """Ray's console output at WARNING, as other third-party loggers', and without Ray Data's stack traces, while a
     job runs; its log files (ray-data.log) keep everything.
 
     The job shows its own progress bar and reports a failure in one line (an actor that cannot load the model:
     its own error). Ray Data would add a dozen INFO lines and, for that failure, its whole traceback. Its warnings
-    and error lines stay (a cluster too small for the actors says so there). Ray's C++ core writes a few lines of
-    its own, which no Python logger holds.
+    and error lines stay (a cluster too small for the actors says so there). What no Python logger holds stays too:
+    Ray's C++ core's lines, and the workers' errors Ray's driver prints as "(raylet) ...". A Ray this command
+    started is shut down before the command's last line, so none of those come after it.
     """
+    ray = importlib.import_module("ray")
+    started_here = not ray.is_initialized()
     importlib.import_module("ray.data")  # it sets up its loggers' handlers when imported: ours go after
 
     def shown(record: logging.LogRecord) -> bool:
@@ -747,6 +750,8 @@ def _ray_logs_quiet() -> Iterator[None]:
     finally:
         for handler in consoles:
             handler.removeFilter(shown)
+        if started_here and ray.is_initialized():
+            ray.shutdown()  # its printer of workers' errors runs in a thread, which would write after the error line
 
 
 def _run(argv: Sequence[str] | None) -> int:

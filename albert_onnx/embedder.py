@@ -24,6 +24,9 @@ logger = logging.getLogger("albert_onnx")
 # Most tokens in one ONNX Runtime call, whatever batch_size says: b128 x s128, b32 x s512. A row's vector does not
 # depend on its batch, so splitting changes no result, and memory stays bounded (batch_size=10**9 held 9.4 GB).
 MAX_CALL_TOKENS = 16384
+SIMILARITY_BLOCK = 1 << 24  # pairs scored at a time by similarity()
+# Protobuf's limit: no ONNX graph without external data is larger (xxlarge fp32 is 0.85 GiB)
+MAX_GRAPH_BYTES = 2**31
 _DEFAULT_VARIANT = {"cpu": "int8", "cuda": "fp16"}
 
 
@@ -226,8 +229,7 @@ class AlbertEmbedder:
                 if other is not loaded:
                     model.check_file(other)
         # the graph and the tokenizer are read once each and built from the bytes checked (see ModelFolder.read_file)
-        # at most 2 GiB + 1 byte: no graph protobuf is larger, and verify=False would read a huge file whole
-        data = model.read_file(loaded, verify, limit=2**31 + 1)
+        data = model.read_file(loaded, verify, most=MAX_GRAPH_BYTES)
         session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None, data=data)
         del data  # parsed into the session, which keeps no copy of the bytes (create_session)
         missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
@@ -237,7 +239,7 @@ class AlbertEmbedder:
         _warn_unless_passed(model, variant, u8s8)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
         tokenizer = AlbertTokenizer(model.path / model.tokenizer.file, model.tokenizer, model.model.vocab_size,
-                                    data=model.read_file(model.tokenizer.entry, verify, limit=MAX_TOKENIZER_BYTES + 1))
+                                    data=model.read_file(model.tokenizer.entry, verify, most=MAX_TOKENIZER_BYTES))
         return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph,
                    tokenizer=tokenizer)
 
@@ -547,9 +549,13 @@ class AlbertEmbedder:
         # other texts. In float64 (where float32 products are exact) its error is under 1e-13 for unit vectors, so
         # rounding to float32 gives the score of the exact sum, except within that distance of a float32 rounding
         # boundary: those few scores are summed exactly (math.fsum), in the same order for any batch.
-        scores = x @ y.T
-        margin = 1e-12
-        for i, j in zip(*np.nonzero(np.float32(scores - margin) != np.float32(scores + margin))):
-            scores[i, j] = math.fsum(x[i] * y[j])
-        # clipped: normalized float32 vectors have norms within 1e-7 of 1, and arccos(1.0000001) is NaN
-        return np.clip(scores, -1.0, 1.0, out=scores).astype(np.float32)
+        # Rows of a at a time: float64 scores of at most SIMILARITY_BLOCK pairs (128 MiB) beside the float32 result.
+        scores, margin = np.empty((len(x), len(y)), dtype=np.float32), 1e-12
+        rows = max(1, SIMILARITY_BLOCK // max(1, len(y)))
+        for start in range(0, len(x), rows):
+            block = x[start : start + rows] @ y.T
+            for i, j in zip(*np.nonzero(np.float32(block - margin) != np.float32(block + margin))):
+                block[i, j] = math.fsum(x[start + i] * y[j])
+            # clipped: normalized float32 vectors have norms within 1e-7 of 1, and arccos(1.0000001) is NaN
+            scores[start : start + rows] = np.clip(block, -1.0, 1.0, out=block)
+        return scores

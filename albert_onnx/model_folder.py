@@ -8,6 +8,7 @@ symbolic links.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from . import arguments
 
@@ -438,6 +439,29 @@ def _check_digest(path: Path, digest: str, entry: FileEntry) -> None:
         raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")
 
 
+def open_regular(path: Path, what: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, checked on the open file: a folder replaced after
+    :func:`regular_file` looked (an ``export --overwrite`` landing) cannot slip in a FIFO, which would block the read,
+    or a link to /dev/zero.
+
+    Raises:
+        ModelFolderError: Missing, a link, a directory, a FIFO or another special file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it") from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
+    return os.fdopen(descriptor, "rb")
+
+
 def regular_file(path: Path, what: str) -> Path:
     """``path`` if it is a regular file and not a symbolic link.
 
@@ -486,8 +510,7 @@ class ModelFolder:
             os.lstat(manifest_path)
         except FileNotFoundError:
             raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`") from None
-        regular_file(manifest_path, MANIFEST)
-        with manifest_path.open("rb") as handle:
+        with open_regular(manifest_path, MANIFEST) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise ModelFolderError(f"{manifest_path} is over {MAX_MANIFEST_BYTES} bytes; not a manifest written by albert-onnx")
@@ -633,23 +656,38 @@ class ModelFolder:
             ModelFolderError: The file is missing, not a regular file, or does not match, naming it.
         """
         path = self.file(entry.file)
-        _check_size(path, path.stat().st_size, entry)
-        _check_digest(path, sha256_of(path), entry)
+        with open_regular(path, entry.file) as handle:
+            _check_size(path, os.fstat(handle.fileno()).st_size, entry)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _check_digest(path, digest.hexdigest(), entry)
 
-    def read_file(self, entry: FileEntry, verify: bool, limit: int | None = None) -> bytes:
-        """One file's bytes (at most ``limit`` of them), read once; with ``verify``, checked against its manifest entry.
+    def read_file(self, entry: FileEntry, verify: bool, most: int) -> bytes:
+        """One file's bytes, read once; with ``verify``, checked against its manifest entry.
 
         What is checked is what is used. A check by path and a second open to load would let a folder replaced in
         between (an ``export --overwrite`` landing) give another model's vectors under this manifest's hashes.
 
+        Args:
+            entry: The file, as the manifest lists it.
+            verify: Check its size (before reading) and sha256 against the manifest.
+            most: A file larger than this is refused before it is read, verified or not (a graph over protobuf's
+                2 GiB could not load anyway).
+
         Raises:
-            ModelFolderError: The file is missing, not a regular file, or (``verify``) does not match, naming it.
+            ModelFolderError: The file is missing, not a regular file, larger than ``most``, or (``verify``) does not
+                match, naming it.
         """
         path = self.file(entry.file)
-        with path.open("rb") as handle:
-            if verify:  # before reading: a file of the wrong size is not read into memory
-                _check_size(path, os.fstat(handle.fileno()).st_size, entry)
-            data = handle.read(-1 if limit is None else limit)
+        with open_regular(path, entry.file) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if verify:
+                _check_size(path, size, entry)
+            if size > most:
+                raise ModelFolderError(f"{path} is {size} bytes, more than albert-onnx writes there (at most {most}); the file "
+                                       "was replaced: re-export the folder")
+            data = handle.read(most + 1)
         if verify:
             _check_digest(path, hashlib.sha256(data).hexdigest(), entry)
         return data

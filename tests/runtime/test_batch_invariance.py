@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from albert_onnx import AlbertEmbedder
+from albert_onnx import embedder as embedder_module
 
 BATCH_SIZES = (3, 16, 64, 200)
 
@@ -158,6 +159,7 @@ def test_similarity_sums_scores_near_a_rounding_boundary_exactly(tiny_folder, mo
     vectors = np.random.default_rng(0).standard_normal((200, embedder.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # unit vectors with cosines near 0: many near a boundary
     monkeypatch.setattr(embedder, "encode", lambda texts, **options: vectors[[int(text) for text in texts]])
+    monkeypatch.setattr(embedder_module, "SIMILARITY_BLOCK", 1000)  # 5 rows of 200 scores per block: 40 blocks
     texts = [str(i) for i in range(200)]
     full = embedder.similarity(texts, texts)
     wide = vectors.astype(np.float64)

@@ -371,7 +371,7 @@ def _ray_embed(monkeypatch, capsys, options_class: type, *flags: str) -> tuple[i
     jobs = []
     monkeypatch.setattr(ray_job, "RayJobOptions", options_class)
     # no Ray here: importing Ray Data under capsys would tie its log handlers to this test's stream, closed after it
-    monkeypatch.setattr(cli_module, "_ray_logs_quiet", contextlib.nullcontext)
+    monkeypatch.setattr(cli_module, "_ray_console", contextlib.nullcontext)
     monkeypatch.setattr(ray_job, "run_ray_job", lambda options: jobs.append(options) or {"rows": 3, "shards": 1, "written": 1,
                                                                                           "skipped": 0, "bad_rows": 0})
     status, _, err = cli(capsys, "embed", "m", "--engine", "ray", "--input", "in.parquet", "--output", "out", *flags)

@@ -108,6 +108,35 @@ def test_a_loaded_embedder_keeps_no_copy_of_the_graph_file(tiny_folder):
     assert embedder.encode("a b").shape == (1, embedder.dim)
 
 
+# Found by an attack (2026-12-07): verify=False read a graph of any size whole (a sparse 10 GB file: 6 GiB of RSS,
+# then a MemoryError or a bare RuntimeError); ONNX Runtime given the path had refused it at once.
+def test_a_huge_graph_is_refused_before_it_is_read(copy_of):
+    os.truncate(copy_of / "model_fp32.onnx", 3 << 30)  # sparse: no disk used
+    started = time.perf_counter()
+    with pytest.raises(ModelFolderError, match=r"model_fp32\.onnx is 3221225472 bytes, more than albert-onnx writes there \(at most "
+                                               r"2147483648\); the file was replaced: re-export the folder"):
+        AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
+    assert time.perf_counter() - started < 5
+
+
+# Found by an attack (2026-12-07): regular_file looked at the path, then the file was opened by name again; a folder
+# replaced in between could hand over a FIFO (the load blocked for ever) or a link to /dev/zero (read until out of memory).
+def test_files_are_checked_as_opened(tmp_path):
+    from albert_onnx.model_folder import open_regular
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("/dev/zero")
+    with pytest.raises(ModelFolderError, match=r"fifo is not a regular file; graph must be a regular file"):
+        open_regular(tmp_path / "fifo", "graph")  # O_NONBLOCK: no writer, and still no wait
+    with pytest.raises(ModelFolderError, match=r"link is a symbolic link; graph must be a regular file"):
+        open_regular(tmp_path / "link", "graph")
+    with pytest.raises(ModelFolderError, match=r"gone is missing"):
+        open_regular(tmp_path / "gone", "graph")
+    (tmp_path / "file").write_bytes(b"abc")
+    with open_regular(tmp_path / "file", "graph") as handle:
+        assert handle.read() == b"abc"
+
+
 def test_truncated_tokenizer_is_refused(copy_of):
     path = copy_of / "tokenizer.json"
     path.write_bytes(path.read_bytes()[:-100])
