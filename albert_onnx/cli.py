@@ -236,9 +236,6 @@ def _embed_ray(args: argparse.Namespace) -> int:
     """
     from . import ray_job
 
-    why = ray_job.missing_extra()
-    if why is not None:
-        raise CommandError(why)
     if args.layer is not None:
         raise CommandError("--layer: only with --engine local")
     for flag, value in (("--input", args.input), ("--output", args.output)):
@@ -269,6 +266,9 @@ def _embed_ray(args: argparse.Namespace) -> int:
                                     id_field=args.id_field or "id", pooling=args.pooling, batch_size=args.batch_size, device=args.device,
                                     variant=args.variant, actors=args.actors, threads_per_actor=args.threads, address=args.address,
                                     strict=args.strict, **extra)
+    why = ray_job.missing_extra()  # after the flags' own checks, which need no Ray
+    if why is not None:
+        raise CommandError(why)
     try:
         with _ray_console():
             counts = ray_job.run_ray_job(options)
