@@ -748,10 +748,14 @@ def _ray_console() -> Iterator[None]:
     try:
         yield
     finally:
-        for handler in consoles:
-            handler.removeFilter(shown)
-        if started_here and ray.is_initialized():
-            ray.shutdown()  # its printer of workers' errors runs in a thread, which would write after the error line
+        try:
+            if started_here and ray.is_initialized():
+                ray.shutdown()  # its printer of workers' errors runs in a thread, which would write after the error line
+        except Exception as error:  # the job's own outcome is what to report; this one only as a warning
+            logging.getLogger("albert_onnx").warning("could not shut down Ray after the job: %s", error)
+        finally:
+            for handler in consoles:
+                handler.removeFilter(shown)
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,10 +23,15 @@ logger = logging.getLogger("albert_onnx")
 # Most tokens in one ONNX Runtime call, whatever batch_size says: b128 x s128, b32 x s512. A row's vector does not
 # depend on its batch, so splitting changes no result, and memory stays bounded (batch_size=10**9 held 9.4 GB).
 MAX_CALL_TOKENS = 16384
-SIMILARITY_BLOCK = 1 << 24  # pairs scored at a time by similarity()
+SIMILARITY_BLOCK = 1 << 22  # pairs similarity() scores at a time: 32 MiB of float64, a few such temporaries
 # Protobuf's limit: no ONNX graph without external data is larger (xxlarge fp32 is 0.85 GiB)
 MAX_GRAPH_BYTES = 2**31
 _DEFAULT_VARIANT = {"cpu": "int8", "cuda": "fp16"}
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x @ y.T`` (BLAS): a function of its own, so a test can stand in a product whose rounding moves with the shapes."""
+    return x @ y.T
 
 
 @dataclass
@@ -544,18 +548,21 @@ class AlbertEmbedder:
         """
         first, second = arguments.texts(a, "a"), arguments.texts(b, "b")
         options = dict(batch_size=batch_size, pooling=pooling, layer=layer, max_length=max_length, long_text=long_text)
-        x, y = (self.encode(texts, **options).astype(np.float64) for texts in (first, second))
+        x, y = (self.encode(texts, **options) for texts in (first, second))
         # A BLAS product sums in an order set by the shapes: in float32 a pair's score moved by up to 5e-7 with the
         # other texts. In float64 (where float32 products are exact) its error is under 1e-13 for unit vectors, so
-        # rounding to float32 gives the score of the exact sum, except within that distance of a float32 rounding
-        # boundary: those few scores are summed exactly (math.fsum), in the same order for any batch.
-        # Rows of a at a time: float64 scores of at most SIMILARITY_BLOCK pairs (128 MiB) beside the float32 result.
-        scores, margin = np.empty((len(x), len(y)), dtype=np.float32), 1e-12
+        # its float32 rounding is the exact sum's, except within that distance of a float32 rounding boundary. Those
+        # few pairs are summed again, each alone, in numpy's fixed pairwise order: the same value in any batch, and
+        # within the margin, so a pair summed one way in one batch and the other way in another rounds the same.
+        scores, margin, wide = np.empty((len(x), len(y)), dtype=np.float32), 1e-12, y.astype(np.float64)
         rows = max(1, SIMILARITY_BLOCK // max(1, len(y)))
         for start in range(0, len(x), rows):
-            block = x[start : start + rows] @ y.T
-            for i, j in zip(*np.nonzero(np.float32(block - margin) != np.float32(block + margin))):
-                block[i, j] = math.fsum(x[start + i] * y[j])
+            block_x = x[start : start + rows].astype(np.float64)
+            block = _dot(block_x, wide)
+            near_i, near_j = np.nonzero(np.float32(block - margin) != np.float32(block + margin))
+            for at in range(0, len(near_i), 4096):  # 4096 pairs at a time: (4096, dim) float64 products
+                i, j = near_i[at : at + 4096], near_j[at : at + 4096]
+                block[i, j] = (block_x[i] * wide[j]).sum(axis=1)
             # clipped: normalized float32 vectors have norms within 1e-7 of 1, and arccos(1.0000001) is NaN
             scores[start : start + rows] = np.clip(block, -1.0, 1.0, out=block)
         return scores

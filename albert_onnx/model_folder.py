@@ -439,6 +439,9 @@ def _check_digest(path: Path, digest: str, entry: FileEntry) -> None:
         raise ModelFolderError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in manifest.json; the file was changed: re-export")
 
 
+_LINK_ERRNOS = {errno.ELOOP, errno.EMLINK, getattr(errno, "EFTYPE", errno.ELOOP)}
+
+
 def open_regular(path: Path, what: str) -> BinaryIO:
     """``path`` opened for reading if it is a regular file, checked on the open file: a folder replaced after
     :func:`regular_file` looked (an ``export --overwrite`` landing) cannot slip in a FIFO, which would block the read,
@@ -453,9 +456,11 @@ def open_regular(path: Path, what: str) -> BinaryIO:
     except FileNotFoundError:
         raise ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it") from None
     except OSError as error:
-        if error.errno != errno.ELOOP:
-            raise
-        raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)") from None
+        if error.errno in _LINK_ERRNOS:  # O_NOFOLLOW met a link (Linux, macOS: ELOOP; FreeBSD: EMLINK; NetBSD: EFTYPE)
+            raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)") from None
+        if error.errno == errno.ENXIO:  # a socket
+            raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)") from None
+        raise
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
@@ -510,6 +515,7 @@ class ModelFolder:
             os.lstat(manifest_path)
         except FileNotFoundError:
             raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`") from None
+        regular_file(manifest_path, MANIFEST)  # by path first: where there is no O_NOFOLLOW (Windows), a link is still refused
         with open_regular(manifest_path, MANIFEST) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
@@ -687,7 +693,7 @@ class ModelFolder:
             if size > most:
                 raise ModelFolderError(f"{path} is {size} bytes, more than albert-onnx writes there (at most {most}); the file "
                                        "was replaced: re-export the folder")
-            data = handle.read(most + 1)
+            data = handle.read(size + 1)  # + 1: a file that grew since is not cut short (read(most) would allocate it all)
         if verify:
             _check_digest(path, hashlib.sha256(data).hexdigest(), entry)
         return data

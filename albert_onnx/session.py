@@ -194,7 +194,7 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
                                    "not an albert-onnx graph: re-export the folder") from error
         if device == "cpu":
             raise  # not the file, not a device we chose: memory, a bug; never relabelled
-        raise DeviceUnavailable(f"the CUDA session did not come up ({' '.join(str(error).split())[:400]}){said}; check the GPU "
+        raise DeviceUnavailable(f"the CUDA session did not come up ({_ort_said(error)[:400]}){said}; check the GPU "
                                 "(nvidia-smi), CUDA 13 / cuDNN 9 (pip install 'albert-onnx[gpu]' brings them) and provider "
                                 "options, or pass device='cpu'") from error
     if data is not None:
@@ -214,19 +214,23 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
 
 
 def _ort_said(error: Exception) -> str:
-    """ONNX Runtime's message on one line, without the C++ source location it starts with ("/onnxruntime_src/...
-    model.cc:256 onnxruntime::Model::Model(...)"), which would fill the message before the reason."""
-    return re.sub(r"\S*onnxruntime_src/\S+ [\w:~<>]+\([^)]*\) ", "", " ".join(str(error).split()))
+    """ONNX Runtime's message on one line, without the C++ source location before the reason ("/onnxruntime_src/...
+    model.cc:256 onnxruntime::Model::Model(...) Unsupported ..."), which would fill a cut message."""
+    return re.sub(r"/\S*onnxruntime_src/\S+:\d+ .*?\)(?: const)? (?=[A-Z])", "", " ".join(str(error).split()))
 
 
 def _loads_on_cpu(data: bytes) -> bool:
     """Whether the graph ``data`` makes a plain CPU session. Asked only after a session from it failed: given bytes,
     ONNX Runtime's error names no file, so this tells the file's fault (it fails here too: not parsed, an IR version
     or opset newer than this onnxruntime, a type error) from the device's or the options'."""
+    options = ort.SessionOptions()  # the cheapest session that still parses, resolves and type-checks the graph
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
     try:
-        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    except _LOAD_ERRORS:
-        return False
+        ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except _LOAD_ERRORS as error:
+        return "bad_alloc" in str(error)  # out of memory here says nothing about the file
     return True
 
 

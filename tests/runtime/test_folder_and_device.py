@@ -273,6 +273,15 @@ def test_tokenizer_from_before_the_grapheme_fix_is_named(copy_of, caplog):
     assert embedder.tokenize(["x\ufffd\u034fy"])["input_ids"].shape == (1, 5)  # the mark lost, as before the fix
 
 
+def test_the_grapheme_fix_is_looked_for_right_before_the_character_map():
+    from albert_onnx.tokenizer import _lacks_spaced_characters_step as lacks
+
+    assert lacks([{"type": "Replace", "content": ""}, {"type": "Precompiled"}]) is True
+    assert lacks([{"type": "Precompiled"}]) is True  # the map first: nothing before it
+    assert lacks([{"type": "Replace", "content": " "}, {"type": "Precompiled"}]) is False
+    assert lacks([{"type": "NFKD"}, {"type": "Lowercase"}]) is False  # no map, no fix needed
+
+
 @pytest.mark.parametrize("content, match", [
     (b"{not json", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read"),
     (b"\xff\xfe", r"tokenizer\.json: not a tokenizer\.json this tokenizers can read \(UnicodeDecodeError"),

@@ -332,6 +332,21 @@ def test_cli_ray_engine_two_actors_one_thread_each(local_ray, tiny_folder, sts_t
     assert np.abs(_vectors(rows, range(3)) - expected).max() <= 1e-5
 
 
+def test_cli_ray_job_of_its_own_keeps_ray_info_off_the_console(tiny_folder, sts_texts, tmp_path):
+    """A command that starts Ray: Ray's INFO lines (a dozen of them, "Started a local Ray instance", Ray Data's
+    execution plan and progress) stay in Ray's log files; the command's summary is its last line."""
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(sts_texts[:20]) + "\n")
+    result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--engine", "ray", "--input",
+                             str(source), "--output", str(tmp_path / "out"), "--actors", "1", "--variant", "fp32", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if re.search(r"\sINFO\s", line)] == []
+    assert lines[-1] == f"20 rows in 1 shards: 1 written, 0 already done, 0 bad rows -> {tmp_path / 'out'}"
+    assert set(_read_all(tmp_path / "out")) == set(range(20))
+
+
 @pytest.mark.parametrize("max_length", [8, None])
 def test_truncation_is_reported_once_for_the_whole_job_as_the_local_engine_does(local_ray, tiny_folder, sts_texts, tmp_path,
                                                                                 capsys, caplog, max_length):
