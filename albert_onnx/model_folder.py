@@ -56,12 +56,9 @@ class ModelFolderError(ValueError):
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, read in chunks."""
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # The largest integer a manifest holds: sizes in bytes and counts all fit an int64.
@@ -454,16 +451,16 @@ def open_regular(path: Path, what: str) -> BinaryIO:
     try:
         descriptor = os.open(path, flags)
     except FileNotFoundError:
-        raise ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it") from None
+        raise _missing(path) from None
     except OSError as error:
         if error.errno in _LINK_ERRNOS:  # O_NOFOLLOW met a link (Linux, macOS: ELOOP; FreeBSD: EMLINK; NetBSD: EFTYPE)
-            raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)") from None
+            raise _a_link(path, what) from None
         if error.errno == errno.ENXIO:  # a socket
-            raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)") from None
+            raise _not_regular(path, what) from None
         raise
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
-        raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
+        raise _not_regular(path, what)
     return os.fdopen(descriptor, "rb")
 
 
@@ -476,12 +473,24 @@ def regular_file(path: Path, what: str) -> Path:
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        raise ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it") from None
+        raise _missing(path) from None
     if stat.S_ISLNK(mode):
-        raise ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)")
+        raise _a_link(path, what)
     if not stat.S_ISREG(mode):
-        raise ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
+        raise _not_regular(path, what)
     return path
+
+
+def _missing(path: Path) -> ModelFolderError:
+    return ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it")
+
+
+def _a_link(path: Path, what: str) -> ModelFolderError:
+    return ModelFolderError(f"{path} is a symbolic link; {what} must be a regular file inside the model folder (copy the file instead)")
+
+
+def _not_regular(path: Path, what: str) -> ModelFolderError:
+    return ModelFolderError(f"{path} is not a regular file; {what} must be a regular file (re-export the folder)")
 
 
 @dataclass(frozen=True)
@@ -664,10 +673,8 @@ class ModelFolder:
         path = self.file(entry.file)
         with open_regular(path, entry.file) as handle:
             _check_size(path, os.fstat(handle.fileno()).st_size, entry)
-            digest = hashlib.sha256()
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _check_digest(path, digest.hexdigest(), entry)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        _check_digest(path, digest, entry)
 
     def read_file(self, entry: FileEntry, verify: bool, most: int) -> bytes:
         """One file's bytes, read once; with ``verify``, checked against its manifest entry.

@@ -12,9 +12,10 @@ file is a finished shard. ``_job.json`` records what makes the vectors (:func:`_
 part is written; a rerun resumes only that same job, skipping finished shards, and refuses any other in one line
 (``overwrite=True`` restarts, removing the old job's files only once it has a part of its own to write). The
 unfinished shards go through one ``map_batches`` over one actor pool (each actor loads the model once); the
-driver writes a shard as soon as its last row is back, so a kill loses at most the shards in flight, and every row lands in exactly one part. A run
-holds an exclusive ``flock`` on ``_job.lock`` in the output folder from before it reads ``_job.json`` to its end, so
-a second job on the same output is refused instead of mixing its parts into the first one's.
+driver writes a shard as soon as its last row is back, so a kill loses at most the shards in flight, and every row
+lands in exactly one part. A run holds an exclusive ``flock`` on ``_job.lock`` in the output folder from before it
+reads ``_job.json`` to its end, so a second job on the same output is refused instead of mixing its parts into the
+first one's.
 
 Rows. Ids keep the input's type: int or str as written in jsonl/json, the column's type in parquet, int in csv
 when every id is a plain integer (else str), 0-based line numbers (int) for txt. A missing id, ids of two types

@@ -7,23 +7,16 @@ distinct sentences of ../shared/data/stsbenchmark/sts-dev.csv: the mean and the 
 
 from __future__ import annotations
 
-import csv
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from albert_onnx import AlbertEmbedder
+from albert_onnx_export.validation_texts import sentence_pairs
 
-STS_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stsbenchmark" / "sts-dev.csv"
+from .__main__ import SHARED
+
 POOLINGS = ("mean", "max", "cls", "pooler")
-
-
-def sentences(path: Path, count: int) -> list[str]:
-    """The first ``count`` distinct sentences of an STS-B file, in file order."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = [row for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) > 6]
-    return list(dict.fromkeys(text for row in rows for text in row[5:7]))[:count]
 
 
 def centred_cosines(folder: str, texts: list[str]) -> dict[str, np.ndarray]:
@@ -42,7 +35,8 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2) or (len(argv) == 2 and not argv[1].isdigit()):
         print(__doc__, file=sys.stderr)
         return 2
-    texts = sentences(STS_DEV, int(argv[1]) if len(argv) == 2 else 300)
+    pairs = sentence_pairs(SHARED / "data" / "stsbenchmark" / "sts-dev.csv")
+    texts = list(dict.fromkeys(text for pair in pairs for text in pair))[: int(argv[1]) if len(argv) == 2 else 300]
     for pooling, cosines in centred_cosines(argv[0], texts).items():
         print(f"{pooling:6s} centred cosine int8 vs fp32 over {len(texts)} texts: mean {cosines.mean():.4f}, worst {cosines.min():.4f}")
     return 0

@@ -196,6 +196,15 @@ def edit_tokenizer(folder, edit) -> None:
     path.write_text(json.dumps(spec), encoding="utf-8")
 
 
+def load_edited(folder, edit, caplog) -> tuple[AlbertEmbedder, str]:
+    """``folder`` with its tokenizer.json edited, loaded unverified: the embedder and its one warning."""
+    edit_tokenizer(folder, edit)
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        embedder = AlbertEmbedder.from_pretrained(folder, variant="fp32", verify=False)
+    (record,) = caplog.records
+    return embedder, record.getMessage()
+
+
 def add_piece(spec: dict) -> None:
     spec["model"]["vocab"].append(["▁extra", -20.0])
 
@@ -227,26 +236,23 @@ def test_tokenizer_that_splits_a_literal_unk_is_named(copy_of, caplog):
     """A folder exported before 2026-12-03 has no "<unk>" added token: a literal "<unk>" got its own "▁" piece."""
     assert AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False).tokenize(["a <unk> b"])["input_ids"].shape == (1, 5)
     assert caplog.records == []
-    edit_tokenizer(copy_of, lambda spec: spec.update(added_tokens=[t for t in spec["added_tokens"] if t["content"] != "<unk>"]))
-    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
-        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
-    (record,) = caplog.records
-    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} does not keep '<unk>' whole in a text, as ALBERT's tokenizer does, "
-                                   "so a text that holds it gets other ids (and vectors) than PyTorch's; re-export the folder "
-                                   "(texts without it are unaffected)")
+    def without_unk(spec):
+        spec.update(added_tokens=[token for token in spec["added_tokens"] if token["content"] != "<unk>"])
+
+    embedder, warning = load_edited(copy_of, without_unk, caplog)
+    assert warning == (f"{copy_of / 'tokenizer.json'} does not keep '<unk>' whole in a text, as ALBERT's tokenizer does, "
+                       "so a text that holds it gets other ids (and vectors) than PyTorch's; re-export the folder "
+                       "(texts without it are unaffected)")
     assert embedder.tokenize(["a <unk> b"])["input_ids"].shape == (1, 6)
 
 
 def test_tokenizer_from_before_the_whitespace_fix_is_named_and_tokenized_whole(copy_of, caplog):
     """A folder exported before 2026-12-06 does not separate words at U+001C-U+001F: heads are not cut there."""
-    edit_tokenizer(copy_of, lambda spec: spec["normalizer"]["normalizers"][1]["pattern"].update(Regex=r"\s+"))
-    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
-        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
-    (record,) = caplog.records
-    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-06: texts with control, zero-width "
-                                   "or U+001C-U+001F characters, or marks such as the emoji variation selector U+FE0F, get other "
-                                   "ids (and vectors) than PyTorch's, and their character offsets can be wrong; re-export the "
-                                   "folder (other texts are unaffected)")
+    embedder, warning = load_edited(copy_of, lambda spec: spec["normalizer"]["normalizers"][1]["pattern"].update(Regex=r"\s+"), caplog)
+    assert warning == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-06: texts with control, zero-width "
+                       "or U+001C-U+001F characters, or marks such as the emoji variation selector U+FE0F, get other "
+                       "ids (and vectors) than PyTorch's, and their character offsets can be wrong; re-export the "
+                       "folder (other texts are unaffected)")
     # "playin\x1cg" is "playing" to this tokenizer: a head cut at U+001C (128 characters in) ends "▁play" "in"
     with pytest.warns(TruncationWarning):
         ids = embedder.tokenize(["a" + " " * 127 + "playin\x1cg" + " word" * 10], max_length=4)["input_ids"]
@@ -263,13 +269,10 @@ def test_tokenizer_from_before_the_grapheme_fix_is_named(copy_of, caplog):
 
     assert AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False).tokenize(["x\ufffd\u034fy"])["input_ids"].shape == (1, 6)
     assert caplog.records == []
-    edit_tokenizer(copy_of, drop_step)
-    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
-        embedder = AlbertEmbedder.from_pretrained(copy_of, variant="fp32", verify=False)
-    (record,) = caplog.records
-    assert record.getMessage() == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-07: a zero-width character, U+2581, "
-                                   "U+FEFF or U+FFFD followed by a mark such as U+034F gets other ids (and vectors) than PyTorch's; "
-                                   "re-export the folder (other texts are unaffected)")
+    embedder, warning = load_edited(copy_of, drop_step, caplog)
+    assert warning == (f"{copy_of / 'tokenizer.json'} was written before 2026-12-07: a zero-width character, U+2581, "
+                       "U+FEFF or U+FFFD followed by a mark such as U+034F gets other ids (and vectors) than PyTorch's; "
+                       "re-export the folder (other texts are unaffected)")
     assert embedder.tokenize(["x\ufffd\u034fy"])["input_ids"].shape == (1, 5)  # the mark lost, as before the fix
 
 
