@@ -7,6 +7,7 @@ str (a set, dict or DataFrame would embed in arbitrary order, or embed keys and 
 
 from __future__ import annotations
 
+import array
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -190,6 +191,9 @@ def texts(value: object, name: str = "texts") -> list[str]:
     """
     if isinstance(value, str):
         items = [value]
+    elif isinstance(value, array.array):  # a Sequence, but of characters (typecode 'u'): each would be a text
+        fix = "array.tounicode() for one text" if value.typecode in ("u", "w") else "a list of str"
+        raise TypeError(f"{name} is an array.array of typecode {value.typecode!r}; pass one str or a list of str (e.g. {fix})")
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray, memoryview)):
         items = list(value)
     else:

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from tokenizers import Encoding
@@ -246,6 +247,13 @@ class AlbertEmbedder:
                                     data=model.read_file(model.tokenizer.entry, verify, most=MAX_TOKENIZER_BYTES))
         return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph,
                    tokenizer=tokenizer)
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        # pickle and copy.deepcopy would reach the ONNX Runtime session, whose own TypeError names neither this class nor
+        # the way out: an embedder is loaded where it runs (a worker, a Ray actor), from the folder
+        raise TypeError(f"an AlbertEmbedder holds an ONNX Runtime session, which cannot be pickled or copied; load one in each "
+                        f"process with AlbertEmbedder.from_pretrained({str(self.folder.path)!r}), or share this one across "
+                        "threads (it is thread-safe); for corpora, `albert-onnx embed --engine ray` loads one per actor")
 
     @property
     def dim(self) -> int:

@@ -206,8 +206,9 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
     the input, that it did not change meanwhile) are small beside embedding the same bytes (hundreds of texts per
     second per core). The model is recorded by the manifest's sha256 of the variant's
     graph (int8: and of its uint8 x int8 twin, which the actors on VNNI/AMX CPUs run) and of tokenizer.json plus
-    the tokenizer settings the runtime applies, and the albert-onnx version
-    (tokenizing and pooling code). Not recorded, because the vectors do not depend on them: batch_size (each
+    the tokenizer settings the runtime applies, the albert-onnx version (tokenizing and pooling code) and the
+    versions of the two libraries that turn text into vectors: ``tokenizers`` (a release that splits a text
+    differently gives other ids) and ``onnxruntime`` (its kernels and graph rewrites move the floats). Not recorded, because the vectors do not depend on them: batch_size (each
     ONNX Runtime call holds one sequence length), actors, threads_per_actor, strict, address.
     """
     entries = _input_entries(options.input, files)
@@ -220,6 +221,7 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
         "shard_rows": options.shard_rows,
         "variant": variant,
         **_model_facts(folder, variant),
+        **_library_facts(),
         "device": device,
         "pooling": options.pooling,
         "normalize": options.normalize,
@@ -254,6 +256,15 @@ def _model_facts(folder: ModelFolder, variant: str) -> dict[str, Any]:
     twin = folder.variants[variant].u8s8
     return {"graph_sha256": folder.variants[variant].sha256, "twin_sha256": twin.sha256 if twin is not None else None,
             "tokenizer": asdict(folder.tokenizer)}
+
+
+def _library_facts() -> dict[str, str]:
+    """The fingerprint's record of the libraries that make the vectors: this process's, and each actor's (a Ray
+    cluster's nodes may have other installs than the driver's)."""
+    import onnxruntime
+    import tokenizers
+
+    return {"onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 
 
 def _shown_fact(key: str, value: object) -> str:
@@ -814,8 +825,12 @@ class _EmbedBatch:
         # the files were checked against the folder's manifest, which may not be the one the job was fingerprinted by:
         # a folder re-exported or replaced while the job runs (or before Ray restarts this actor) would put another
         # model's vectors under this job's record, and a resumed run would mix the two
-        now = _model_facts(self.embedder.folder, variant)
+        now = {**_model_facts(self.embedder.folder, variant), **_library_facts()}
         changed = [key for key, value in model.items() if now[key] != value]
+        if set(changed) & set(_library_facts()):  # not the folder: this node's install differs from the driver's
+            raise RuntimeError(f"this Ray worker's {', '.join(f'{key} {now[key]}' for key in changed)} differ from the job's "
+                               f"({', '.join(f'{key} {model[key]}' for key in changed)}): vectors would differ between nodes; "
+                               "install the same versions on every node")
         if changed:
             raise ModelFolderError(f"{folder} changed since this job started ({', '.join(changed)} differ); the job's finished parts "
                                    "are of the model it started with: rerun the job (with overwrite to start over with the new model)")
@@ -1178,7 +1193,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
             model = {"folder": str(Path(options.folder).resolve()), "variant": variant, "device": device}
             encode = {"batch_size": options.batch_size, "pooling": options.pooling, "normalize": options.normalize,
                       "max_length": max_length, "long_text": options.long_text}
-            facts = {key: job[key] for key in ("graph_sha256", "twin_sha256", "tokenizer")}  # the actors check theirs against it
+            facts = {key: job[key] for key in ("graph_sha256", "twin_sha256", "tokenizer", *_library_facts())}  # the actors check theirs
             counts["written"] = _embed(options, corpus, model, encode, facts, start)
         if not started:
             start()

@@ -6,7 +6,10 @@ and that the message names the argument (or manifest field) at fault. Never impo
 
 from __future__ import annotations
 
+import array
+import copy
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -155,6 +158,10 @@ ARGUMENTS = {
     "similarity batch_size": (on("similarity", ["x"], ["y"], batch_size="4"), TypeError, r"batch_size='4'"),
     "encode_ids normalize": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), normalize="yes"), TypeError, r"normalize='yes'"),
     "encode_ids batch_size": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), batch_size=0), ValueError, r"batch_size=0"),
+    # ONNX Runtime's own TypeError named neither the embedder nor the way out
+    "pickle": (lambda e: pickle.dumps(e.embedder), TypeError, r"^an AlbertEmbedder holds an ONNX Runtime session, which cannot "
+               r"be pickled or copied; load one in each process with AlbertEmbedder.from_pretrained\('.*'\), or share"),
+    "deepcopy": (lambda e: copy.deepcopy(e.embedder), TypeError, r"^an AlbertEmbedder holds an ONNX Runtime session"),
 }
 
 
@@ -178,6 +185,8 @@ TEXTS = {
     "dict": (on("encode", {"a": 1}), TypeError, r"texts is a dict"),
     "generator": (on("encode", (t for t in ["a"])), TypeError, r"texts is a generator.*list\(\.\.\.\)"),
     "DataFrame": (lambda e: e.embedder.encode(frame()), TypeError, r"texts is a DataFrame.*df\[column\]\.tolist\(\)"),
+    "array of characters": (on("encode", array.array("w" if sys.version_info >= (3, 13) else "u", "hi")), TypeError,
+                            r"texts is an array.array of typecode '[uw]'; pass one str or a list of str \(e.g. array.tounicode\(\)"),
     "None item": (on("encode", ["ok", None]), TypeError, r"texts\[1\] is NoneType"),
     "bytes item": (on("encode", [b"bytes"]), TypeError, r"texts\[0\] is bytes"),
     "lone surrogate": (on("encode", ["ok", "bad \ud800 text"]), ValueError, r"texts\[1\] has a lone surrogate"),
@@ -419,7 +428,6 @@ def test_a_passed_variant_loads_without_a_warning(env):
 
 def test_truncation_warning_survives_pickling():
     """Ray actors and multiprocessing workers send warnings-turned-errors back to the parent by pickle."""
-    import pickle
 
     from albert_onnx import TruncationWarning
 

@@ -151,6 +151,14 @@ def test_rerunning_another_job_into_the_output_is_refused_in_one_line(local_ray,
         message = refused(_options(tiny_folder, source, out, **{"shard_rows": 16, **change}))
         assert f"holds a job with {fact}; this run has" in message
     assert message.endswith("(also changed: normalize)")
+    # another tokenizers or onnxruntime release splits or computes differently: its vectors are not this job's
+    import onnxruntime
+    import tokenizers
+
+    for library in ("tokenizers", "onnxruntime"):
+        installed = {"onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
+        monkeypatch.setattr(ray_job, "_library_facts", lambda: {**installed, library: "0.0.1"})
+        assert f"holds a job with {library}={installed[library]!r}; this run has {library}='0.0.1'" in refused(options)
 
     monkeypatch.undo()
     # overwrite=True restarts cleanly: the old job's parts go (a stray one too), other files stay
@@ -814,6 +822,18 @@ def test_a_folder_replaced_while_the_job_runs_stops_the_actors(local_ray, copy_o
                                                       r"parts are of the model it started with: rerun the job"):
         run_ray_job(_options(copy_of, source, out))
     assert not out.exists()  # nothing was written: no part, no record, no folder
+
+
+def test_an_actor_whose_libraries_differ_from_the_drivers_refuses_to_embed(tiny_folder, monkeypatch):
+    # a Ray cluster's node with another tokenizers or onnxruntime would give other vectors than the driver's record
+    folder = ModelFolder.load(tiny_folder)
+    job = {**ray_job._model_facts(folder, "int8"), **ray_job._library_facts()}
+    ray_job._EmbedBatch(str(tiny_folder), "int8", "cpu", 1, {}, job)  # the same install: it loads
+    job_libraries = {key: job[key] for key in ("onnxruntime", "tokenizers")}
+    monkeypatch.setattr(ray_job, "_library_facts", lambda: {**job_libraries, "tokenizers": "0.0.1"})
+    with pytest.raises(RuntimeError, match=rf"^this Ray worker's tokenizers 0\.0\.1 differ from the job's \(tokenizers "
+                                           rf"{re.escape(job['tokenizers'])}\): vectors would differ between nodes; install the same"):
+        ray_job._EmbedBatch(str(tiny_folder), "int8", "cpu", 1, {}, job)
 
 
 @pytest.mark.parametrize("content, line", [
