@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import array
 import json
+import numbers
 import os
+from collections import UserString
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,14 +44,15 @@ def flag(name: str, value: object) -> bool:
 
 
 def count(name: str, value: object, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) in ``[minimum, maximum]``.
+    """``value`` as an int if it is an integer (an int or a NumPy integer, not a bool) in ``[minimum, maximum]``.
 
     Raises:
-        TypeError: Not an int ("8", 8.0 and True included).
+        TypeError: Not an integer ("8", 8.0 and True included).
         ValueError: Out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's integers are Integral, its bool is not
         raise TypeError(f"{name}={_shown(value)}: pass an int" + (f" from {minimum} to {maximum}" if maximum is not None else f" >= {minimum}"))
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"{name}={value}: pass an int {bounds}")
@@ -194,6 +197,8 @@ def texts(value: object, name: str = "texts") -> list[str]:
     elif isinstance(value, array.array):  # a Sequence, but of characters (typecode 'u'): each would be a text
         fix = "array.tounicode() for one text" if value.typecode in ("u", "w") else "a list of str"
         raise TypeError(f"{name} is an array.array of typecode {value.typecode!r}; pass one str or a list of str (e.g. {fix})")
+    elif isinstance(value, UserString):  # a Sequence of one-character strings, as array('u') is
+        raise TypeError(f"{name} is a {type(value).__name__}; pass one str (e.g. str(text)) or a list of str")
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray, memoryview)):
         items = list(value)
     else:
@@ -203,6 +208,8 @@ def texts(value: object, name: str = "texts") -> list[str]:
     for index, item in enumerate(items):
         if not isinstance(item, str):
             raise TypeError(f"{name}[{index}] is {type(item).__name__} ({_shown(item)}); every item must be str (decode bytes first)")
+        if type(item) is not str:  # a subclass may override isascii/encode (and so pass a lone surrogate on): its plain text
+            item = items[index] = str.__str__(item)
         if not item.isascii():
             try:
                 item.encode("utf-8")
@@ -290,7 +297,8 @@ def token_feeds(value: object, vocab_size: int, type_vocab_size: int, max_length
         ``(input_ids, attention_mask, token_type_ids)``, int64, shape (rows, columns).
 
     Raises:
-        TypeError: Not a mapping, or an array that is not of an integer dtype (floats, bools, objects, str).
+        TypeError: Not a mapping, or an array that is not of an integer dtype (floats, objects, str; bools but a
+            bool attention_mask, whose True marks a real token).
         ValueError: A missing or unknown key, an array that is not 2-D, shapes that differ, no or too many
             columns, a mask value other than 0/1, or an id or token type out of range (naming row and column).
     """
@@ -315,6 +323,8 @@ def token_feeds(value: object, vocab_size: int, type_vocab_size: int, max_length
             array = np.asarray(raw)
         except (TypeError, ValueError) as error:  # ragged nested lists
             raise ValueError(f"{name}[{key!r}] is not a rectangular array ({error}); pad the rows to one length") from None
+        if key == "attention_mask" and array.dtype.kind == "b":  # ids != pad, mask.bool(): True is a real token
+            array = array.astype(np.int64)
         if array.dtype.kind not in "iu":  # numpy counts timedelta64 as an integer type: it is not token ids
             raise TypeError(f"{name}[{key!r}] has dtype {array.dtype}; pass integer token ids (int64, as tokenize() returns): "
                             "floats, bools and objects are refused, not rounded")

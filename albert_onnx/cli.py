@@ -396,6 +396,25 @@ def _check_device(device: str) -> None:
         raise CommandError(str(error)) from error
 
 
+MAX_LOCAL_INPUT_BYTES = 1 << 30  # the local engine holds every text in memory (several times the file's bytes)
+
+
+def _read_at_most(stream: BinaryIO, shown: str) -> bytearray:
+    """All of ``stream``, in pieces (a read of the whole limit would allocate it up front).
+
+    Raises:
+        CommandError: More than :data:`MAX_LOCAL_INPUT_BYTES` (a corpus for ``--engine ray``, or /dev/zero).
+    """
+    data = bytearray()
+    while piece := stream.read(1 << 20):
+        data += piece
+        if len(data) > MAX_LOCAL_INPUT_BYTES:
+            raise CommandError(f"--input {shown} holds more than {MAX_LOCAL_INPUT_BYTES >> 20} MiB (a device such as /dev/zero "
+                               "never ends); the local engine holds every text in memory: split the input, or use --engine ray "
+                               "for a corpus")
+    return data
+
+
 def read_texts(source: str, field: str | None = None) -> list[str]:
     """Texts from a .txt file (one per line, empty lines included), a .jsonl file (``field`` of each object, default
     ``text``) or ``-`` (stdin).
@@ -429,7 +448,11 @@ def read_texts(source: str, field: str | None = None) -> list[str]:
         given = "- (stdin) is" if source == "-" else f"{source!r} is"
         raise CommandError(f"--text-field {field}: --input {given} read one text per line; only a .jsonl file has fields (save "
                            "the records as .jsonl), or leave --text-field out")
-    name, data = ("<stdin>", sys.stdin.buffer.read()) if source == "-" else (source, Path(source).read_bytes())
+    if source == "-":
+        name, data = "<stdin>", _read_at_most(sys.stdin.buffer, "- (stdin)")
+    else:
+        with open(source, "rb") as stream:
+            name, data = source, _read_at_most(stream, repr(source))
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
         text = data[bom:].decode("utf-8")

@@ -26,6 +26,8 @@ SUPPORTED_VERSIONS = (2,)
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~5 KB; refuse to parse anything huge
+# errors of a path itself, not of the file system or permissions: each names what to fix in the path
+_PATH_ERRNOS = {errno.ELOOP: "a loop of symbolic links", errno.ENAMETOOLONG: "the path or a name in it is too long"}
 
 Variant = Literal["fp32", "fused", "int8", "fp16"]
 VARIANTS: tuple[str, ...] = ("fp32", "fused", "int8", "fp16")
@@ -517,6 +519,11 @@ class ModelFolder:
             is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
         except (FileNotFoundError, NotADirectoryError):
             raise ModelFolderError(f"folder={str(folder)!r} does not exist; pass a folder written by `albert-onnx export`") from None
+        except OSError as error:
+            if error.errno not in _PATH_ERRNOS:  # permission denied stays an OSError naming the folder
+                raise
+            raise ModelFolderError(f"folder={str(folder)!r}: {_PATH_ERRNOS[error.errno]}; pass a folder written by "
+                                   "`albert-onnx export`") from None
         if not is_folder:
             raise ModelFolderError(f"folder={str(folder)!r} is not a folder; pass a folder written by `albert-onnx export`")
         manifest_path = folder / MANIFEST
@@ -524,6 +531,10 @@ class ModelFolder:
             os.lstat(manifest_path)
         except FileNotFoundError:
             raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`") from None
+        except OSError as error:
+            if error.errno not in _PATH_ERRNOS:
+                raise
+            raise ModelFolderError(f"{manifest_path}: {_PATH_ERRNOS[error.errno]}; pass a folder with a shorter path") from None
         regular_file(manifest_path, MANIFEST)  # by path first: where there is no O_NOFOLLOW (Windows), a link is still refused
         with open_regular(manifest_path, MANIFEST) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)

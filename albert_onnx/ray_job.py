@@ -133,18 +133,19 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     """
     if not isinstance(options, RayJobOptions):
         raise TypeError(f"options is a {type(options).__name__}; pass a RayJobOptions")
-    arguments.count("batch_size", options.batch_size)
-    arguments.count("shard_rows", options.shard_rows)
+    # the counts as Python ints (a NumPy integer is taken, and would not go into _job.json)
+    counts = {"batch_size": arguments.count("batch_size", options.batch_size),
+              "shard_rows": arguments.count("shard_rows", options.shard_rows)}
     if options.actors is not None:
-        arguments.count("actors", options.actors)
+        counts["actors"] = arguments.count("actors", options.actors)
     if options.threads_per_actor is not None:  # per actor, on the cluster's machines: no local upper bound
-        arguments.count("threads_per_actor", options.threads_per_actor)
+        counts["threads_per_actor"] = arguments.count("threads_per_actor", options.threads_per_actor)
     arguments.choice("pooling", options.pooling, POOLINGS)
     arguments.choice("device", options.device, DEVICES)
     arguments.choice("variant", options.variant, ("auto", *VARIANTS))
     arguments.flag("normalize", options.normalize)
     if options.max_length is not None:  # the model's own limit is checked once its folder is read
-        arguments.count("max_length", options.max_length, 3)
+        counts["max_length"] = arguments.count("max_length", options.max_length, 3)
     arguments.choice("long_text", options.long_text, LONG_TEXT)
     arguments.flag("strict", options.strict)
     arguments.flag("overwrite", options.overwrite)
@@ -170,7 +171,7 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"output={str(output)!r} is inside input={str(source)!r}, whose .parquet files are the input; "
                          "pass an output folder outside it")
-    return replace(options, folder=folder, input=source, output=output)
+    return replace(options, folder=folder, input=source, output=output, **counts)
 
 
 def _input_files(source: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from albert_onnx import AlbertEmbedder
+from albert_onnx import cli as cli_module
 from albert_onnx.cli import NAME_MAX, _temporary_prefix, main
 from albert_onnx.session import available_providers
 from tests.conftest import refused_reads
@@ -393,6 +394,21 @@ def test_jsonl_without_the_field_names_the_line(tiny_folder, tmp_path, capsys):
     status, _, err = embed(capsys, tiny_folder, tmp_path / "bad.jsonl", tmp_path / "v.npy")
     line = error_line(err, "embed")
     assert status == 2 and "bad.jsonl:2: expected an object with a str 'text' field" in line and "--text-field" in line
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "-"])
+def test_an_input_that_never_ends_is_one_line(tiny_folder, tmp_path, capsys, monkeypatch, source):
+    # found by an attack (2026-12-07): /dev/zero read to the end, then a MemoryError traceback
+    monkeypatch.setattr(cli_module, "MAX_LOCAL_INPUT_BYTES", 3 << 20)
+    zeros = open("/dev/zero", "rb")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(zeros))
+    try:
+        status, _, err = embed(capsys, tiny_folder, source, tmp_path / "v.npy")
+    finally:
+        zeros.close()
+    shown = "- (stdin)" if source == "-" else repr(source)
+    assert status == 2 and error_line(err, "embed").startswith(f"albert-onnx embed: error: --input {shown} holds more than 3 MiB (a device such as /dev/zero")
+    assert not (tmp_path / "v.npy").exists()
 
 
 def test_non_utf8_file_names_file_byte_and_line(tiny_folder, tmp_path, capsys):

@@ -105,6 +105,18 @@ def test_tuples_and_other_sequences_are_accepted(fp32):
     np.testing.assert_array_equal(fp32.encode(("a b", "c d")), fp32.encode(["a b", "c d"]))
 
 
+def test_numpy_integers_are_counts_as_ints_are(tiny_folder, fp32, sts_texts):
+    # such as lengths.max(): refused as "pass an int" before (found by an attack, 2026-12-07)
+    texts = sts_texts[:6]
+    np.testing.assert_array_equal(fp32.encode(texts, batch_size=np.int64(2), max_length=np.int32(16), layer=np.int64(-2)),
+                                  fp32.encode(texts, batch_size=2, max_length=16, layer=-2))
+    np.testing.assert_array_equal(fp32.word_vectors(["guitar", "piano"], batch_size=np.uint8(1)), fp32.word_vectors(["guitar", "piano"]))
+    assert AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", threads=np.int64(1))._runner.session.get_session_options() \
+        .intra_op_num_threads == 1
+    with pytest.raises(TypeError, match=r"^batch_size=np.True_: pass an int >= 1$"):  # numpy's bool is no count
+        fp32.encode(texts, batch_size=np.True_)
+
+
 def test_long_text_truncation_warns_with_count(fp32):
     long = "word " * 700
     with pytest.warns(UserWarning, match="2 of 3 texts exceeded max_length=512"):
@@ -228,6 +240,8 @@ def test_encode_ids_accepts_other_integer_dtypes_and_lists(fp32):
     np.testing.assert_array_equal(fp32.encode_ids(as_int32), expected)
     as_lists = {name: array.tolist() for name, array in feeds.items() if name != "token_type_ids"}
     np.testing.assert_array_equal(fp32.encode_ids(as_lists), expected)
+    # a bool mask (ids != pad, torch's mask.bool()) marks real tokens with True
+    np.testing.assert_array_equal(fp32.encode_ids({**feeds, "attention_mask": feeds["attention_mask"].astype(bool)}), expected)
 
 
 def test_encode_ids_with_no_rows_is_empty_like_encode(fp32, int8):

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import UserString
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -69,7 +70,9 @@ FEEDS = {
     "float ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, np.float32), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype float32"),
     "timedelta ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD).astype("m8[s]"), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype timedelta64"),
     "None ids": (lambda e: e.embedder.encode_ids({"input_ids": None, "attention_mask": GOOD_MASK}), TypeError, r"feeds\['input_ids'\] has dtype object"),
-    "bool mask": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, np.asarray(GOOD_MASK, bool))), TypeError, r"feeds\['attention_mask'\] has dtype bool"),
+    "bool ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, bool), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype bool"),
+    "bool types": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, GOOD_MASK, token_type_ids=np.zeros((2, 4), bool))), TypeError,
+                   r"feeds\['token_type_ids'\] has dtype bool"),
     "object ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, object), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype object"),
     "str types": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, GOOD_MASK, token_type_ids=np.full((2, 4), "0"))), TypeError, r"feeds\['token_type_ids'\] has dtype <U1"),
     "ragged lists": (lambda e: e.embedder.encode_ids({"input_ids": [[2, 3], [2, 5, 3]], "attention_mask": [[1, 1], [1, 1, 1]]}), ValueError, r"feeds\['input_ids'\] is not a rectangular array"),
@@ -111,6 +114,12 @@ def on(method: str, *args, **options) -> Callable[[Env], object]:
     return lambda e: getattr(e.embedder, method)(*args, **options)
 
 
+def link_loop(folder: Path) -> Path:
+    (folder / "loop-a").symlink_to("loop-b")
+    (folder / "loop-b").symlink_to("loop-a")
+    return folder / "loop-a"
+
+
 @dataclass
 class BytesPath:
     """An os.PathLike whose __fspath__ gives bytes (allowed by os.fspath, refused by pathlib)."""
@@ -135,6 +144,11 @@ ARGUMENTS = {
     # found by an attack (2026-12-07): "embedded null byte" and pathlib's TypeError, naming no argument
     "folder with NUL": (lambda e: AlbertEmbedder.from_pretrained(f"{e.folder}\0"), ValueError, r"folder='.*\\x00' holds a NUL character"),
     "folder PathLike of bytes": (lambda e: AlbertEmbedder.from_pretrained(BytesPath(e.folder)), TypeError, r"folder=BytesPath\(.* gives the path as bytes"),
+    # found by an attack (2026-12-07): OSError tracebacks where a missing folder was one line
+    "folder a loop of links": (lambda e: AlbertEmbedder.from_pretrained(link_loop(e.tmp)), ModelFolderError,
+                               r"^folder='.*loop-a': a loop of symbolic links; pass a folder written by `albert-onnx export`$"),
+    "folder name too long": (lambda e: AlbertEmbedder.from_pretrained(e.tmp / ("a" * 300)), ModelFolderError,
+                             r"^folder='.*aaa': the path or a name in it is too long; pass a folder written by"),
     "ModelFolder.load(None)": (lambda e: ModelFolder.load(None), TypeError, r"folder=None: pass the folder as a str"),
     "ModelFolder.load(bytes)": (lambda e: ModelFolder.load(str(e.folder).encode()), TypeError, r"folder=b'.*': pass the folder as a str"),
     "batch_size negative": (on("encode", ["x"], batch_size=-1), ValueError, r"batch_size=-1"),
@@ -172,6 +186,11 @@ def test_hostile_arguments(env, name):
 
 # -- texts ----------------------------------------------------------------------------------------------
 
+class LyingText(str):
+    def isascii(self) -> bool:
+        return True
+
+
 def frame():
     pandas = need_module("pandas")
     return pandas.DataFrame({"text": ["a", "b"]})
@@ -187,6 +206,9 @@ TEXTS = {
     "DataFrame": (lambda e: e.embedder.encode(frame()), TypeError, r"texts is a DataFrame.*df\[column\]\.tolist\(\)"),
     "array of characters": (on("encode", array.array("w" if sys.version_info >= (3, 13) else "u", "hi")), TypeError,
                             r"texts is an array.array of typecode '[uw]'; pass one str or a list of str \(e.g. array.tounicode\(\)"),
+    "UserString": (on("encode", UserString("a whole sentence")), TypeError, r"^texts is a UserString; pass one str \(e.g. str\(text\)\)"),
+    # a str subclass whose isascii lies let a lone surrogate reach tokenizers, whose TypeError named no argument
+    "lying str subclass": (on("encode", ["ok", LyingText("bad \ud800 text")]), ValueError, r"texts\[1\] has a lone surrogate"),
     "None item": (on("encode", ["ok", None]), TypeError, r"texts\[1\] is NoneType"),
     "bytes item": (on("encode", [b"bytes"]), TypeError, r"texts\[0\] is bytes"),
     "lone surrogate": (on("encode", ["ok", "bad \ud800 text"]), ValueError, r"texts\[1\] has a lone surrogate"),

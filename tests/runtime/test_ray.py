@@ -307,6 +307,17 @@ def test_options_are_checked_before_ray_starts(no_ray, tiny_folder, tmp_path, mo
     assert not (tmp_path / "out").exists()
 
 
+def test_numpy_integer_options_are_recorded_as_ints(tiny_folder, tmp_path):
+    # a NumPy integer is a count (as in AlbertEmbedder), and must reach _job.json as a JSON number
+    source = tmp_path / "in.txt"
+    source.write_text("a\n")
+    checked = ray_job._check(_options(tiny_folder, source, tmp_path / "out", batch_size=np.int64(4), shard_rows=np.int32(8),
+                                      actors=np.int64(1), threads_per_actor=np.uint16(1), max_length=np.int64(32)))
+    counts = {key: getattr(checked, key) for key in ("batch_size", "shard_rows", "actors", "threads_per_actor", "max_length")}
+    assert counts == {"batch_size": 4, "shard_rows": 8, "actors": 1, "threads_per_actor": 1, "max_length": 32}
+    assert {type(value) for value in counts.values()} == {int}
+
+
 def test_actor_plan_fits_the_cpus_and_gives_each_gpu_an_actor():
     assert plan_actors("cpu", None, None, 2, 0) == (2, 1)
     assert plan_actors("cpu", 1, None, 2, 0) == (1, 2)
