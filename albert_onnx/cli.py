@@ -16,7 +16,9 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,7 @@ from .pooling import POOLINGS
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM (kill, timeout, docker stop)
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader went away (`| head -1`)
 OWN_LOGGERS = ("albert_onnx", "albert_onnx_export")
 # Loggers kept at WARNING while a command runs, so third-party INFO chatter never shows even when something
@@ -249,8 +252,11 @@ def _embed_ray(args: argparse.Namespace) -> int:
     if given and Path(args.input).suffix.lower() == ".txt":  # one text per line, ids are line numbers: no fields
         raise CommandError(f"{'/'.join(given)}: --input {args.input!r} is read one text per line (ids are line numbers); "
                            "only .jsonl/.json/.csv/parquet input has fields, so leave them out")
-    if args.pooling == "pooler":  # here, to name the flag; the job checks it again as pooling='pooler'
-        ModelFolder.load(args.folder).check_pooling(args.pooling, f"--pooling {args.pooling}")
+    if args.pooling == "pooler" or args.max_length is not None:  # here, to name the flags; the job checks them again
+        folder = ModelFolder.load(args.folder)
+        folder.check_pooling(args.pooling, f"--pooling {args.pooling}")
+        if args.max_length is not None:
+            arguments.count("--max-length", args.max_length, 3, folder.tokenizer.max_length)
     # Options that RayJobOptions may or may not have yet: pass each one it has, refuse a non-default one it lacks.
     fields = {field.name for field in dataclasses.fields(ray_job.RayJobOptions)}
     optional = {"overwrite": ("--overwrite", args.overwrite, False), "max_length": ("--max-length", args.max_length, None),
@@ -762,7 +768,9 @@ def _ray_console() -> Iterator[None]:
     importlib.import_module("ray.data")  # it sets up its loggers' handlers when imported: ours go after
 
     def shown(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING and not record.name.startswith("ray.data.exceptions")
+        return (record.levelno >= logging.WARNING and not record.name.startswith("ray.data.exceptions")
+                # every local Ray this command starts says it; the warning that auth is off stays
+                and not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
 
     consoles = [handler for name in ("ray", "ray.data") for handler in logging.getLogger(name).handlers
                 if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
@@ -801,6 +809,15 @@ def _run(argv: Sequence[str] | None) -> int:
     return USAGE_ERROR
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that it ends a command as Ctrl-C does (what is being written is left
+    whole or not at all) instead of at once, or with the C++ stack dump of the handler Ray's core installs."""
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``albert-onnx`` command.
 
@@ -809,10 +826,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 done, 2 a user error (reported in one line on stderr), 130 interrupted (Ctrl-C),
-        141 stdout closed early.
+        143 terminated (SIGTERM), 141 stdout closed early.
     """
     if sys.stderr is None:  # started with stderr closed (`2>&-`): print(file=None) would write to stdout, into the vectors
         sys.stderr = open(os.devnull, "w")
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers are set there only
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:  # main() called in a program of the user's (or a test) gives the handler back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         status = _run(argv)
         try:
@@ -825,9 +852,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's own flush would fail again
             return USAGE_ERROR
         return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Ctrl-C is the user's choice, not a bug: no traceback. What was being written is left whole or not at all
         # (write_npy's rename, the export's staging folder, the Ray job's part files).
+        if isinstance(stop, _Terminated):
+            print("albert-onnx: terminated", file=sys.stderr)
+            return TERMINATED
         print("albert-onnx: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:

@@ -35,7 +35,9 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -346,10 +348,25 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        _sync(tmp)
     except OSError as error:  # a write's OSError (no space, quota) names no file: name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
     os.replace(tmp, path)
+    _sync(path.parent)
+
+
+def _sync(path: Path) -> None:
+    """fsync a file before it is renamed into place, and the folder after: without both, a power cut or an OS crash
+    can leave the new name with no data (a zero-byte part that a resumed job would count as done)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF):  # a file system (or a folder on Windows) that syncs nothing
+            raise
+    finally:
+        os.close(descriptor)
 
 
 def _naming(error: OSError, path: Path) -> OSError:
@@ -515,7 +532,9 @@ class _Rows:
         try:
             ids = pa.array(self.ids, pa.int64() if self.kind is int else pa.string())
         except OverflowError:
-            raise ValueError(f"an int {self.id_field!r} near {self.wheres[0]} does not fit in 64 bits; write the ids as strings") from None
+            row = next(i for i, row_id in enumerate(self.ids) if not -2**63 <= row_id < 2**63)
+            raise ValueError(f"{self.wheres[row]}: {self.id_field}={self.ids[row]} does not fit in 64 bits; write the ids as "
+                             "strings") from None
         chunk = pa.table({"id": ids, "text": pa.array(self.texts, pa.string()), "error": pa.array(self.errors, pa.string())})
         wheres = self.wheres
         self.ids, self.texts, self.errors, self.wheres = [], [], [], []
@@ -769,8 +788,32 @@ def _final_id_type(ids: pa.ChunkedArray, csv_input: bool) -> pa.DataType:
     return ids.type
 
 
+def _part_damage(path: Path, ids: pa.ChunkedArray) -> str | None:
+    """What is wrong with a finished part, or None: it must read whole and hold its shard's ids, in order.
+
+    A part is written whole and renamed into place, so this catches what happened to it since: a crash of the
+    machine before its data reached the disk, a copy or an edit by hand.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        part = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        return f"cannot be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    if part.column_names != ["id", "vector", "error"] or part.num_rows != len(ids):
+        return f"holds {part.num_rows} rows of columns {part.column_names}, not this shard's {len(ids)} rows of id, vector, error"
+    # as text: csv ids become ints in the output when every one is a plain integer (see _final_id_type)
+    if not pc.equal(part["id"].cast(pa.string()), ids.cast(pa.string())).to_numpy(zero_copy_only=False).all():
+        return "holds other ids than this shard's rows"
+    return None
+
+
 def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callable[[pa.Table], Any]) -> _Corpus:
     """Read the input in order, cut it into shards of ``shard_rows`` and ``put`` each unfinished one into Ray.
+
+    A finished shard whose part is damaged (:func:`_part_damage`) is taken out of ``done`` and embedded again.
 
     Raises:
         ValueError: The input cannot be parsed; a missing, mixed-type or repeated id; with ``strict``, the
@@ -788,7 +831,11 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
         shard, start = len(sizes), len(sizes) * options.shard_rows
         sizes.append(table.num_rows)
         if shard in done:
-            return
+            damage = _part_damage(options.output / f"part-{shard:06d}.parquet", table["id"])
+            if damage is None:
+                return
+            logger.warning("%s/part-%06d.parquet %s: embedding its %d rows again", options.output, shard, damage, table.num_rows)
+            done.discard(shard)
         ordinals = np.arange(start, start + table.num_rows, dtype=np.int64)
         # take() copies the rows: a slice would drag its parent's whole buffers into the object store
         table = table.take(pa.array(np.arange(table.num_rows))).append_column(_ORD, pa.array(ordinals))
@@ -880,10 +927,12 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
     tmp = output / f".part-{shard:06d}.parquet.tmp"
     try:
         pq.write_table(part, tmp)
+        _sync(tmp)
     except OSError as error:  # Arrow's OSError names no file (no space, quota): name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
     os.replace(tmp, output / f"part-{shard:06d}.parquet")
+    _sync(output)
 
 
 def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int, gpus: int) -> tuple[int, int]:
@@ -912,7 +961,8 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
     actors = actors or max(1, cpus // (threads or 1))
     threads = threads or max(1, cpus // actors)
     if actors * threads > cpus:
-        raise ValueError(f"actors={actors} x threads={threads} > {cpus} CPUs; lower one of them")
+        raise ValueError(f"actors={actors} x threads_per_actor={threads} > {cpus} CPUs of the Ray cluster; lower one of them "
+                         "(--actors, --threads)")
     return actors, threads
 
 
@@ -940,6 +990,8 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", os.cpu_count() or 1)), int(resources.get("GPU", 0))
     actors, threads = plan_actors(model["device"], options.actors, options.threads_per_actor, cpus, gpus)
+    # no more actors than shards left (one block each): an idle actor would only load the model, and Ray Data warns
+    actors = min(actors, len(corpus.todo))
     logger.debug("embedding %d shards with %d actors x %d threads on %s", len(corpus.todo), actors, threads, model["device"])
     dataset = ray.data.from_arrow_refs([corpus.todo[shard] for shard in sorted(corpus.todo)])
     embedded = dataset.map_batches(_EmbedBatch, fn_constructor_kwargs={**model, "threads": threads, "encode": encode, "model": facts},
@@ -1112,6 +1164,8 @@ def _start_ray(options: RayJobOptions) -> None:
         where = _ray_address(options)
         if where is not None:
             _check_reachable(*where)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
         except ConnectionError as error:
@@ -1119,6 +1173,12 @@ def _start_ray(options: RayJobOptions) -> None:
                 raise
             raise ValueError(f"{where[0]}: no Ray cluster answered there ({' '.join(str(error).split())}); "
                              "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
+        finally:
+            if main_thread:
+                # ray.init sets its own SIGTERM handler (sys.exit) and its C++ core then Abseil's, which prints a C++ stack
+                # dump: the program's own handler goes back (Ray's Python one where the program had none)
+                kept = previous if previous not in (None, signal.SIG_DFL) else signal.getsignal(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, kept if kept is not None else signal.SIG_DFL)
 
 
 def missing_extra() -> str | None:

@@ -306,6 +306,13 @@ def _install(claim: _Claim, overwrite: bool) -> None:
     _remove(claim.staging, "the folder this export replaced")
 
 
+def _regular_or_gone(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:  # removed since it was listed: nothing of it to lose
+        return True
+
+
 def _check_replaceable(target: Path) -> None:
     """``--overwrite`` replaces a model folder an export wrote (or an empty folder), never a folder with other files.
 
@@ -321,6 +328,12 @@ def _check_replaceable(target: Path) -> None:
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise ExportError(f"output={str(target)!r} holds {shown}, which no export wrote; --overwrite replaces only a model folder: {fix}")
+    # a name is not enough: a folder (or a link, a FIFO) named model_fp16.onnx is not a file an export wrote, and what it
+    # holds would go with the old folder (an attack lost a user's notes that way)
+    not_files = [name for name in names if not _regular_or_gone(target / name)]
+    if not_files:
+        raise ExportError(f"output={str(target)!r} holds {', '.join(not_files)}, which is not a file an export wrote (a folder, a link "
+                          f"or a special file); --overwrite replaces only a model folder: {fix}")
     try:
         with open(target / MANIFEST, "rb") as handle:
             format_name = json.loads(handle.read(MAX_MANIFEST_BYTES)).get("format")
@@ -383,10 +396,8 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
         if target.exists() and not overwrite:
             raise _exists(target)
         claim, fd = _claim(target)
-    except OSError as error:
-        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
-            raise
-        raise ExportError(f"output={str(target)!r}: cannot write in {target.parent} ({error.strerror}); "
+    except OSError as error:  # permissions, a read-only or full disk, /proc: the folder beside which the export stages
+        raise ExportError(f"output={str(target)!r}: cannot write in {target.parent} ({error.strerror or error}); "
                           "choose a folder you can write to") from error
     try:
         os.mkdir(claim.staging)

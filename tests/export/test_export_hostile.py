@@ -50,6 +50,27 @@ def test_overwrite_refuses_model_files_without_an_albert_onnx_manifest(tiny_sour
     assert (victim / "model_fp32.onnx").read_bytes() == b"someone else's graph"
 
 
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_overwrite_refuses_a_folder_or_link_under_a_model_files_name(tiny_source, tmp_path, kind):
+    # found by an attack (2026-12-07): names alone passed, and the notes inside a folder named model_fp16.onnx went
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "manifest.json").write_text(json.dumps({"format": "albert-onnx-model-folder"}))
+    (victim / "model_fp32.onnx").write_bytes(b"a graph")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    if kind == "folder":
+        shutil.move(mine, victim / "model_fp16.onnx")
+    else:
+        (victim / "model_fp16.onnx").symlink_to(mine)
+    with pytest.raises(ExportError, match=r"holds model_fp16\.onnx, which is not a file an export wrote \(a folder, a link or a "
+                                          r"special file\); --overwrite replaces only a model folder"):
+        export_model(_options(tiny_source, victim, overwrite=True))
+    assert (victim / "model_fp16.onnx" / "notes.txt").read_text() == "mine"
+    assert (victim / "model_fp32.onnx").read_bytes() == b"a graph"
+
+
 @pytest.mark.write_step
 def test_overwrite_replaces_an_empty_folder(tiny_source, tmp_path):
     target = tmp_path / "empty"
@@ -171,6 +192,13 @@ def test_a_source_this_user_may_not_read_says_so(tiny_source, tmp_path, locked):
         denied.chmod(0o755)
     shown = source if locked == "parent" else source / "config.json"
     assert (result.returncode, result.stderr) == (2, f"albert-onnx export: error: {shown}: Permission denied\n")
+
+
+def test_an_output_in_a_folder_where_nothing_can_be_created_names_the_output(tiny_source):
+    # /proc takes no new file: the message named the export's internal lock file (found by an attack, 2026-12-07)
+    with pytest.raises(ExportError, match=r"^output='/proc/albert-onnx-out': cannot write in /proc \(No such file or directory\); "
+                                          r"choose a folder you can write to$"):
+        export_model(_options(tiny_source, Path("/proc/albert-onnx-out")))
 
 
 # -- failures of the machine and of the network --------------------------------------------------------------

@@ -211,6 +211,7 @@ def test_usage_errors_are_one_line(tiny_folder, tmp_path, capsys):
     (["--max-length", "2"], "--max-length=2: pass an int >= 3"),
     (["--max-length", "600"], "--max-length=600: pass an int from 3 to 512"),
     (["--engine", "ray", "--actors", "0"], "--actors=0: pass an int >= 1"),
+    (["--engine", "ray", "--max-length", "600"], "--max-length=600: pass an int from 3 to 512"),  # it said max_length=600
 ])
 def test_int_flags_are_refused_out_of_range(tiny_folder, tmp_path, capsys, flags, message):
     (tmp_path / "in.txt").write_text("a\nb\n")
@@ -367,22 +368,24 @@ class _RayOptionsAfter(_RayOptionsBefore):
     long_text: str = "truncate"
 
 
-def _ray_embed(monkeypatch, capsys, options_class: type, *flags: str) -> tuple[int, str, list]:
+def _ray_embed(monkeypatch, capsys, options_class: type, *flags: str, folder: str = "m") -> tuple[int, str, list]:
     jobs = []
     monkeypatch.setattr(ray_job, "RayJobOptions", options_class)
     # no Ray here: importing Ray Data under capsys would tie its log handlers to this test's stream, closed after it
     monkeypatch.setattr(cli_module, "_ray_console", contextlib.nullcontext)
     monkeypatch.setattr(ray_job, "run_ray_job", lambda options: jobs.append(options) or {"rows": 3, "shards": 1, "written": 1,
                                                                                           "skipped": 0, "bad_rows": 0})
-    status, _, err = cli(capsys, "embed", "m", "--engine", "ray", "--input", "in.parquet", "--output", "out", *flags)
+    status, _, err = cli(capsys, "embed", folder, "--engine", "ray", "--input", "in.parquet", "--output", "out", *flags)
     return status, err, jobs
 
 
-def test_ray_flags_reach_the_job_options_it_has(monkeypatch, capsys):
+def test_ray_flags_reach_the_job_options_it_has(tiny_folder, monkeypatch, capsys):
+    # --max-length is checked against the folder's limit here, to name the flag: a real folder
     status, err, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsAfter, "--overwrite", "--max-length", "64", "--no-normalize",
-                                   "--long-text", "window", "--actors", "2", "--threads", "1", "--strict", "--id-field", "key")
+                                   "--long-text", "window", "--actors", "2", "--threads", "1", "--strict", "--id-field", "key",
+                                   folder=str(tiny_folder))
     assert status == 0 and "3 rows in 1 shards: 1 written, 0 already done, 0 bad rows -> out" in err
-    assert jobs == [_RayOptionsAfter(folder="m", input="in.parquet", output=Path("out"), id_field="key", actors=2, threads_per_actor=1,
+    assert jobs == [_RayOptionsAfter(folder=str(tiny_folder), input="in.parquet", output=Path("out"), id_field="key", actors=2, threads_per_actor=1,
                                      strict=True, overwrite=True, max_length=64, normalize=False, long_text="window")]
     status, _, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsAfter)
     assert status == 0 and jobs == [_RayOptionsAfter(folder="m", input="in.parquet", output=Path("out"))]  # max_length: the job's default
@@ -402,8 +405,8 @@ def test_ray_paths_that_name_nothing_are_refused(monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--overwrite"], ["--max-length", "64"], ["--no-normalize"], ["--long-text", "window"]])
-def test_ray_flags_the_job_options_lack_are_refused(monkeypatch, capsys, flags):
-    status, err, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsBefore, *flags)
+def test_ray_flags_the_job_options_lack_are_refused(tiny_folder, monkeypatch, capsys, flags):
+    status, err, jobs = _ray_embed(monkeypatch, capsys, _RayOptionsBefore, *flags, folder=str(tiny_folder))
     assert status == 2 and "not supported by this albert_onnx.ray_job" in error_line(err, "embed") and jobs == []
 
 

@@ -309,6 +309,24 @@ def test_a_kill_during_the_write_never_leaves_a_half_file(tiny_folder, texts_fil
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), old)  # the target is the old file, whole
 
 
+def test_sigterm_ends_a_command_as_ctrl_c_does(tiny_folder, texts_file, tmp_path):
+    # kill, timeout and docker stop send SIGTERM: one line and status 143, the output left as it was (not written)
+    code = (
+        "import os, signal, time\n"
+        "from albert_onnx import AlbertEmbedder\n"
+        "from albert_onnx.cli import main\n"
+        "def terminated(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+        "AlbertEmbedder.encode = terminated\n"
+        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--input', {str(texts_file)!r}, '--output', {str(tmp_path / 'v.npy')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
+    assert (result.returncode, result.stderr) == (143, "albert-onnx: terminated\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt"]
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["info", str(tiny_folder)]) == 0 and signal.getsignal(signal.SIGTERM) is before  # main() gave the handler back
+
+
 @pytest.mark.parametrize("command", ["info", "embed"])
 def test_a_closed_stdout_ends_quietly(tiny_folder, tmp_path, command):
     (tmp_path / "in.txt").write_text("text\n" * 100)  # 51 KB of vectors: more than one write

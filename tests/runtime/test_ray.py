@@ -108,6 +108,20 @@ def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_f
     assert _read_all(out) == rows  # the same rows, ids and vectors (each part is written in input order)
     assert run_ray_job(options)["written"] == 0  # complete: nothing to do
 
+    # a part damaged since it was written (a machine crash before its data reached the disk; a copy by hand) is not
+    # done: counted as finished before (found by an attack, 2026-12-07), so the job ended with rows missing or twice
+    (out / "part-000001.parquet").write_bytes(b"")
+    shutil.copyfile(out / "part-000000.parquet", out / "part-000002.parquet")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        counts = run_ray_job(options)
+    assert (counts["skipped"], counts["written"]) == (2, 2)
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged[0].startswith(f"{out}/part-000001.parquet cannot be read (")
+    assert logged[0].endswith("Parquet file size is 0 bytes): embedding its 128 rows again")
+    assert logged[1] == f"{out}/part-000002.parquet holds other ids than this shard's rows: embedding its 128 rows again"
+    assert _read_all(out) == rows
+
 
 def test_rerunning_another_job_into_the_output_is_refused_in_one_line(local_ray, tiny_folder, sts_texts, tmp_path, monkeypatch):
     records = [{"id": f"s{i:03d}", "text": t} for i, t in enumerate(sts_texts[:40])]
@@ -207,6 +221,9 @@ def test_shards_follow_input_order_in_every_run(local_ray, tiny_folder, tmp_path
     ("twice.csv", "id,text\n007,a\n7,b\n007,c\n", "id='007' is on rows 0 and 2"),
     ("broken.jsonl", '{"id": 1, "text": "a"}\n{"id": 2, \n', "broken.jsonl:2: not valid JSON"),
     ("huge.jsonl", '{"id": 1, "text": "a"}\n{"id": ' + "2" * 5000 + ', "text": "b"}\n', "huge.jsonl:2: JSON that Python will not read"),
+    # the row it names: it named the chunk's first row (found by an attack, 2026-12-07)
+    ("wide.jsonl", '{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n{"id": 18446744073709551616, "text": "c"}\n',
+     "wide.jsonl:3: id=18446744073709551616 does not fit in 64 bits; write the ids as strings"),
 ])
 def test_ids_that_cannot_identify_a_row_stop_the_job(local_ray, tiny_folder, tmp_path, name, text, problem):
     source = tmp_path / name
@@ -321,7 +338,7 @@ def test_numpy_integer_options_are_recorded_as_ints(tiny_folder, tmp_path):
 def test_actor_plan_fits_the_cpus_and_gives_each_gpu_an_actor():
     assert plan_actors("cpu", None, None, 2, 0) == (2, 1)
     assert plan_actors("cpu", 1, None, 2, 0) == (1, 2)
-    with pytest.raises(ValueError, match="actors=2 x threads=2 > 2 CPUs"):
+    with pytest.raises(ValueError, match=r"^actors=2 x threads_per_actor=2 > 2 CPUs of the Ray cluster; lower one of them \(--actors, --threads\)$"):
         plan_actors("cpu", 2, 2, 2, 0)
     assert plan_actors("cuda", None, None, 64, 4) == (4, 1)  # one actor per GPU across the cluster
     assert plan_actors("cuda", 2, 3, 64, 4) == (2, 3)
@@ -364,6 +381,32 @@ def test_cli_ray_job_of_its_own_keeps_ray_info_off_the_console(tiny_folder, sts_
     assert [line for line in lines if re.search(r"\sINFO\s", line)] == []
     assert lines[-1] == f"20 rows in 1 shards: 1 written, 0 already done, 0 bad rows -> {tmp_path / 'out'}"
     assert set(_read_all(tmp_path / "out")) == set(range(20))
+
+
+def test_sigterm_ends_a_ray_job_in_one_line_and_keeps_finished_parts(local_ray, tiny_folder, sts_texts, tmp_path):
+    # Ray's C++ core installs a SIGTERM handler that printed a stack dump (found by an attack, 2026-12-07)
+    source, out = tmp_path / "in.txt", tmp_path / "out"
+    source.write_text("\n".join(sts_texts[:40]) + "\n")
+    code = (
+        "import dataclasses, os, signal, time\n"
+        "from albert_onnx import ray_job\n"
+        "from albert_onnx.cli import main\n"
+        "write = ray_job._write_shard\n"
+        "def write_then_terminated(output, shard, *args):\n"
+        "    write(output, shard, *args)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)\n"
+        "ray_job._write_shard = write_then_terminated\n"
+        "run = ray_job.run_ray_job\n"
+        "ray_job.run_ray_job = lambda options: run(dataclasses.replace(options, shard_rows=10))  # the CLI has no flag for it\n"
+        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', {str(out)!r}, "
+        "'--actors', '1', '--threads', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.endswith("albert-onnx: terminated\n")
+    assert "SIGTERM received" not in result.stderr and "Traceback" not in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["_job.json", "part-000000.parquet"]  # no lock, no temporary
+    assert ray_job.run_ray_job(_options(tiny_folder, source, out, variant="auto", shard_rows=10))["skipped"] == 1
 
 
 @pytest.mark.parametrize("max_length", [8, None])
