@@ -195,8 +195,8 @@ def texts(value: object, name: str = "texts") -> list[str]:
     if isinstance(value, str):
         items = [value]
     elif isinstance(value, array.array):  # a Sequence, but of characters (typecode 'u'): each would be a text
-        fix = "array.tounicode() for one text" if value.typecode in ("u", "w") else "a list of str"
-        raise TypeError(f"{name} is an array.array of typecode {value.typecode!r}; pass one str or a list of str (e.g. {fix})")
+        fix = " (e.g. array.tounicode() for one text)" if value.typecode in ("u", "w") else ""
+        raise TypeError(f"{name} is an array.array of typecode {value.typecode!r}; pass one str or a list of str{fix}")
     elif isinstance(value, UserString):  # a Sequence of one-character strings, as array('u') is
         raise TypeError(f"{name} is a {type(value).__name__}; pass one str (e.g. str(text)) or a list of str")
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray, memoryview)):
@@ -326,8 +326,9 @@ def token_feeds(value: object, vocab_size: int, type_vocab_size: int, max_length
         if key == "attention_mask" and array.dtype.kind == "b":  # ids != pad, mask.bool(): True is a real token
             array = array.astype(np.int64)
         if array.dtype.kind not in "iu":  # numpy counts timedelta64 as an integer type: it is not token ids
-            raise TypeError(f"{name}[{key!r}] has dtype {array.dtype}; pass integer token ids (int64, as tokenize() returns): "
-                            "floats, bools and objects are refused, not rounded")
+            what = "a mask of 0/1 integers or bools" if key == "attention_mask" else "integer ids"
+            raise TypeError(f"{name}[{key!r}] has dtype {array.dtype}; pass {what} (int64, as tokenize() returns): "
+                            "floats and objects are refused, not rounded")
         if array.ndim != 2:
             raise ValueError(f"{name}[{key!r}] has shape {array.shape}; pass a 2-D (rows, tokens) array")
         arrays[key] = array

@@ -815,6 +815,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup the first one starts
     raise _Terminated
 
 
@@ -830,13 +831,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if sys.stderr is None:  # started with stderr closed (`2>&-`): print(file=None) would write to stdout, into the vectors
         sys.stderr = open(os.devnull, "w")
-    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers are set there only
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    # Only where SIGTERM would kill the process: an ignored one (`trap '' TERM`) or a program's own handler stays.
+    # Signal handlers are set from the main thread only.
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
     finally:
-        if main_thread:  # main() called in a program of the user's (or a test) gives the handler back
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if ours:  # main() called in a program of the user's (or a test) gives the default back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _main(argv: Sequence[str] | None) -> int:

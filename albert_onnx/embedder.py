@@ -248,10 +248,16 @@ class AlbertEmbedder:
         return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph,
                    tokenizer=tokenizer)
 
+    def __copy__(self) -> "AlbertEmbedder":
+        """A shallow copy shares the session, which is thread-safe (as copy.copy did before pickling was refused)."""
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
     def __reduce_ex__(self, protocol: object) -> NoReturn:
         # pickle and copy.deepcopy would reach the ONNX Runtime session, whose own TypeError names neither this class nor
-        # the way out: an embedder is loaded where it runs (a worker, a Ray actor), from the folder
-        raise TypeError(f"an AlbertEmbedder holds an ONNX Runtime session, which cannot be pickled or copied; load one in each "
+        # the way out (and pickle protocol 0 aborted the process): an embedder is loaded where it runs, from the folder
+        raise TypeError(f"an AlbertEmbedder holds an ONNX Runtime session, which cannot be pickled or deep-copied; load one in each "
                         f"process with AlbertEmbedder.from_pretrained({str(self.folder.path)!r}), or share this one across "
                         "threads (it is thread-safe); for corpora, `albert-onnx embed --engine ray` loads one per actor")
 
@@ -272,16 +278,18 @@ class AlbertEmbedder:
 
     # -- shared machinery -------------------------------------------------------------------------
 
-    def _options(self, batch_size: object, max_length: object, long_text: object, layer: object) -> int:
-        """Check the options every text method shares; returns max_length (None: the model's)."""
-        arguments.count("batch_size", batch_size)
+    def _options(self, batch_size: object, max_length: object, long_text: object, layer: object) -> tuple[int, int, int | None]:
+        """Check the options every text method shares; returns batch_size, max_length (None: the model's) and layer
+        as Python ints (a NumPy integer is taken: uint8 arithmetic on it would wrap)."""
+        batch_size = arguments.count("batch_size", batch_size)
         arguments.choice("long_text", long_text, LONG_TEXT)
         if layer is not None:
             count = self.folder.model.num_hidden_layers + 1
-            arguments.count("layer", layer, -count, count - 1)
+            layer = arguments.count("layer", layer, -count, count - 1)
             if "hidden_states" not in self.folder.manifest.outputs:
                 raise ValueError(f"layer={layer!r} needs hidden states; re-export the folder with --hidden-states")
-        return self.max_length if max_length is None else arguments.count("max_length", max_length, 3, self.max_length)
+        max_length = self.max_length if max_length is None else arguments.count("max_length", max_length, 3, self.max_length)
+        return batch_size, max_length, layer
 
     def _sequences(self, texts: list[str], max_length: int, long_text: str,
                    hint: str = "pass long_text='window' to embed whole texts") -> tuple[list[Encoding], list[np.ndarray], list[int]]:
@@ -360,7 +368,7 @@ class AlbertEmbedder:
         items = arguments.texts(texts)
         arguments.choice("pooling", pooling, pool.POOLINGS)
         arguments.flag("normalize", normalize)
-        max_length = self._options(batch_size, max_length, long_text, layer)
+        batch_size, max_length, layer = self._options(batch_size, max_length, long_text, layer)
         if pooling == "pooler" and layer is not None:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
         self.folder.check_pooling(pooling, f"pooling={pooling!r}")
@@ -400,7 +408,7 @@ class AlbertEmbedder:
             ValueError: No texts, a text that is not valid Unicode, or ``max_length`` out of range.
         """
         items = arguments.texts(texts)
-        max_length = self._options(1, max_length, "truncate", None)
+        _, max_length, _ = self._options(1, max_length, "truncate", None)
         if not items:
             raise ValueError("texts is empty: pass at least one text to tokenize")
         _, sequences, _ = self._sequences(items, max_length, "truncate", hint="encode(..., long_text='window') embeds whole texts")
@@ -427,7 +435,7 @@ class AlbertEmbedder:
                 padding (holes, an all-0 row), naming the array, row and column.
         """
         arguments.flag("normalize", normalize)
-        arguments.count("batch_size", batch_size)
+        batch_size = arguments.count("batch_size", batch_size)
         model = self.folder.model
         ids, mask, types = arguments.token_feeds(feeds, model.vocab_size, model.type_vocab_size, self.max_length)
         vectors = np.zeros((len(ids), self.dim), dtype=np.float32)
@@ -467,7 +475,7 @@ class AlbertEmbedder:
         """
         items = arguments.texts(texts)
         arguments.optional_choice("merge", merge, ("word",))
-        max_length = self._options(batch_size, max_length, long_text, layer)
+        batch_size, max_length, layer = self._options(batch_size, max_length, long_text, layer)
         if not items:
             return []
         encodings, sequences, owners = self._sequences(items, max_length, long_text)
@@ -512,7 +520,7 @@ class AlbertEmbedder:
         """
         items = arguments.texts(words, "words")
         arguments.flag("projected", projected)
-        arguments.count("batch_size", batch_size)
+        batch_size = arguments.count("batch_size", batch_size)
         width = self.dim if projected else self.folder.model.embedding_size
         if not items:
             return np.zeros((0, width), dtype=np.float32)

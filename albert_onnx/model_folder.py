@@ -455,6 +455,8 @@ def open_regular(path: Path, what: str) -> BinaryIO:
     except FileNotFoundError:
         raise _missing(path) from None
     except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise _too_long(path) from None
         if error.errno in _LINK_ERRNOS:  # O_NOFOLLOW met a link (Linux, macOS: ELOOP; FreeBSD: EMLINK; NetBSD: EFTYPE)
             raise _a_link(path, what) from None
         if error.errno == errno.ENXIO:  # a socket
@@ -476,6 +478,10 @@ def regular_file(path: Path, what: str) -> Path:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         raise _missing(path) from None
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise _too_long(path) from None
+        raise
     if stat.S_ISLNK(mode):
         raise _a_link(path, what)
     if not stat.S_ISREG(mode):
@@ -485,6 +491,11 @@ def regular_file(path: Path, what: str) -> Path:
 
 def _missing(path: Path) -> ModelFolderError:
     return ModelFolderError(f"{path} is missing; the model folder is incomplete: re-export it")
+
+
+def _too_long(path: Path) -> ModelFolderError:
+    return ModelFolderError(f"{path}: the path is too long for this system ({len(os.fsencode(path))} bytes); move the model "
+                            "folder to a shorter path")
 
 
 def _a_link(path: Path, what: str) -> ModelFolderError:
@@ -532,9 +543,9 @@ class ModelFolder:
         except FileNotFoundError:
             raise ModelFolderError(f"folder={str(folder)!r} has no {MANIFEST}; pass a folder written by `albert-onnx export`") from None
         except OSError as error:
-            if error.errno not in _PATH_ERRNOS:
+            if error.errno != errno.ENAMETOOLONG:
                 raise
-            raise ModelFolderError(f"{manifest_path}: {_PATH_ERRNOS[error.errno]}; pass a folder with a shorter path") from None
+            raise _too_long(manifest_path) from None
         regular_file(manifest_path, MANIFEST)  # by path first: where there is no O_NOFOLLOW (Windows), a link is still refused
         with open_regular(manifest_path, MANIFEST) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)

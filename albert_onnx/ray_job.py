@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,6 +68,7 @@ JOB_FILE = "_job.json"
 LOCK_FILE = "_job.lock"
 JOB_FORMAT = "albert-onnx-ray-job"
 JOB_FORMAT_VERSION = 1
+STAMP_KEY = b"albert_onnx_job"  # a part's parquet metadata: _job_stamp() of the job that wrote it
 _PART = re.compile(r"part-(\d{6,})\.parquet")
 _ORD, _SHARD = "__albert_onnx_row", "__albert_onnx_shard"  # row ordinal in the input, shard index
 _TRUNCATED = "__albert_onnx_truncated"  # an actor batch's count of truncated texts, on its first row (0 elsewhere)
@@ -347,23 +348,33 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary name and a rename: ``path`` holds the old record or the new one, whole."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        _sync(tmp)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2) + "\n")
+            _sync(handle)
     except OSError as error:  # a write's OSError (no space, quota) names no file: name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
     os.replace(tmp, path)
-    _sync(path.parent)
+    _sync_folder(path.parent)
 
 
-def _sync(path: Path) -> None:
-    """fsync a file before it is renamed into place, and the folder after: without both, a power cut or an OS crash
-    can leave the new name with no data (a zero-byte part that a resumed job would count as done)."""
-    descriptor = os.open(path, os.O_RDONLY)
+def _sync(handle: IO[Any]) -> None:
+    """Flush and fsync a file before it is renamed into place (and :func:`_sync_folder` after): without both, a
+    power cut or an OS crash can leave the new name with no data (a zero-byte part, which a resume would redo)."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it is on disk. Not on Windows, where a folder cannot be opened so (and
+    NTFS journals the rename)."""
+    if os.name == "nt":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.EBADF):  # a file system (or a folder on Windows) that syncs nothing
+        if error.errno != errno.EINVAL:  # a file system that cannot sync a folder
             raise
     finally:
         os.close(descriptor)
@@ -738,6 +749,7 @@ class _Corpus:
     id_type: pa.DataType
     rows: int
     bad_rows: int
+    stamp: str  # _job_stamp() of the job, for its parts' metadata
 
 
 def _report_bad_rows(chunk: pa.Table, where: Where, strict: bool, seen: int) -> int:
@@ -788,32 +800,43 @@ def _final_id_type(ids: pa.ChunkedArray, csv_input: bool) -> pa.DataType:
     return ids.type
 
 
-def _part_damage(path: Path, ids: pa.ChunkedArray) -> str | None:
-    """What is wrong with a finished part, or None: it must read whole and hold its shard's ids, in order.
+def _job_stamp(job: dict[str, Any]) -> str:
+    """sha256 of a job's fingerprint: each part carries it in its parquet metadata (:data:`STAMP_KEY`)."""
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
 
-    A part is written whole and renamed into place, so this catches what happened to it since: a crash of the
-    machine before its data reached the disk, a copy or an edit by hand.
+
+def _part_damage(path: Path, ids: pa.ChunkedArray, stamp: str) -> str | None:
+    """What is wrong with a finished part, or None: its footer must carry this job's stamp and its shard's row count,
+    its id column the shard's ids in order. The vectors are not read (a resume of a big job reads only ids).
+
+    A part is written whole, fsynced and renamed into place, so this catches what happened to it since: a part
+    written before albert-onnx fsynced its parts and lost in a crash, a copy from another job or of another shard.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        part = pq.read_table(path)
+        with pq.ParquetFile(path) as parquet:
+            if (parquet.schema_arrow.metadata or {}).get(STAMP_KEY) != stamp.encode():
+                return "was not written by this job (no stamp of its fingerprint, or another's)"
+            rows, names = parquet.metadata.num_rows, parquet.schema_arrow.names
+            if names != ["id", "vector", "error"] or rows != len(ids):
+                return f"holds {rows} rows of columns {names}, not this shard's {len(ids)} rows of id, vector, error"
+            # as text: csv ids become ints in the output when every one is a plain integer (see _final_id_type)
+            same = pc.equal(parquet.read(columns=["id"])["id"].cast(pa.string()), ids.cast(pa.string()))
     except (OSError, pa.ArrowException) as error:
         return f"cannot be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-    if part.column_names != ["id", "vector", "error"] or part.num_rows != len(ids):
-        return f"holds {part.num_rows} rows of columns {part.column_names}, not this shard's {len(ids)} rows of id, vector, error"
-    # as text: csv ids become ints in the output when every one is a plain integer (see _final_id_type)
-    if not pc.equal(part["id"].cast(pa.string()), ids.cast(pa.string())).to_numpy(zero_copy_only=False).all():
+    if not same.to_numpy(zero_copy_only=False).all():
         return "holds other ids than this shard's rows"
     return None
 
 
-def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callable[[pa.Table], Any]) -> _Corpus:
+def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callable[[pa.Table], Any], stamp: str) -> _Corpus:
     """Read the input in order, cut it into shards of ``shard_rows`` and ``put`` each unfinished one into Ray.
 
-    A finished shard whose part is damaged (:func:`_part_damage`) is taken out of ``done`` and embedded again.
+    A finished shard whose part is damaged (:func:`_part_damage`, against the job's ``stamp``) is taken out of
+    ``done``, its part removed (it is this job's), and embedded again.
 
     Raises:
         ValueError: The input cannot be parsed; a missing, mixed-type or repeated id; with ``strict``, the
@@ -831,10 +854,12 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
         shard, start = len(sizes), len(sizes) * options.shard_rows
         sizes.append(table.num_rows)
         if shard in done:
-            damage = _part_damage(options.output / f"part-{shard:06d}.parquet", table["id"])
+            part = options.output / f"part-{shard:06d}.parquet"
+            damage = _part_damage(part, table["id"], stamp)
             if damage is None:
                 return
-            logger.warning("%s/part-%06d.parquet %s: embedding its %d rows again", options.output, shard, damage, table.num_rows)
+            logger.warning("%s %s: embedding its %d rows again", part, damage, table.num_rows)
+            part.unlink()  # so that a run failing before it is written again leaves no part that a later run checks again
             done.discard(shard)
         ordinals = np.arange(start, start + table.num_rows, dtype=np.int64)
         # take() copies the rows: a slice would drag its parent's whole buffers into the object store
@@ -857,7 +882,7 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
         logger.warning("%d more bad rows: each has a null vector and its reason in the error column", bad - _LOGGED_BAD_ROWS)
     all_ids = pa.chunked_array([chunk for array in ids for chunk in array.chunks], ids[0].type) if ids else pa.chunked_array([], pa.int64())
     _unique_ids(all_ids, options.id_field)
-    return _Corpus(sizes, todo, _final_id_type(all_ids, options.input.suffix.lower() == ".csv"), len(all_ids), bad)
+    return _Corpus(sizes, todo, _final_id_type(all_ids, options.input.suffix.lower() == ".csv"), len(all_ids), bad, stamp)
 
 
 # -- embedding -----------------------------------------------------------------------------------------
@@ -875,9 +900,10 @@ class _EmbedBatch:
         # model's vectors under this job's record, and a resumed run would mix the two
         now = {**_model_facts(self.embedder.folder, variant), **_library_facts()}
         changed = [key for key, value in model.items() if now[key] != value]
-        if set(changed) & set(_library_facts()):  # not the folder: this node's install differs from the driver's
-            raise RuntimeError(f"this Ray worker's {', '.join(f'{key} {now[key]}' for key in changed)} differ from the job's "
-                               f"({', '.join(f'{key} {model[key]}' for key in changed)}): vectors would differ between nodes; "
+        libraries = [key for key in changed if key in _library_facts()]
+        if libraries:  # not the folder: this node's install differs from the driver's
+            raise RuntimeError(f"this Ray worker's {', '.join(f'{key} {now[key]}' for key in libraries)} differ from the job's "
+                               f"({', '.join(f'{key} {model[key]}' for key in libraries)}): vectors would differ between nodes; "
                                "install the same versions on every node")
         if changed:
             raise ModelFolderError(f"{folder} changed since this job started ({', '.join(changed)} differ); the job's finished parts "
@@ -909,7 +935,7 @@ class _EmbedBatch:
                          _TRUNCATED: truncated})
 
 
-def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id_type: pa.DataType) -> None:
+def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id_type: pa.DataType, stamp: str) -> None:
     """Write one shard in input order, atomically (temporary name, then rename).
 
     Raises:
@@ -923,16 +949,18 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
     if not np.array_equal(ordinals, np.arange(start, start + len(ordinals))):
         raise RuntimeError(f"shard {shard} came back with rows other than {start}..{start + len(ordinals) - 1} once each; "
                            "nothing of it was written (a bug: please report it)")
-    part = pa.table({"id": table["id"].cast(id_type), "vector": table["vector"], "error": table["error"]})
+    part = pa.table({"id": table["id"].cast(id_type), "vector": table["vector"], "error": table["error"]},
+                    metadata={STAMP_KEY: stamp.encode()})
     tmp = output / f".part-{shard:06d}.parquet.tmp"
     try:
-        pq.write_table(part, tmp)
-        _sync(tmp)
+        with open(tmp, "wb") as handle:
+            pq.write_table(part, handle)
+            _sync(handle)
     except OSError as error:  # Arrow's OSError names no file (no space, quota): name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
     os.replace(tmp, output / f"part-{shard:06d}.parquet")
-    _sync(output)
+    _sync_folder(output)
 
 
 def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int, gpus: int) -> tuple[int, int]:
@@ -947,9 +975,9 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
             GPUs than ``actors``; actors x threads over the CPUs.
     """
     if actors is not None:
-        arguments.count("actors", actors)
+        actors = arguments.count("actors", actors)
     if threads is not None:
-        arguments.count("threads_per_actor", threads)
+        threads = arguments.count("threads_per_actor", threads)
     if device == "cuda":
         if gpus < 1:
             raise ValueError("device='cuda' but the Ray cluster has no GPU (device='auto' keeps cuda for a job whose finished parts "
@@ -962,7 +990,7 @@ def plan_actors(device: str, actors: int | None, threads: int | None, cpus: int,
     threads = threads or max(1, cpus // actors)
     if actors * threads > cpus:
         raise ValueError(f"actors={actors} x threads_per_actor={threads} > {cpus} CPUs of the Ray cluster; lower one of them "
-                         "(--actors, --threads)")
+                         "(the CLI's --actors, --threads)")
     return actors, threads
 
 
@@ -1014,7 +1042,7 @@ def _embed(options: RayJobOptions, corpus: _Corpus, model: dict[str, Any], encod
                 if received[shard] == corpus.sizes[shard]:
                     if not written:
                         start()
-                    _write_shard(options.output, shard, shard * options.shard_rows, collected.pop(shard), corpus.id_type)
+                    _write_shard(options.output, shard, shard * options.shard_rows, collected.pop(shard), corpus.id_type, corpus.stamp)
                     written += 1
             progress.update(batch.num_rows)
     if collected:  # every row goes in and comes out of map_batches: a shortfall is a bug, never a silent gap
@@ -1173,6 +1201,12 @@ def _start_ray(options: RayJobOptions) -> None:
                 raise
             raise ValueError(f"{where[0]}: no Ray cluster answered there ({' '.join(str(error).split())}); "
                              "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
+        except SystemExit as stop:  # ray.init's own SIGTERM handler (sys.exit(15)) ran while it started Ray
+            if not (main_thread and stop.code == signal.SIGTERM and callable(previous)):
+                raise
+            signal.signal(signal.SIGTERM, previous)
+            signal.raise_signal(signal.SIGTERM)  # the program's handler (the CLI's: "terminated", status 143) decides
+            raise
         finally:
             if main_thread:
                 # ray.init sets its own SIGTERM handler (sys.exit) and its C++ core then Abseil's, which prints a C++ stack
@@ -1237,7 +1271,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     try:  # a failed or interrupted run: keep finished parts, leave no empty folder behind
         lock = _lock_output(options.output)  # before _job.json is read: what it says holds until this run ends
         done = _resumable(options.output, job, options.overwrite)
-        corpus = _read(options, files, done, put)
+        corpus = _read(options, files, done, put, _job_stamp(job))
         _check_input_unchanged(options.input, files, job["input"]["files"])  # what was read is what was hashed
         counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
                   "rows": corpus.rows, "bad_rows": corpus.bad_rows}

@@ -114,11 +114,12 @@ def _check_options(options: ExportOptions) -> ExportOptions:
     unknown = [name for name in options.variants if name not in VARIANTS]
     if unknown or not options.variants or len(set(options.variants)) != len(options.variants):
         raise ExportError(f"variants={','.join(options.variants)!r}: choose each at most once from {','.join(VARIANTS)}")
-    arguments.count("validation_samples", options.validation_samples, validation_texts.MIN_TEXTS, 100_000)
-    arguments.count("seed", options.seed, 0, 2**63 - 1)
     for name in ("random_weights", "hidden_states", "overwrite", "force"):
         arguments.flag(name, getattr(options, name))
-    return options
+    # as Python ints: a NumPy integer is taken, and torch's manual_seed and the manifest's JSON want an int
+    return replace(options, validation_samples=arguments.count("validation_samples", options.validation_samples,
+                                                               validation_texts.MIN_TEXTS, 100_000),
+                   seed=arguments.count("seed", options.seed, 0, 2**63 - 1))
 
 
 def export_model(options: ExportOptions) -> Path:

@@ -378,6 +378,11 @@ def check_output(target: Path, overwrite: bool) -> None:
         raise _exists(target)
 
 
+def _cannot_write(target: Path, error: OSError) -> ExportError:
+    return ExportError(f"output={str(target)!r}: cannot write in {target.parent} ({error.strerror or error}); choose a folder "
+                       "you can write to")
+
+
 @contextlib.contextmanager
 def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty folder beside ``target``; on success it replaces ``target`` in one rename or atomic exchange.
@@ -392,13 +397,19 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     target = _check_target(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        settle_dead_exports(target.parent)
-        if target.exists() and not overwrite:
-            raise _exists(target)
+    except OSError as error:
+        raise _cannot_write(target, error) from error
+    settle_dead_exports(target.parent)
+    if target.exists() and not overwrite:
+        raise _exists(target)
+    try:
         claim, fd = _claim(target)
-    except OSError as error:  # permissions, a read-only or full disk, /proc: the folder beside which the export stages
-        raise ExportError(f"output={str(target)!r}: cannot write in {target.parent} ({error.strerror or error}); "
-                          "choose a folder you can write to") from error
+    except OSError as error:
+        # permissions, a read-only or full disk, a folder such as /proc that takes no new file; anything else (a lock
+        # that fails) keeps its traceback
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.ENOENT):
+            raise
+        raise _cannot_write(target, error) from error
     try:
         os.mkdir(claim.staging)
         yield claim.staging

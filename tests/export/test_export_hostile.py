@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -305,9 +306,12 @@ def test_export_options_take_paths_as_str_or_path(tiny_source, tmp_path):
     a str raised AttributeError ('is_file'), and variants='fp32' became the variants 'f,p,3,2'."""
     from tests.conftest import STS_DIR
 
+    # NumPy integers are counts as ints are (torch's manual_seed refused np.int64 once the check let it through)
     out = export_model(ExportOptions(source=tiny_source, output=str(tmp_path / "out"), random_weights=True, tokenizer=tiny_source,
-                                     validation_texts=str(STS_DIR / "sts-dev.csv"), variants=["fp32"], validation_samples=8))
+                                     validation_texts=str(STS_DIR / "sts-dev.csv"), variants=["fp32"], validation_samples=np.int32(8),
+                                     seed=np.int64(3)))
     assert out == tmp_path / "out" and (out / "model_fp32.onnx").is_file()
+    assert json.loads((out / "manifest.json").read_text())["source"]["seed"] == 3
     for bad, message in ((dict(variants="fp32"), r"variants='fp32': pass a tuple of names"), (dict(source=7), r"source=7: pass a str")):
         with pytest.raises(TypeError, match=message):
             export_model(ExportOptions(**{"source": tiny_source, "output": tmp_path / "again", "random_weights": True, **bad}))

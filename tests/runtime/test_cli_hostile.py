@@ -327,6 +327,37 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tiny_folder, texts_file, tmp_path
     assert main(["info", str(tiny_folder)]) == 0 and signal.getsignal(signal.SIGTERM) is before  # main() gave the handler back
 
 
+def test_an_ignored_sigterm_stays_ignored(tiny_folder, texts_file, tmp_path):
+    # `trap '' TERM` (or nohup-like wrappers) ignore SIGTERM for the processes they start: main() must not undo that
+    code = (
+        "import os, signal\n"
+        "from albert_onnx import AlbertEmbedder\n"
+        "from albert_onnx.cli import main\n"
+        "encode = AlbertEmbedder.encode\n"
+        "def terminated_then_encode(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); return encode(*args, **kwargs)\n"
+        "AlbertEmbedder.encode = terminated_then_encode\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--input', {str(texts_file)!r}, '--output', {str(tmp_path / 'v.npy')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "v.npy").shape[0] == 2
+
+
+def test_a_second_sigterm_does_not_interrupt_the_cleanup_of_the_first():
+    # the first SIGTERM raises where the command is; its cleanup (a temporary removed, Ray shut down) then runs to the end
+    from albert_onnx.cli import _terminate, _Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(_Terminated):
+            _terminate(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.parametrize("command", ["info", "embed"])
 def test_a_closed_stdout_ends_quietly(tiny_folder, tmp_path, command):
     (tmp_path / "in.txt").write_text("text\n" * 100)  # 51 KB of vectors: more than one write

@@ -107,10 +107,15 @@ def test_tuples_and_other_sequences_are_accepted(fp32):
 
 def test_numpy_integers_are_counts_as_ints_are(tiny_folder, fp32, sts_texts):
     # such as lengths.max(): refused as "pass an int" before (found by an attack, 2026-12-07)
-    texts = sts_texts[:6]
-    np.testing.assert_array_equal(fp32.encode(texts, batch_size=np.int64(2), max_length=np.int32(16), layer=np.int64(-2)),
-                                  fp32.encode(texts, batch_size=2, max_length=16, layer=-2))
-    np.testing.assert_array_equal(fp32.word_vectors(["guitar", "piano"], batch_size=np.uint8(1)), fp32.word_vectors(["guitar", "piano"]))
+    texts = sts_texts[:300]  # more than 255 rows: uint8 arithmetic on batch_size would wrap
+    np.testing.assert_array_equal(fp32.encode(texts, batch_size=np.uint8(200), max_length=np.int8(16), layer=np.int8(-2)),
+                                  fp32.encode(texts, batch_size=200, max_length=16, layer=-2))
+    tokens = fp32.encode_tokens(texts, batch_size=np.int8(100), max_length=np.uint8(8))
+    assert [t.tokens for t in tokens] == [t.tokens for t in fp32.encode_tokens(texts, max_length=8)]
+    np.testing.assert_array_equal(fp32.encode_ids(fp32.tokenize(texts, max_length=np.uint8(16)), batch_size=np.uint8(200)),
+                                  fp32.encode(texts, max_length=16, normalize=False))
+    words = ["guitar", "piano"] * 150
+    np.testing.assert_array_equal(fp32.word_vectors(words, batch_size=np.uint8(200)), fp32.word_vectors(words))
     assert AlbertEmbedder.from_pretrained(tiny_folder, variant="fp32", threads=np.int64(1))._runner.session.get_session_options() \
         .intra_op_num_threads == 1
     with pytest.raises(TypeError, match=r"^batch_size=np.True_: pass an int >= 1$"):  # numpy's bool is no count

@@ -9,8 +9,10 @@ from __future__ import annotations
 import array
 import copy
 import json
+import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -70,6 +72,8 @@ FEEDS = {
     "float ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, np.float32), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype float32"),
     "timedelta ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD).astype("m8[s]"), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype timedelta64"),
     "None ids": (lambda e: e.embedder.encode_ids({"input_ids": None, "attention_mask": GOOD_MASK}), TypeError, r"feeds\['input_ids'\] has dtype object"),
+    "float mask": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, np.asarray(GOOD_MASK, np.float32))), TypeError,
+                   r"feeds\['attention_mask'\] has dtype float32; pass a mask of 0/1 integers or bools"),
     "bool ids": (lambda e: e.embedder.encode_ids(ids_mask(np.asarray(GOOD, bool), GOOD_MASK)), TypeError, r"feeds\['input_ids'\] has dtype bool"),
     "bool types": (lambda e: e.embedder.encode_ids(ids_mask(GOOD, GOOD_MASK, token_type_ids=np.zeros((2, 4), bool))), TypeError,
                    r"feeds\['token_type_ids'\] has dtype bool"),
@@ -173,8 +177,10 @@ ARGUMENTS = {
     "encode_ids normalize": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), normalize="yes"), TypeError, r"normalize='yes'"),
     "encode_ids batch_size": (on("encode_ids", ids_mask(GOOD, GOOD_MASK), batch_size=0), ValueError, r"batch_size=0"),
     # ONNX Runtime's own TypeError named neither the embedder nor the way out
-    "pickle": (lambda e: pickle.dumps(e.embedder), TypeError, r"^an AlbertEmbedder holds an ONNX Runtime session, which cannot "
-               r"be pickled or copied; load one in each process with AlbertEmbedder.from_pretrained\('.*'\), or share"),
+    **{f"pickle protocol {protocol}": (lambda e, protocol=protocol: pickle.dumps(e.embedder, protocol), TypeError,
+                                      r"^an AlbertEmbedder holds an ONNX Runtime session, which cannot be pickled or deep-copied; "
+                                      r"load one in each process with AlbertEmbedder.from_pretrained\('.*'\), or share")
+       for protocol in range(pickle.HIGHEST_PROTOCOL + 1)},  # protocol 0 aborted the process (ONNX Runtime's allocation)
     "deepcopy": (lambda e: copy.deepcopy(e.embedder), TypeError, r"^an AlbertEmbedder holds an ONNX Runtime session"),
 }
 
@@ -438,6 +444,32 @@ def test_a_variant_forced_past_its_gate_warns_when_loaded(env):
         edited_copy(failed)(env)
     # attributed to the caller's from_pretrained line (here in edited_copy), not to albert_onnx's insides
     assert [Path(w.filename).name for w in caught] == ["test_hostile.py"]
+
+
+def test_a_graph_whose_path_is_too_long_is_one_line(tiny_folder, tmp_path, monkeypatch):
+    # the folder and its manifest within PATH_MAX (4096 with the NUL), its graph past it: an OSError traceback before
+    monkeypatch.chdir(tmp_path)
+    length = len(os.fsencode(tmp_path))
+    while length < 4081 - 201:  # relative mkdirs: each name is short, only the absolute path is long
+        os.mkdir("d" * 200)
+        os.chdir("d" * 200)
+        length += 201
+    name = "m" * (4081 - length - 1)
+    os.mkdir(name)
+    os.chdir(name)
+    for file in tiny_folder.iterdir():
+        shutil.copyfile(file, file.name)
+    folder = Path(os.getcwd())
+    assert len(os.fsencode(folder / "manifest.json")) == 4095
+    with pytest.raises(ModelFolderError, match=r"/model_fp32\.onnx: the path is too long for this system \(4097 bytes\); "
+                                               r"move the model folder to a shorter path$"):
+        AlbertEmbedder.from_pretrained(folder, variant="fp32", device="cpu")
+
+
+def test_a_shallow_copy_shares_the_session_and_embeds_alike(env):
+    copied = copy.copy(env.embedder)
+    assert copied is not env.embedder and copied._runner is env.embedder._runner
+    np.testing.assert_array_equal(copied.encode(["a b c"]), env.embedder.encode(["a b c"]))
 
 
 def test_a_passed_variant_loads_without_a_warning(env):

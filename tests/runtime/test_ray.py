@@ -74,7 +74,11 @@ def _vectors(rows: dict, ids) -> np.ndarray:
     return np.stack([np.asarray(rows[i]["vector"], np.float32) for i in ids])
 
 
-def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_folder, sts_texts, tmp_path, caplog):
+def _failing_embed(*args, **kwargs):
+    raise RuntimeError("the run failed")
+
+
+def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_folder, sts_texts, tmp_path, caplog, monkeypatch):
     texts = sts_texts[:500]
     records = [{"id": i, "text": t} for i, t in enumerate(texts)]
     records += [{"id": 1000, "text": None}, {"id": 1001}, {"id": 1002, "text": 7}, {"id": 1003, "text": "a\ud800b"}]
@@ -112,14 +116,24 @@ def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_f
     # done: counted as finished before (found by an attack, 2026-12-07), so the job ended with rows missing or twice
     (out / "part-000001.parquet").write_bytes(b"")
     shutil.copyfile(out / "part-000000.parquet", out / "part-000002.parquet")
+    other_job = pq.read_table(out / "part-000003.parquet").replace_schema_metadata(None)  # same ids, no stamp of this job
+    pq.write_table(other_job, out / "part-000003.parquet")
+    monkeypatch.setattr(ray_job, "_embed", _failing_embed)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
-        counts = run_ray_job(options)
-    assert (counts["skipped"], counts["written"]) == (2, 2)
-    logged = [record.getMessage() for record in caplog.records]
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"), pytest.raises(RuntimeError, match="^the run failed$"):
+        run_ray_job(options)
+    logged = [record.getMessage() for record in caplog.records if record.getMessage().endswith("rows again")]
+    assert len(logged) == 3
     assert logged[0].startswith(f"{out}/part-000001.parquet cannot be read (")
     assert logged[0].endswith("Parquet file size is 0 bytes): embedding its 128 rows again")
     assert logged[1] == f"{out}/part-000002.parquet holds other ids than this shard's rows: embedding its 128 rows again"
+    assert logged[2] == (f"{out}/part-000003.parquet was not written by this job (no stamp of its fingerprint, or another's): "
+                         "embedding its 120 rows again")
+    # a run that fails after the check leaves no damaged part for the next one to check again
+    assert sorted(path.name for path in out.glob("part-*")) == ["part-000000.parquet"]
+    monkeypatch.undo()
+    counts = run_ray_job(options)
+    assert (counts["skipped"], counts["written"]) == (1, 3)
     assert _read_all(out) == rows
 
 
@@ -338,7 +352,7 @@ def test_numpy_integer_options_are_recorded_as_ints(tiny_folder, tmp_path):
 def test_actor_plan_fits_the_cpus_and_gives_each_gpu_an_actor():
     assert plan_actors("cpu", None, None, 2, 0) == (2, 1)
     assert plan_actors("cpu", 1, None, 2, 0) == (1, 2)
-    with pytest.raises(ValueError, match=r"^actors=2 x threads_per_actor=2 > 2 CPUs of the Ray cluster; lower one of them \(--actors, --threads\)$"):
+    with pytest.raises(ValueError, match=r"^actors=2 x threads_per_actor=2 > 2 CPUs of the Ray cluster; lower one of them \(the CLI's --actors, --threads\)$"):
         plan_actors("cpu", 2, 2, 2, 0)
     assert plan_actors("cuda", None, None, 64, 4) == (4, 1)  # one actor per GPU across the cluster
     assert plan_actors("cuda", 2, 3, 64, 4) == (2, 3)
@@ -370,15 +384,18 @@ def test_cli_ray_engine_two_actors_one_thread_each(local_ray, tiny_folder, sts_t
 
 def test_cli_ray_job_of_its_own_keeps_ray_info_off_the_console(tiny_folder, sts_texts, tmp_path):
     """A command that starts Ray: Ray's INFO lines (a dozen of them, "Started a local Ray instance", Ray Data's
-    execution plan and progress) stay in Ray's log files; the command's summary is its last line."""
+    execution plan and progress) stay in Ray's log files; the command's summary is its last line. Two warnings of
+    every such run are gone too: the local Ray's token authentication notice, and Ray Data's about an actor pool
+    larger than the shards to embed (2 actors asked, 1 shard)."""
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(sts_texts[:20]) + "\n")
     result = subprocess.run([sys.executable, "-m", "albert_onnx.cli", "embed", str(tiny_folder), "--engine", "ray", "--input",
-                             str(source), "--output", str(tmp_path / "out"), "--actors", "1", "--variant", "fp32", "--device", "cpu"],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+                             str(source), "--output", str(tmp_path / "out"), "--actors", "2", "--threads", "1", "--variant", "fp32",
+                             "--device", "cpu"], capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stderr.splitlines()
     assert [line for line in lines if re.search(r"\sINFO\s", line)] == []
+    assert [line for line in lines if "Token authentication is enabled" in line or "concurrent actors" in line] == []
     assert lines[-1] == f"20 rows in 1 shards: 1 written, 0 already done, 0 bad rows -> {tmp_path / 'out'}"
     assert set(_read_all(tmp_path / "out")) == set(range(20))
 
@@ -407,6 +424,26 @@ def test_sigterm_ends_a_ray_job_in_one_line_and_keeps_finished_parts(local_ray, 
     assert "SIGTERM received" not in result.stderr and "Traceback" not in result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["_job.json", "part-000000.parquet"]  # no lock, no temporary
     assert ray_job.run_ray_job(_options(tiny_folder, source, out, variant="auto", shard_rows=10))["skipped"] == 1
+
+
+def test_sigterm_while_ray_starts_is_the_commands_sigterm(tiny_folder, tmp_path):
+    # ray.init sets a SIGTERM handler of its own (sys.exit(15)) while it starts Ray: the command exited 15, silently
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\n")
+    code = (
+        "import os, signal, sys, time\n"
+        "import ray\n"
+        "from albert_onnx.cli import main\n"
+        "def init_then_terminated(*args, **kwargs):\n"
+        "    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does first\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+        "ray.init = init_then_terminated\n"
+        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', "
+        f"{str(tmp_path / 'out')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (143, "albert-onnx: terminated\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt"]
 
 
 @pytest.mark.parametrize("max_length", [8, None])
@@ -472,9 +509,9 @@ def test_an_input_written_while_the_job_reads_it_is_refused(local_ray, tiny_fold
     _write_jsonl(source, [{"id": 1, "text": "a cat"}, {"id": 2, "text": "a dog"}])
     read = ray_job._read
 
-    def read_after_a_write(options, files, done, put):
+    def read_after_a_write(*args):
         _write_jsonl(source, [{"id": 1, "text": "something else"}, {"id": 2, "text": "a dog"}])
-        return read(options, files, done, put)
+        return read(*args)
 
     monkeypatch.setattr(ray_job, "_read", read_after_a_write)
     with pytest.raises(ValueError, match=rf"^input={re.escape(repr(str(source)))}: in\.jsonl changed while this job read it "
@@ -925,6 +962,23 @@ def test_arrow_string_types_are_one_type(local_ray, tiny_folder, tmp_path):
     assert pq.read_schema(next((tmp_path / "out").glob("part-*.parquet"))).field("id").type == pa.string()
 
 
+def test_parts_and_the_record_reach_the_disk_before_and_after_their_rename(tmp_path, monkeypatch):
+    # a rename that reaches the disk before the file's data leaves a zero-byte part after a power cut
+    synced = []
+    fsync = os.fsync
+
+    def recording(descriptor):
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+    ray_job._write_shard(tmp_path, 0, 0, [table], pa.int64(), "stamp")
+    ray_job._write_json(tmp_path / ray_job.JOB_FILE, {"job": {}})
+    assert synced == [str(tmp_path / ".part-000000.parquet.tmp"), str(tmp_path), str(tmp_path / f".{ray_job.JOB_FILE}.tmp"), str(tmp_path)]
+    assert pq.read_table(tmp_path / "part-000000.parquet")["id"].to_pylist() == [1]
+
+
 @pytest.mark.parametrize("write", ["part", "record"])
 def test_a_full_disk_names_the_file_it_was_writing(tiny_folder, tmp_path, monkeypatch, write):
     # Arrow's and Python's write errors carry no file name; the CLI reports an OSError in one line only with one
@@ -938,10 +992,10 @@ def test_a_full_disk_names_the_file_it_was_writing(tiny_folder, tmp_path, monkey
         monkeypatch.setattr(pq, "write_table", no_space)
         table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
         with pytest.raises(OSError) as caught:
-            ray_job._write_shard(out, 0, 0, [table], pa.int64())
+            ray_job._write_shard(out, 0, 0, [table], pa.int64(), "stamp")
         temporary = out / ".part-000000.parquet.tmp"
     else:
-        monkeypatch.setattr(Path, "write_text", no_space)
+        monkeypatch.setattr(ray_job, "_sync", no_space)  # where a full disk (or NFS) reports what a write left unwritten
         with pytest.raises(OSError) as caught:
             ray_job._write_json(out / ray_job.JOB_FILE, {"job": {}})
         temporary = out / f".{ray_job.JOB_FILE}.tmp"
