@@ -289,6 +289,24 @@ def _finished_parts(output: Path) -> set[int]:
     return {int(match.group(1)) for path in output.iterdir() if (match := _PART.fullmatch(path.name)) and path.is_file()}
 
 
+def _refuse_stray_parts(output: Path, shards: int) -> None:
+    """Part files that are none of this job's shards (past its last one, or another spelling of a shard's number,
+    such as part-0000003.parquet) would be read with the output: a copy by hand, never what a job writes.
+
+    Raises:
+        ValueError: Naming them (one line).
+    """
+    def stray(name: str) -> bool:
+        match = _PART.fullmatch(name)
+        return match is not None and (name != f"part-{int(match.group(1)):06d}.parquet" or int(match.group(1)) >= shards)
+
+    names = sorted(path.name for path in output.iterdir() if stray(path.name))
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ValueError(f"output {output}/ holds {shown}, which this job of {shards} shards did not write; readers of the folder "
+                         "would take them for its rows: move them away")
+
+
 def _read_record(output: Path) -> Any:
     """``output``/_job.json, parsed.
 
@@ -820,9 +838,13 @@ def _part_damage(path: Path, ids: pa.ChunkedArray, stamp: str) -> str | None:
         with pq.ParquetFile(path) as parquet:
             if (parquet.schema_arrow.metadata or {}).get(STAMP_KEY) != stamp.encode():
                 return "was not written by this job (no stamp of its fingerprint, or another's)"
-            rows, names = parquet.metadata.num_rows, parquet.schema_arrow.names
-            if names != ["id", "vector", "error"] or rows != len(ids):
-                return f"holds {rows} rows of columns {names}, not this shard's {len(ids)} rows of id, vector, error"
+            rows, schema = parquet.metadata.num_rows, parquet.schema_arrow
+            if schema.names != ["id", "vector", "error"] or rows != len(ids):
+                return f"holds {rows} rows of columns {schema.names}, not this shard's {len(ids)} rows of id, vector, error"
+            vector = schema.field("vector").type
+            if not (pa.types.is_fixed_size_list(vector) and vector.value_type == pa.float32()
+                    and schema.field("error").type == pa.string()):
+                return f"has a vector column of {vector} and an error column of {schema.field('error').type}, not a job's types"
             # as text: csv ids become ints in the output when every one is a plain integer (see _final_id_type)
             same = pc.equal(parquet.read(columns=["id"])["id"].cast(pa.string()), ids.cast(pa.string()))
     except (OSError, pa.ArrowException) as error:
@@ -959,7 +981,12 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
     except OSError as error:  # Arrow's OSError names no file (no space, quota): name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
-    os.replace(tmp, output / f"part-{shard:06d}.parquet")
+    target = output / f"part-{shard:06d}.parquet"
+    try:
+        os.replace(tmp, target)
+    except OSError as error:  # a folder put where the part goes: name it, not the temporary file
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(target)) from None
     _sync_folder(output)
 
 
@@ -1192,27 +1219,50 @@ def _start_ray(options: RayJobOptions) -> None:
         where = _ray_address(options)
         if where is not None:
             _check_reachable(*where)
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-        try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
-        except ConnectionError as error:
-            if where is None:
-                raise
-            raise ValueError(f"{where[0]}: no Ray cluster answered there ({' '.join(str(error).split())}); "
-                             "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
-        except SystemExit as stop:  # ray.init's own SIGTERM handler (sys.exit(15)) ran while it started Ray
-            if not (main_thread and stop.code == signal.SIGTERM and callable(previous)):
-                raise
-            signal.signal(signal.SIGTERM, previous)
-            signal.raise_signal(signal.SIGTERM)  # the program's handler (the CLI's: "terminated", status 143) decides
-            raise
-        finally:
-            if main_thread:
-                # ray.init sets its own SIGTERM handler (sys.exit) and its C++ core then Abseil's, which prints a C++ stack
-                # dump: the program's own handler goes back (Ray's Python one where the program had none)
-                kept = previous if previous not in (None, signal.SIG_DFL) else signal.getsignal(signal.SIGTERM)
-                signal.signal(signal.SIGTERM, kept if kept is not None else signal.SIG_DFL)
+        with _programs_sigterm():
+            try:
+                ray.init(address=options.address, include_dashboard=False, log_to_driver=False, **options.ray_init_kwargs)
+            except ConnectionError as error:
+                if where is None:
+                    raise
+                raise ValueError(f"{where[0]}: no Ray cluster answered there ({' '.join(str(error).split())}); "
+                                 "pass the address `ray status` shows on the head node, or omit it to start Ray here") from error
+
+
+@contextlib.contextmanager
+def _programs_sigterm() -> Iterator[None]:
+    """Keep a program's own SIGTERM disposition (a handler, as the CLI's, or SIG_IGN) through ray.init and after it.
+
+    ray.init sets a handler of its own (sys.exit(15), which ended the CLI silently with status 15), and the C++ core it
+    starts installs Abseil's failure handler, which prints a C++ stack dump and may abort; a program that set neither
+    keeps Ray's behaviour. Only from the main thread, where signal handlers are set.
+    """
+    import ray._private.ray_constants as ray_constants
+    import ray._private.utils as ray_utils
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous in (None, signal.SIG_DFL):
+        yield
+        return
+    set_handler, no_dump = ray_utils.set_sigterm_handler, getattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
+    ray_utils.set_sigterm_handler = lambda handler: None
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # this process's core only: Ray's workers keep theirs
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = set_handler
+        if no_dump is not None:
+            ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = no_dump
+        signal.signal(signal.SIGTERM, previous)  # the C level too, in case anything in ray.init replaced it there
+
+
+def restore_sigterm() -> None:
+    """Put this process's SIGTERM handler back at the C level, where ray.shutdown() leaves the default (Python still
+    reports the handler, which then never runs). From the main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def missing_extra() -> str | None:
@@ -1272,6 +1322,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         lock = _lock_output(options.output)  # before _job.json is read: what it says holds until this run ends
         done = _resumable(options.output, job, options.overwrite)
         corpus = _read(options, files, done, put, _job_stamp(job))
+        _refuse_stray_parts(options.output, len(corpus.sizes))
         _check_input_unchanged(options.input, files, job["input"]["files"])  # what was read is what was hashed
         counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
                   "rows": corpus.rows, "bad_rows": corpus.bad_rows}

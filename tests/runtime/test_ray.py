@@ -136,6 +136,26 @@ def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_f
     assert (counts["skipped"], counts["written"]) == (1, 3)
     assert _read_all(out) == rows
 
+    # a part with this job's stamp and ids but vectors of another type is not done either
+    part = pq.read_table(out / "part-000002.parquet")
+    retyped = part.set_column(1, "vector", part["vector"].cast(pa.list_(pa.float64())))
+    pq.write_table(retyped.replace_schema_metadata(part.schema.metadata), out / "part-000002.parquet")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="albert_onnx"):
+        assert run_ray_job(options)["written"] == 1
+    assert [record.getMessage() for record in caplog.records if record.getMessage().endswith("rows again")] == [
+        f"{out}/part-000002.parquet has a vector column of list<element: double> and an error column of string, not a job's types: "
+        "embedding its 128 rows again"]
+    assert _read_all(out) == rows
+
+    # parts that are none of the job's shards would be read with the output: copies past the last shard, or another
+    # spelling of a shard's number (found by an attack, 2026-12-07: the rerun reported success over 1300 rows of 1200)
+    shutil.copyfile(out / "part-000003.parquet", out / "part-000050.parquet")
+    shutil.copyfile(out / "part-000001.parquet", out / "part-0000001.parquet")
+    with pytest.raises(ValueError, match=rf"^output {re.escape(str(out))}/ holds part-0000001\.parquet, part-000050\.parquet, which "
+                                         "this job of 4 shards did not write; readers of the folder would take them for its rows: move"):
+        run_ray_job(options)
+
 
 def test_rerunning_another_job_into_the_output_is_refused_in_one_line(local_ray, tiny_folder, sts_texts, tmp_path, monkeypatch):
     records = [{"id": f"s{i:03d}", "text": t} for i, t in enumerate(sts_texts[:40])]
@@ -426,24 +446,53 @@ def test_sigterm_ends_a_ray_job_in_one_line_and_keeps_finished_parts(local_ray, 
     assert ray_job.run_ray_job(_options(tiny_folder, source, out, variant="auto", shard_rows=10))["skipped"] == 1
 
 
-def test_sigterm_while_ray_starts_is_the_commands_sigterm(tiny_folder, tmp_path):
-    # ray.init sets a SIGTERM handler of its own (sys.exit(15)) while it starts Ray: the command exited 15, silently
-    source = tmp_path / "in.txt"
+@pytest.mark.parametrize("ignored", [False, True])
+def test_sigterm_while_ray_starts_is_the_commands_sigterm(tiny_folder, tmp_path, ignored):
+    # While ray.init ran, Ray's own SIGTERM handler (sys.exit(15)) ended the command silently with status 15, and once
+    # its C++ core was up, Abseil's printed a stack dump and could abort; an ignored SIGTERM was not ignored there
+    # (found by attacks, 2026-12-07). Sent once the core is connected, before ray.init returns.
+    source, out = tmp_path / "in.txt", tmp_path / "out"
     source.write_text("a\nb\n")
     code = (
-        "import os, signal, sys, time\n"
-        "import ray\n"
+        "import os, signal\n"
+        "import ray._private.worker as worker\n"
         "from albert_onnx.cli import main\n"
-        "def init_then_terminated(*args, **kwargs):\n"
-        "    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does first\n"
-        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
-        "ray.init = init_then_terminated\n"
-        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', "
-        f"{str(tmp_path / 'out')!r}]))\n"
+        "connect = worker.connect\n"
+        "def connect_then_terminated(*args, **kwargs):\n"
+        "    result = connect(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return result\n"
+        "worker.connect = connect_then_terminated\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignored else "")
+        + f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', {str(out)!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert (result.returncode, result.stderr) == (143, "albert-onnx: terminated\n")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt"]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**os.environ, "RAY_ADDRESS": ""})
+    assert "SIGTERM received" not in result.stderr and "Traceback" not in result.stderr
+    if ignored:
+        assert result.returncode == 0, result.stderr
+        assert set(_read_all(out)) == {0, 1}
+    else:
+        assert (result.returncode, result.stderr.splitlines()[-1]) == (143, "albert-onnx: terminated"), result.stderr
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_sigterm_after_ray_shuts_down_still_reaches_the_command(tiny_folder, tmp_path):
+    # ray.shutdown() left SIGTERM at its default in C while Python still named the CLI's handler: a SIGTERM in the
+    # command's last moments ended it silently (found by an attack, 2026-12-07)
+    source, out = tmp_path / "in.txt", tmp_path / "out"
+    source.write_text("a\nb\n")
+    code = (
+        "import os, signal\n"
+        "from albert_onnx import ray_job\n"
+        "from albert_onnx.cli import main\n"
+        "restore = ray_job.restore_sigterm\n"
+        "def restore_then_terminated():\n"
+        "    restore(); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "ray_job.restore_sigterm = restore_then_terminated\n"
+        f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', {str(out)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**os.environ, "RAY_ADDRESS": ""})
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (143, "albert-onnx: terminated"), result.stderr
 
 
 @pytest.mark.parametrize("max_length", [8, None])
@@ -977,6 +1026,17 @@ def test_parts_and_the_record_reach_the_disk_before_and_after_their_rename(tmp_p
     ray_job._write_json(tmp_path / ray_job.JOB_FILE, {"job": {}})
     assert synced == [str(tmp_path / ".part-000000.parquet.tmp"), str(tmp_path), str(tmp_path / f".{ray_job.JOB_FILE}.tmp"), str(tmp_path)]
     assert pq.read_table(tmp_path / "part-000000.parquet")["id"].to_pylist() == [1]
+
+
+def test_a_folder_where_a_part_goes_is_named_and_no_temporary_is_left(tmp_path):
+    (tmp_path / "part-000000.parquet").mkdir()
+    (tmp_path / "part-000000.parquet" / "mine.txt").write_text("mine")
+    table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+    with pytest.raises(OSError) as caught:
+        ray_job._write_shard(tmp_path, 0, 0, [table], pa.int64(), "stamp")
+    assert caught.value.filename == str(tmp_path / "part-000000.parquet")  # it named .part-000000.parquet.tmp
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["part-000000.parquet"]
+    assert (tmp_path / "part-000000.parquet" / "mine.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("write", ["part", "record"])
