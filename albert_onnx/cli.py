@@ -782,7 +782,6 @@ def _ray_console() -> Iterator[None]:
         try:
             if started_here and ray.is_initialized():
                 ray.shutdown()  # its printer of workers' errors runs in a thread, which would write after the error line
-                importlib.import_module("albert_onnx.ray_job").restore_sigterm()  # shutdown left SIGTERM at its default
         except Exception as error:  # the job's own outcome is what to report; this one only as a warning
             logging.getLogger("albert_onnx").warning("could not shut down Ray after the job: %s", error)
         finally:

@@ -286,19 +286,26 @@ def _shown_fact(key: str, value: object) -> str:
 def _finished_parts(output: Path) -> set[int]:
     if not output.is_dir():
         return set()
-    return {int(match.group(1)) for path in output.iterdir() if (match := _PART.fullmatch(path.name)) and path.is_file()}
+    return {int(match.group(1)) for path in output.iterdir()  # another spelling of a number is a stray part, not a shard
+            if (match := _PART.fullmatch(path.name)) and path.name == f"part-{int(match.group(1)):06d}.parquet" and path.is_file()}
 
 
-def _refuse_stray_parts(output: Path, shards: int) -> None:
-    """Part files that are none of this job's shards (past its last one, or another spelling of a shard's number,
-    such as part-0000003.parquet) would be read with the output: a copy by hand, never what a job writes.
+def _refuse_stray_parts(output: Path, shards: int, overwrite: bool) -> None:
+    """Parquet files in the output that are none of this job's shards would be read with it (pyarrow, Ray Data and
+    pandas read a folder's every .parquet file not named ._*): a part past the job's last shard, another spelling of
+    a shard's number (part-0000001.parquet), a file manager's "part-000001 (copy).parquet". With ``overwrite`` the
+    old job's part files are removed when this run writes its first part, so only other files count.
 
     Raises:
         ValueError: Naming them (one line).
     """
     def stray(name: str) -> bool:
+        if not name.lower().endswith(".parquet") or name.startswith((".", "_")):
+            return False
         match = _PART.fullmatch(name)
-        return match is not None and (name != f"part-{int(match.group(1)):06d}.parquet" or int(match.group(1)) >= shards)
+        if match is not None and overwrite:
+            return False
+        return match is None or name != f"part-{int(match.group(1)):06d}.parquet" or int(match.group(1)) >= shards
 
     names = sorted(path.name for path in output.iterdir() if stray(path.name))
     if names:
@@ -881,7 +888,7 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
             if damage is None:
                 return
             logger.warning("%s %s: embedding its %d rows again", part, damage, table.num_rows)
-            part.unlink()  # so that a run failing before it is written again leaves no part that a later run checks again
+            part.unlink(missing_ok=True)  # a run failing before it is written again leaves no part for the next to check
             done.discard(shard)
         ordinals = np.arange(start, start + table.num_rows, dtype=np.int64)
         # take() copies the rows: a slice would drag its parent's whole buffers into the object store
@@ -1245,24 +1252,18 @@ def _programs_sigterm() -> Iterator[None]:
         yield
         return
     set_handler, no_dump = ray_utils.set_sigterm_handler, getattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
-    ray_utils.set_sigterm_handler = lambda handler: None
-    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # this process's core only: Ray's workers keep theirs
     try:
+        ray_utils.set_sigterm_handler = lambda handler: None
+        # this process's core only (Ray's workers keep theirs); it also keeps ray.shutdown() from resetting SIGTERM
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
         yield
     finally:
         ray_utils.set_sigterm_handler = set_handler
-        if no_dump is not None:
+        if no_dump is None:
+            del ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+        else:
             ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = no_dump
         signal.signal(signal.SIGTERM, previous)  # the C level too, in case anything in ray.init replaced it there
-
-
-def restore_sigterm() -> None:
-    """Put this process's SIGTERM handler back at the C level, where ray.shutdown() leaves the default (Python still
-    reports the handler, which then never runs). From the main thread only."""
-    if threading.current_thread() is threading.main_thread():
-        handler = signal.getsignal(signal.SIGTERM)
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
 
 
 def missing_extra() -> str | None:
@@ -1322,7 +1323,7 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
         lock = _lock_output(options.output)  # before _job.json is read: what it says holds until this run ends
         done = _resumable(options.output, job, options.overwrite)
         corpus = _read(options, files, done, put, _job_stamp(job))
-        _refuse_stray_parts(options.output, len(corpus.sizes))
+        _refuse_stray_parts(options.output, len(corpus.sizes), options.overwrite)
         _check_input_unchanged(options.input, files, job["input"]["files"])  # what was read is what was hashed
         counts = {"shards": len(corpus.sizes), "skipped": len(done & set(range(len(corpus.sizes)))), "written": 0,
                   "rows": corpus.rows, "bad_rows": corpus.bad_rows}

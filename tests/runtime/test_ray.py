@@ -151,10 +151,17 @@ def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_f
     # parts that are none of the job's shards would be read with the output: copies past the last shard, or another
     # spelling of a shard's number (found by an attack, 2026-12-07: the rerun reported success over 1300 rows of 1200)
     shutil.copyfile(out / "part-000003.parquet", out / "part-000050.parquet")
-    shutil.copyfile(out / "part-000001.parquet", out / "part-0000001.parquet")
-    with pytest.raises(ValueError, match=rf"^output {re.escape(str(out))}/ holds part-0000001\.parquet, part-000050\.parquet, which "
-                                         "this job of 4 shards did not write; readers of the folder would take them for its rows: move"):
+    shutil.copyfile(out / "part-000001.parquet", out / "part-000001 (copy).parquet")
+    (out / "part-000002.parquet").rename(out / "part-0000002.parquet")  # renamed: shard 2 is missing, and the copy is stray
+    with pytest.raises(ValueError, match=rf"^output {re.escape(str(out))}/ holds part-0000002\.parquet, part-000001 \(copy\)\.parquet, "
+                                         r"part-000050\.parquet, which this job of 4 shards did not write; readers of the folder would "
+                                         "take them for its rows: move them away$"):
         run_ray_job(options)
+    # overwrite: the old job's part files go (when this run writes its first part), other parquet files still stop it
+    (out / "part-000001 (copy).parquet").unlink()
+    fewer = dataclasses.replace(options, shard_rows=1000, overwrite=True)
+    assert run_ray_job(fewer)["written"] == 1
+    assert sorted(path.name for path in out.glob("*.parquet")) == ["part-000000.parquet"]
 
 
 def test_rerunning_another_job_into_the_output_is_refused_in_one_line(local_ray, tiny_folder, sts_texts, tmp_path, monkeypatch):
@@ -483,12 +490,12 @@ def test_sigterm_after_ray_shuts_down_still_reaches_the_command(tiny_folder, tmp
     source.write_text("a\nb\n")
     code = (
         "import os, signal\n"
-        "from albert_onnx import ray_job\n"
+        "import ray\n"
         "from albert_onnx.cli import main\n"
-        "restore = ray_job.restore_sigterm\n"
-        "def restore_then_terminated():\n"
-        "    restore(); os.kill(os.getpid(), signal.SIGTERM)\n"
-        "ray_job.restore_sigterm = restore_then_terminated\n"
+        "shutdown = ray.shutdown\n"
+        "def shutdown_then_terminated(*args, **kwargs):\n"
+        "    shutdown(*args, **kwargs); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "ray.shutdown = shutdown_then_terminated\n"
         f"raise SystemExit(main(['embed', {str(tiny_folder)!r}, '--engine', 'ray', '--input', {str(source)!r}, '--output', {str(out)!r}]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**os.environ, "RAY_ADDRESS": ""})
