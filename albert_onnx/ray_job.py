@@ -69,7 +69,7 @@ LOCK_FILE = "_job.lock"
 JOB_FORMAT = "albert-onnx-ray-job"
 JOB_FORMAT_VERSION = 1
 STAMP_KEY = b"albert_onnx_job"  # a part's parquet metadata: _job_stamp() of the job that wrote it
-_PART = re.compile(r"part-(\d{6,})\.parquet")
+_PART = re.compile(r"part-(\d{6,})\.parquet")  # every spelling a job's files may have (see _job_files)
 _ORD, _SHARD = "__albert_onnx_row", "__albert_onnx_shard"  # row ordinal in the input, shard index
 _TRUNCATED = "__albert_onnx_truncated"  # an actor batch's count of truncated texts, on its first row (0 elsewhere)
 _LOGGED_BAD_ROWS = 20  # each bad row is in the parts' error column; the log names the first ones
@@ -212,7 +212,8 @@ def _fingerprint(options: RayJobOptions, files: list[Path], folder: ModelFolder,
     graph (int8: and of its uint8 x int8 twin, which the actors on VNNI/AMX CPUs run) and of tokenizer.json plus
     the tokenizer settings the runtime applies, the albert-onnx version (tokenizing and pooling code) and the
     versions of the two libraries that turn text into vectors: ``tokenizers`` (a release that splits a text
-    differently gives other ids) and ``onnxruntime`` (its kernels and graph rewrites move the floats). Not recorded, because the vectors do not depend on them: batch_size (each
+    differently gives other ids) and ``onnxruntime`` (its kernels and graph rewrites move the floats). Not
+    recorded, because the vectors do not depend on them: batch_size (each
     ONNX Runtime call holds one sequence length), actors, threads_per_actor, strict, address.
     """
     entries = _input_entries(options.input, files)
@@ -286,8 +287,18 @@ def _shown_fact(key: str, value: object) -> str:
 def _finished_parts(output: Path) -> set[int]:
     if not output.is_dir():
         return set()
-    return {int(match.group(1)) for path in output.iterdir()  # another spelling of a number is a stray part, not a shard
-            if (match := _PART.fullmatch(path.name)) and path.name == f"part-{int(match.group(1)):06d}.parquet" and path.is_file()}
+    return {shard for path in output.iterdir() if (shard := _shard_of(path.name)) is not None and path.is_file()}
+
+
+def _part_name(shard: int) -> str:
+    return f"part-{shard:06d}.parquet"
+
+
+def _shard_of(name: str) -> int | None:
+    """The shard whose part ``name`` is, as :func:`_part_name` spells it (another spelling of a number is a stray
+    file, not a shard)."""
+    match = _PART.fullmatch(name)
+    return int(match.group(1)) if match is not None and name == _part_name(int(match.group(1))) else None
 
 
 def _refuse_stray_parts(output: Path, shards: int, overwrite: bool) -> None:
@@ -302,10 +313,10 @@ def _refuse_stray_parts(output: Path, shards: int, overwrite: bool) -> None:
     def stray(name: str) -> bool:
         if not name.lower().endswith(".parquet") or name.startswith((".", "_")):
             return False
-        match = _PART.fullmatch(name)
-        if match is not None and overwrite:
+        if overwrite and _PART.fullmatch(name):
             return False
-        return match is None or name != f"part-{int(match.group(1)):06d}.parquet" or int(match.group(1)) >= shards
+        shard = _shard_of(name)
+        return shard is None or shard >= shards
 
     names = sorted(path.name for path in output.iterdir() if stray(path.name))
     if names:
@@ -883,7 +894,7 @@ def _read(options: RayJobOptions, files: list[Path], done: set[int], put: Callab
         shard, start = len(sizes), len(sizes) * options.shard_rows
         sizes.append(table.num_rows)
         if shard in done:
-            part = options.output / f"part-{shard:06d}.parquet"
+            part = options.output / _part_name(shard)
             damage = _part_damage(part, table["id"], stamp)
             if damage is None:
                 return
@@ -927,9 +938,10 @@ class _EmbedBatch:
         # the files were checked against the folder's manifest, which may not be the one the job was fingerprinted by:
         # a folder re-exported or replaced while the job runs (or before Ray restarts this actor) would put another
         # model's vectors under this job's record, and a resumed run would mix the two
-        now = {**_model_facts(self.embedder.folder, variant), **_library_facts()}
+        installed = _library_facts()
+        now = {**_model_facts(self.embedder.folder, variant), **installed}
         changed = [key for key, value in model.items() if now[key] != value]
-        libraries = [key for key in changed if key in _library_facts()]
+        libraries = [key for key in changed if key in installed]
         if libraries:  # not the folder: this node's install differs from the driver's
             raise RuntimeError(f"this Ray worker's {', '.join(f'{key} {now[key]}' for key in libraries)} differ from the job's "
                                f"({', '.join(f'{key} {model[key]}' for key in libraries)}): vectors would differ between nodes; "
@@ -980,7 +992,7 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
                            "nothing of it was written (a bug: please report it)")
     part = pa.table({"id": table["id"].cast(id_type), "vector": table["vector"], "error": table["error"]},
                     metadata={STAMP_KEY: stamp.encode()})
-    tmp = output / f".part-{shard:06d}.parquet.tmp"
+    tmp = output / f".{_part_name(shard)}.tmp"
     try:
         with open(tmp, "wb") as handle:
             pq.write_table(part, handle)
@@ -988,7 +1000,7 @@ def _write_shard(output: Path, shard: int, start: int, parts: list[pa.Table], id
     except OSError as error:  # Arrow's OSError names no file (no space, quota): name it, for the one-line report
         tmp.unlink(missing_ok=True)
         raise _naming(error, tmp) from None
-    target = output / f"part-{shard:06d}.parquet"
+    target = output / _part_name(shard)
     try:
         os.replace(tmp, target)
     except OSError as error:  # a folder put where the part goes: name it, not the temporary file

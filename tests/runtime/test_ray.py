@@ -1018,6 +1018,11 @@ def test_arrow_string_types_are_one_type(local_ray, tiny_folder, tmp_path):
     assert pq.read_schema(next((tmp_path / "out").glob("part-*.parquet"))).field("id").type == pa.string()
 
 
+def _one_row() -> pa.Table:
+    """One embedded row as the actors hand it to the driver, for tests of how a shard is written."""
+    return pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+
+
 def test_parts_and_the_record_reach_the_disk_before_and_after_their_rename(tmp_path, monkeypatch):
     # a rename that reaches the disk before the file's data leaves a zero-byte part after a power cut
     synced = []
@@ -1028,7 +1033,7 @@ def test_parts_and_the_record_reach_the_disk_before_and_after_their_rename(tmp_p
         fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", recording)
-    table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+    table = _one_row()
     ray_job._write_shard(tmp_path, 0, 0, [table], pa.int64(), "stamp")
     ray_job._write_json(tmp_path / ray_job.JOB_FILE, {"job": {}})
     assert synced == [str(tmp_path / ".part-000000.parquet.tmp"), str(tmp_path), str(tmp_path / f".{ray_job.JOB_FILE}.tmp"), str(tmp_path)]
@@ -1038,7 +1043,7 @@ def test_parts_and_the_record_reach_the_disk_before_and_after_their_rename(tmp_p
 def test_a_folder_where_a_part_goes_is_named_and_no_temporary_is_left(tmp_path):
     (tmp_path / "part-000000.parquet").mkdir()
     (tmp_path / "part-000000.parquet" / "mine.txt").write_text("mine")
-    table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+    table = _one_row()
     with pytest.raises(OSError) as caught:
         ray_job._write_shard(tmp_path, 0, 0, [table], pa.int64(), "stamp")
     assert caught.value.filename == str(tmp_path / "part-000000.parquet")  # it named .part-000000.parquet.tmp
@@ -1057,7 +1062,7 @@ def test_a_full_disk_names_the_file_it_was_writing(tiny_folder, tmp_path, monkey
 
     if write == "part":
         monkeypatch.setattr(pq, "write_table", no_space)
-        table = pa.table({ray_job._ORD: [0], "id": [1], "vector": [[0.0]], "error": pa.array([None], pa.string())})
+        table = _one_row()
         with pytest.raises(OSError) as caught:
             ray_job._write_shard(out, 0, 0, [table], pa.int64(), "stamp")
         temporary = out / ".part-000000.parquet.tmp"
