@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from tokenizers import Encoding
@@ -55,10 +56,19 @@ class TruncationWarning(UserWarning):
         return type(self), (self.truncated, self.total, self.max_length, self.hint)
 
 
-# stacklevel=4 below: this function, AlbertEmbedder._open, from_pretrained, then the caller's line
+def _callers_level() -> int:
+    """The ``stacklevel`` that makes a warning name the first line outside this module (the caller's), counted from
+    the function that calls this one: ``AlbertEmbedder(...)`` and ``from_pretrained`` reach it through more frames."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _warn_unless_passed(folder: ModelFolder, variant: str, u8s8: bool) -> None:
     """A warning when the variant failed its gate (written with --force) or was not validated where it runs, or when
     the uint8 x int8 twin that runs (``u8s8``) was not compared with the int8 graph at export."""
+    level = _callers_level()
     check = folder.variants[variant].validation
     twin = folder.variants[variant].u8s8
     if u8s8 and twin is not None and twin.validation.status == "not-validated":
@@ -66,13 +76,13 @@ def _warn_unless_passed(folder: ModelFolder, variant: str, u8s8: bool) -> None:
         warnings.warn(f"{twin.file} of {folder.path}, the uint8 x int8 form of int8 that this CPU runs, was not compared "
                       f"with {folder.variants[variant].file} at export (the exporting CPU's uint8 x int8 product saturates, "
                       "so it was not run there); re-export the folder on a CPU with VNNI or AMX (this one will do) to "
-                      "compare them", stacklevel=4)
+                      "compare them", stacklevel=level)
     if check.status == "failed":
         warnings.warn(f"variant {variant!r} of {folder.path} FAILED its accuracy gate at export and was written only because of "
                       f"--force ({', '.join(f'{k}={v:.6g}' for k, v in check.metrics.items() if k in check.gates)}); its vectors may "
-                      "be wrong: re-export it, or load another variant", stacklevel=4)
+                      "be wrong: re-export it, or load another variant", stacklevel=level)
     elif check.status == "not-validated":
-        warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=4)
+        warnings.warn(f"variant {variant!r} of {folder.path} was not validated: {check.reason}", stacklevel=level)
 
 
 def _best_variant(folder: ModelFolder, device: str) -> str | None:
@@ -116,23 +126,14 @@ class AlbertEmbedder:
     """ALBERT embeddings from a model folder. Thread-safe: share one instance across threads.
 
     Every ONNX Runtime call holds sequences of one exact length (no padding), so a text's vector is the same
-    alone, in any batch and in any order. Create with :meth:`from_pretrained`.
+    alone, in any batch and in any order. ``AlbertEmbedder(folder, ...)`` and ``AlbertEmbedder.from_pretrained(folder,
+    ...)`` are the same. After loading, ``.device`` and ``.variant`` say what was chosen, ``.device_reason`` why
+    ``auto`` chose the CPU (None otherwise), ``.graph`` which file runs (int8: ``model_int8_u8s8.onnx`` where this CPU
+    multiplies uint8 x int8 exactly, see :mod:`albert_onnx.int8_kernel`).
     """
 
-    def __init__(self, folder: ModelFolder, variant: str, device: str, runner: GraphRunner, graph: Path, tokenizer: AlbertTokenizer,
-                 device_reason: str | None = None) -> None:
-        self.folder = folder
-        self.variant = variant
-        self.device = device
-        self.device_reason = device_reason
-        # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
-        self.graph = graph
-        self._runner = runner
-        self._tokenizer = tokenizer  # built from the bytes _open checked, as the session is
-
-    @classmethod
-    def from_pretrained(
-        cls,
+    def __init__(
+        self,
         folder: str | Path,
         *,
         variant: str = "auto",
@@ -143,7 +144,7 @@ class AlbertEmbedder:
         spin_wait: bool = True,
         device_id: int | None = None,
         provider_options: Mapping[str, str | int | float | bool] | None = None,
-    ) -> "AlbertEmbedder":
+    ) -> None:
         """Load a model folder written by ``albert-onnx export``.
 
         Args:
@@ -160,11 +161,6 @@ class AlbertEmbedder:
             device_id: The GPU to run on (CUDA only; None: GPU 0). Passing it, even 0, says CUDA is meant.
             provider_options: More CUDAExecutionProvider options, passed through (``gpu_mem_limit`` in bytes,
                 ``arena_extend_strategy``, ``cudnn_conv_algo_search``, ``sdpa_kernel``, ...); ONNX Runtime checks them.
-
-        Returns:
-            The embedder; ``.device`` and ``.variant`` say what was chosen, ``.device_reason`` why ``auto`` chose
-            the CPU (None otherwise), ``.graph`` which file runs (int8: ``model_int8_u8s8.onnx`` where this CPU
-            multiplies uint8 x int8 exactly, see :mod:`albert_onnx.int8_kernel`).
 
         Raises:
             ModelFolderError: Bad folder, a variant it lacks, or a file that fails its checks.
@@ -196,12 +192,15 @@ class AlbertEmbedder:
         resolve_device(device)
         model = ModelFolder.load(folder)
         settings = (threads, verify, io_binding, spin_wait, options)
+        self.device_reason: str | None = None
         if device != "auto":
-            return cls._open(model, variant, device, *settings)
+            self._open(model, variant, device, *settings)
+            return
         reason = cuda_missing_reason() or no_variant_for(model, variant, "cuda")
         if reason is None:
             try:
-                return cls._open(model, variant, "cuda", *settings)
+                self._open(model, variant, "cuda", *settings)
+                return
             except DeviceUnavailable as error:
                 reason = str(error)
                 logger.warning("device='auto' runs on cpu, not cuda: %s", reason)
@@ -210,14 +209,18 @@ class AlbertEmbedder:
         why_not_cpu = no_variant_for(model, variant, "cpu")
         if why_not_cpu is not None:
             raise (ModelFolderError if variant == "auto" else ValueError)(f"{why_not_cpu}, and device='auto' cannot use cuda: {reason}")
-        embedder = cls._open(model, variant, "cpu", *settings)
-        embedder.device_reason = reason
-        return embedder
+        self._open(model, variant, "cpu", *settings)
+        self.device_reason = reason
 
     @classmethod
-    def _open(cls, model: ModelFolder, variant: str, device: str, threads: int | None, verify: bool,
-              io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> "AlbertEmbedder":
-        """Load ``variant`` (or the device's best) of ``model`` on exactly ``device``; raises as from_pretrained."""
+    def from_pretrained(cls, folder: str | Path, **options: Any) -> "AlbertEmbedder":
+        """``AlbertEmbedder(folder, **options)``, under the name transformers and Optimum users reach for."""
+        return cls(folder, **options)
+
+    def _open(self, model: ModelFolder, variant: str, device: str, threads: int | None, verify: bool,
+              io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> None:
+        """Load ``variant`` (or the device's best) of ``model`` on exactly ``device``; raises as the constructor.
+        Nothing is set on ``self`` until all is loaded (``auto`` tries CUDA first, then the CPU)."""
         variant = resolve_variant(model, variant, device)
         model.check_int8_gemm(variant)
         # int8: the uint8 x int8 twin where this CPU computes that product exactly (VNNI, AMX: much faster), else
@@ -245,8 +248,11 @@ class AlbertEmbedder:
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
         tokenizer = AlbertTokenizer(model.path / model.tokenizer.file, model.tokenizer, model.model.vocab_size,
                                     data=model.read_file(model.tokenizer.entry, verify, most=MAX_TOKENIZER_BYTES))
-        return cls(model, variant, device, GraphRunner(session, device, io_binding, int(options["device_id"])), graph=graph,
-                   tokenizer=tokenizer)
+        runner = GraphRunner(session, device, io_binding, int(options["device_id"]))
+        self.folder, self.variant, self.device = model, variant, device
+        self.graph = graph  # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
+        self._runner = runner
+        self._tokenizer = tokenizer  # built from the bytes checked above, as the session is
 
     def __copy__(self) -> "AlbertEmbedder":
         """A shallow copy shares the session, which is thread-safe (as copy.copy did before pickling was refused)."""
@@ -308,7 +314,7 @@ class AlbertEmbedder:
                 sequences.append(self._tokenizer.frame(ids[start : start + room]))
                 owners.append(index)
         if truncated:
-            warnings.warn(TruncationWarning(truncated, len(texts), max_length, hint), stacklevel=3)
+            warnings.warn(TruncationWarning(truncated, len(texts), max_length, hint), stacklevel=_callers_level())
         return encodings, sequences, owners
 
     def _run_grouped(self, sequences: list[np.ndarray], batch_size: int, outputs: list[str],

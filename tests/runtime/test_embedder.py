@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,11 +123,29 @@ def test_numpy_integers_are_counts_as_ints_are(tiny_folder, fp32, sts_texts):
         fp32.encode(texts, batch_size=np.True_)
 
 
+def test_the_constructor_loads_a_folder_as_from_pretrained_does(tiny_folder, fp32):
+    # AlbertEmbedder("folder") is the first thing users type (fastembed, sentence-transformers): it said "missing 5
+    # required positional arguments"
+    built = AlbertEmbedder(tiny_folder, variant="fp32", device="cpu", threads=1)
+    assert (built.variant, built.device, built.device_reason, built.graph.name) == ("fp32", "cpu", None, "model_fp32.onnx")
+    texts = ["the constructor", "and from_pretrained give one vector"]
+    np.testing.assert_array_equal(built.encode(texts), fp32.encode(texts))
+    auto = AlbertEmbedder(str(tiny_folder))
+    assert (auto.variant, auto.device) == ("int8", "cpu")
+    assert auto.device_reason is not None  # device='auto' without a GPU: the reason it runs on the CPU
+    with pytest.raises(ValueError, match=r"^variant='fp33'"):
+        AlbertEmbedder(tiny_folder, variant="fp33")
+
+
 def test_long_text_truncation_warns_with_count(fp32):
     long = "word " * 700
-    with pytest.warns(UserWarning, match="2 of 3 texts exceeded max_length=512"):
+    with pytest.warns(UserWarning, match="2 of 3 texts exceeded max_length=512") as caught:
         vectors = fp32.encode([long, "short", long + "more"])
     assert vectors.shape == (3, 128)
+    with pytest.warns(UserWarning, match="1 of 1 texts exceeded") as through_similarity:
+        fp32.similarity([long], ["short"])
+    # each names this file's line, not albert_onnx's (similarity reaches the warning through encode: it named embedder.py)
+    assert [Path(w.filename).name for w in [*caught, *through_similarity]] == ["test_embedder.py"] * 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fp32.encode(["short", "word " * 510])  # exactly 510 pieces + [CLS] [SEP]: fits, no warning
