@@ -328,7 +328,9 @@ def _info(args: argparse.Namespace) -> int:
                     print(f"         this CPU runs {'this twin (uint8 x int8 is exact here)' if exact else f'{entry.file} (uint8 x int8 saturates here)'}")
         sys.stdout.flush()
     if problems:
-        raise CommandError(f"{len(problems)} file(s) of {folder.path} do not match manifest.json (shown above); re-export the folder")
+        # not all are a re-export's to fix: an unreadable file, or a path too long to open, says its own fix on its line
+        raise CommandError(f"{len(problems)} file(s) of {folder.path} fail the loader's checks (shown above); do what each line says, "
+                           "or re-export the folder")
     return 0
 
 

@@ -306,7 +306,7 @@ def test_info_checks_each_file_against_the_manifest(copy_of, capsys):
     graph.write_bytes(graph.read_bytes()[:1000])
     (copy_of / "model_fused.onnx").unlink()
     status, out, err = cli(capsys, "info", str(copy_of))
-    assert (status, err) == (2, f"albert-onnx info: error: 2 file(s) of {copy_of} do not match manifest.json (shown above); re-export the folder\n")
+    assert (status, err) == (2, f"albert-onnx info: error: 2 file(s) of {copy_of} fail the loader's checks (shown above); do what each line says, or re-export the folder\n")
     assert f"\n         {graph}: size 1000 bytes, manifest.json says {size}; the file was changed or truncated: re-export\n" in out
     assert f"\n         {copy_of / 'model_fused.onnx'} is missing; the model folder is incomplete: re-export it\n" in out
     assert "         model_int8.onnx: size and sha256 match manifest.json\n" in out

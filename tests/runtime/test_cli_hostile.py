@@ -246,7 +246,7 @@ def test_a_model_folder_this_user_may_not_read_says_so(tiny_folder, tmp_path, lo
     finally:
         denied.chmod(0o755)
     if locked == "graph":  # info reports the file on its line and goes on with the others
-        assert result.returncode == 2 and result.stderr.endswith("do not match manifest.json (shown above); re-export the folder\n")
+        assert result.returncode == 2 and result.stderr.endswith("fail the loader's checks (shown above); do what each line says, or re-export the folder\n")
         assert f"\n         {denied}: Permission denied\n" in result.stdout
         assert "         model_int8.onnx: size and sha256 match manifest.json\n" in result.stdout
         return
