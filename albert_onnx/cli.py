@@ -314,6 +314,11 @@ def _info(args: argparse.Namespace) -> int:
             ops = ", ".join(f"{k} {v}" for k, v in entry.fused_ops.items() if v)
             print(f"  {name:6s} {entry.size / 1e6:7.1f} MB  [{'/'.join(entry.devices)}]  {_verdict(entry.validation)}")
             print(f"         ops: {ops}")
+            others = {pooling: entry.validation.metrics.get(f"{pooling}_centred_cosine_mean") for pooling in ("cls", "max", "pooler")}
+            if "centred_cosine_mean" in entry.validation.gates and any(value is not None for value in others.values()):
+                # gated on mean pooling; the other poolings' numbers are recorded (the runtime warns where one falls short)
+                print(f"         other poolings, centred cosine (not gated): "
+                      f"{', '.join(f'{pooling} {value:.4f}' for pooling, value in others.items() if value is not None)}")
             # the verdict is the manifest's; the file may have changed since
             print(f"         {checked(entry.entry) or _FILE_MATCHES.format(entry.file)}")
             if entry.u8s8 is not None:

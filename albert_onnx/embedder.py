@@ -56,6 +56,11 @@ class TruncationWarning(UserWarning):
         return type(self), (self.truncated, self.total, self.max_length, self.hint)
 
 
+class PoolingWarning(UserWarning):
+    """The variant's vectors for this pooling were further from PyTorch fp32 at export than its gate allows for mean
+    pooling (see :meth:`ModelFolder.pooling_shortfall`); warned once per embedder and pooling."""
+
+
 def _callers_level() -> int:
     """The ``stacklevel`` that makes a warning name the first line outside this module (the caller's), counted from
     the function that calls this one: ``AlbertEmbedder(...)`` and ``from_pretrained`` reach it through more frames."""
@@ -253,6 +258,7 @@ class AlbertEmbedder:
         self.graph = graph  # the .onnx file running: int8 runs its uint8 x int8 twin where that product is exact here
         self._runner = runner
         self._tokenizer = tokenizer  # built from the bytes checked above, as the session is
+        self._poolings_checked: set[str] = set()  # the poolings encode() has looked up pooling_shortfall for
 
     def __copy__(self) -> "AlbertEmbedder":
         """A shallow copy shares the session, which is thread-safe (as copy.copy did before pickling was refused)."""
@@ -378,6 +384,11 @@ class AlbertEmbedder:
         if pooling == "pooler" and layer is not None:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
         self.folder.check_pooling(pooling, f"pooling={pooling!r}")
+        if pooling not in self._poolings_checked:  # once per embedder and pooling: a loop over batches warns once
+            self._poolings_checked.add(pooling)
+            shortfall = self.folder.pooling_shortfall(self.variant, pooling)
+            if shortfall is not None:
+                warnings.warn(PoolingWarning(shortfall), stacklevel=_callers_level())
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         _, sequences, owners = self._sequences(items, max_length, long_text)

@@ -610,6 +610,25 @@ class ModelFolder:
             raise ValueError(f"{given}: {self.path} has no pooler head (its checkpoint was saved without one, as AlbertForMaskedLM, "
                              "...ForTokenClassification and ...ForQuestionAnswering save it); pick mean, cls or max")
 
+    def pooling_shortfall(self, variant: str, pooling: str) -> str | None:
+        """Why ``pooling`` of ``variant`` falls short of what the variant's gate asked of mean pooling at export, or None.
+
+        The gates measure mean pooling. Export also records the centred cosine of the ``cls``, ``max`` and ``pooler``
+        vectors (``<pooling>_centred_cosine_mean``): these read one row, or one value per dimension, so no averaging over
+        tokens hides int8's per-token error. None where the variant has no centred-cosine gate (fp32 and fused are
+        gated on max |delta|; a degenerate reference, see the export's validation), or where the folder predates the
+        record.
+        """
+        check = self.variants[variant].validation
+        limit = check.gates.get("centred_cosine_mean", {}).get("at_least")
+        value = check.metrics.get(f"{pooling}_centred_cosine_mean")
+        if pooling == "mean" or limit is None or value is None or value >= limit:
+            return None
+        return (f"variant {variant!r} of {self.path} is gated on mean pooling; its {pooling!r} vectors were further from PyTorch fp32 "
+                f"at export (centred cosine {value:.4f}, below the {limit} that mean pooling had to reach; mean gave "
+                f"{check.metrics.get('centred_cosine_mean', float('nan')):.4f}): load variant 'fused' or 'fp32' for {pooling} vectors, "
+                f"or check {variant} against them on your own texts")
+
     def check_int8_gemm(self, variant: str) -> None:
         """Refuse an int8 graph whose GEMMs are not :data:`INT8_GEMM` (they saturate on AVX2-only CPUs).
 

@@ -53,7 +53,7 @@ except ImportError:  # Windows: no flock, so two jobs on one output are not told
     fcntl = None  # type: ignore[assignment]
 
 from . import __version__, arguments
-from .embedder import LONG_TEXT, TruncationWarning, no_variant_for, resolve_variant
+from .embedder import LONG_TEXT, PoolingWarning, TruncationWarning, no_variant_for, resolve_variant
 from .model_folder import VARIANTS, ModelFolder, ModelFolderError, sha256_of
 from .pooling import POOLINGS
 from .session import DEVICES, cuda_missing_reason, resolve_device
@@ -969,7 +969,7 @@ class _EmbedBatch:
         for record in caught:
             if isinstance(record.message, TruncationWarning):
                 truncated[0] += record.message.truncated  # a warning means a text was embedded: there is a row 0
-            else:
+            elif not isinstance(record.message, PoolingWarning):  # the driver warned once for the job
                 warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
         vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.embedder.dim, mask=pa.array(~good))
         return pa.table({_ORD: batch[_ORD], _SHARD: batch[_SHARD], "id": batch["id"], "vector": vector, "error": batch["error"],
@@ -1316,6 +1316,9 @@ def run_ray_job(options: RayJobOptions) -> dict[str, int]:
     device = _job_device(options, folder)
     variant = resolve_variant(folder, options.variant, device)
     folder.verify(variant)  # here, in one line, rather than as a traceback from every actor
+    shortfall = folder.pooling_shortfall(variant, options.pooling)
+    if shortfall is not None:  # once for the job, here: the actors drop theirs
+        warnings.warn(PoolingWarning(shortfall), stacklevel=2)
     if device == "cpu":  # load it once here too: a graph that does not match manifest.json fails in one line, before Ray
         from .embedder import AlbertEmbedder
 

@@ -136,9 +136,13 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     token_cosine = 1.0
     nonfinite = 0  # NaN/inf values among the graph's outputs: a broken graph, whatever the metrics say
     pooler, sentence = [], []
+    other = {"cls": ([], []), "max": ([], [])}  # the other poolings of last_hidden_state: (graph's, reference's)
     for feeds, ref_hidden, ref_word in zip(ref.feeds, ref.hidden, ref.word):
         hidden, vector, word, *pooled = session.run(names, feeds)
         real = feeds["attention_mask"].astype(bool)
+        for states, side in ((hidden, 0), (ref_hidden, 1)):
+            other["cls"][side].append(states[:, 0])
+            other["max"][side].append(np.where(real[..., None], states, -np.inf).max(axis=1))
         nonfinite += int((~np.isfinite(hidden[real])).sum() + (~np.isfinite(vector)).sum() + (~np.isfinite(word[real])).sum()
                          + sum((~np.isfinite(p)).sum() for p in pooled))
         # np.max/np.min keep a NaN (Python's max(0.0, nan) is 0.0): a NaN anywhere must fail the gate, not vanish
@@ -171,6 +175,13 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
     }
     if ref.pooler is not None:
         metrics["pooler_max_abs_diff"] = float(np.abs(np.concatenate(pooler) - ref.pooler).max())
+        other["pooler"] = (pooler, [ref.pooler])
+    # The gates measure mean pooling; cls, max and pooler are recorded (the runtime warns where they fall short): they
+    # read one row or one value per dimension, so no averaging over tokens hides per-token error
+    for pooling, (graph, reference) in other.items():
+        graph, reference = np.concatenate(graph), np.concatenate(reference)
+        centre = reference.mean(axis=0)
+        metrics[f"{pooling}_centred_cosine_mean"] = float(_cosines(graph - centre, reference - centre).mean())
     if ref.pairs:
         metrics["rank_agreement"] = float(spearmanr(_pair_similarities(sentence, ref.pairs), _pair_similarities(ref.sentence, ref.pairs)).statistic)
     return metrics

@@ -71,6 +71,19 @@ def test_broken_int8_graph_fails(tiny_folder, reference, tmp_path, breakage):
     assert {phrase.split("=")[0] for phrase in failed} >= {"centred_cosine_mean", "rank_agreement"}, failed
 
 
+def test_the_other_poolings_are_measured_too(tiny_folder, reference, tmp_path):
+    names = [f"{pooling}_centred_cosine_mean" for pooling in ("cls", "max", "pooler")]
+    fused, _ = validate.validate_variant("fused", tiny_folder / "model_fused.onnx", reference, PROVIDERS)
+    assert min(fused.metrics[name] for name in names) > 0.99999
+    int8, _ = validate.validate_variant("int8", tiny_folder / "model_int8.onnx", reference, PROVIDERS)
+    # the mean over tokens hides int8's per-token error; the [CLS] row alone does not (README, Validation)
+    assert int8.metrics["cls_centred_cosine_mean"] < 0.99 < int8.metrics["centred_cosine_mean"]
+    broken = tmp_path / "broken.onnx"
+    _drop_last_layer(tiny_folder / "model_fused.onnx", broken)
+    dropped, _ = validate.validate_variant("fused", broken, reference, PROVIDERS)
+    assert max(dropped.metrics[name] for name in names[:2]) < 0.99  # cls and max read last_hidden_state
+
+
 def test_fp16_without_cuda_is_not_called_validated(tiny_folder, reference):
     result, failed = validate.validate_variant("fp16", tiny_folder / "model_fp16.onnx", reference, PROVIDERS)
     assert (result.status, failed, result.metrics) == ("not-validated", [], {})

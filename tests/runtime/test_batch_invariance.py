@@ -53,6 +53,7 @@ def test_encode_alone_equals_any_batch(embedder, texts):
         np.testing.assert_array_equal(mixed, alone[order], err_msg=f"{embedder.variant}, batch_size={batch_size}")
 
 
+@pytest.mark.filterwarnings("ignore::albert_onnx.PoolingWarning")  # int8's cls and pooler: test_embedder.py checks it
 @pytest.mark.parametrize("pooling", ["cls", "max", "pooler"])
 def test_other_poolings_alone_equal_any_batch(embedder, texts, pooling):
     subset = texts[:40]

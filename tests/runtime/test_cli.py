@@ -250,6 +250,16 @@ def test_embed_to_stdout(tiny_folder, fp32, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "-").exists()
 
 
+def test_embed_with_a_pooling_int8_falls_short_on_warns_in_one_line(tiny_folder, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("one text\nanother text\n")
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
+                         "--variant", "int8", "--pooling", "cls", "--batch-size", "1")
+    assert status == 0
+    (warning,) = [line for line in err.splitlines() if "warning" in line]
+    assert warning.startswith(f"albert-onnx embed: warning: variant 'int8' of {tiny_folder} is gated on mean pooling; its 'cls' vectors")
+    assert np.load(tmp_path / "v.npy").shape == (2, 128)
+
+
 def test_embed_max_length_truncates_with_one_warning_line(tiny_folder, fp32, tmp_path, capsys):
     text = "a long sentence " * 20
     (tmp_path / "in.txt").write_text(text + "\n")
@@ -296,6 +306,11 @@ def test_info(tiny_folder, capsys):
     ran = "this twin (uint8 x int8 is exact here)" if u8s8_is_exact() else "model_int8.onnx (uint8 x int8 saturates here)"
     assert f"this CPU runs {ran}\n" in out
     assert "\ntokenizer     tokenizer.json: size and sha256 match manifest.json\n" in out
+    # int8 only: the variant gated on mean pooling's centred cosine (fp32 and fused on max |delta|; fp16 not run here)
+    metrics = json.loads((tiny_folder / "manifest.json").read_text())["variants"]["int8"]["validation"]["metrics"]
+    (poolings,) = [line for line in out.splitlines() if "other poolings" in line]
+    assert poolings == ("         other poolings, centred cosine (not gated): " +
+                        ", ".join(f"{name} {metrics[f'{name}_centred_cosine_mean']:.4f}" for name in ("cls", "max", "pooler")))
     assert out.count("         model_fp32.onnx: size and sha256 match manifest.json\n") == 1
 
 

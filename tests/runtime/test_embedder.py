@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from albert_onnx import AlbertEmbedder
+from albert_onnx import AlbertEmbedder, PoolingWarning
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,25 @@ def test_the_constructor_loads_a_folder_as_from_pretrained_does(tiny_folder, fp3
     assert auto.device_reason is not None  # device='auto' without a GPU: the reason it runs on the CPU
     with pytest.raises(ValueError, match=r"^variant='fp33'"):
         AlbertEmbedder(tiny_folder, variant="fp33")
+
+
+def test_a_pooling_a_variant_falls_short_on_is_warned_once(tiny_folder, fp32):
+    # int8 is gated on mean pooling; its cls vectors measured a centred cosine to PyTorch of 0.89 on this folder at export
+    int8 = AlbertEmbedder(tiny_folder, variant="int8", threads=1)
+    cls = int8.folder.variants["int8"].validation.metrics["cls_centred_cosine_mean"]
+    with pytest.warns(PoolingWarning) as caught:
+        int8.encode(["one text"], pooling="cls")
+    assert [(str(w.message), Path(w.filename).name) for w in caught] == [(
+        f"variant 'int8' of {int8.folder.path} is gated on mean pooling; its 'cls' vectors were further from PyTorch fp32 at "
+        f"export (centred cosine {cls:.4f}, below the 0.99 that mean pooling had to reach; mean gave "
+        f"{int8.folder.variants['int8'].validation.metrics['centred_cosine_mean']:.4f}): load variant 'fused' or 'fp32' for cls "
+        "vectors, or check int8 against them on your own texts", "test_embedder.py")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        int8.encode(["another text", "and a third"], pooling="cls", batch_size=1)  # once per embedder: said already
+        int8.encode(["one text"])  # mean: what the gate measured
+        fp32.encode(["one text"], pooling="cls")  # fp32's cls vectors matched PyTorch at export
+        AlbertEmbedder(tiny_folder, variant="int8", threads=1).encode(["x"], pooling="mean")
 
 
 def test_long_text_truncation_warns_with_count(fp32):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ ray = need_module("ray")
 pa = need_module("pyarrow")
 pq = need_module("pyarrow.parquet")
 
-from albert_onnx import AlbertEmbedder, ray_job  # noqa: E402
+from albert_onnx import AlbertEmbedder, PoolingWarning, ray_job  # noqa: E402
 from albert_onnx.model_folder import ModelFolder  # noqa: E402
 from albert_onnx.ray_job import RayJobOptions, plan_actors, run_ray_job  # noqa: E402
 
@@ -981,6 +982,33 @@ def test_an_actor_whose_libraries_differ_from_the_drivers_refuses_to_embed(tiny_
     with pytest.raises(RuntimeError, match=rf"^this Ray worker's tokenizers 0\.0\.1 differ from the job's \(tokenizers "
                                            rf"{re.escape(job['tokenizers'])}\): vectors would differ between nodes; install the same"):
         ray_job._EmbedBatch(str(tiny_folder), "int8", "cpu", 1, {}, job)
+
+
+def test_a_pooling_int8_falls_short_on_is_warned_once_by_the_driver_not_by_each_actor(tiny_folder, tmp_path, monkeypatch):
+    # the tiny folder's int8 cls vectors measured below the mean-pooling gate at export (ModelFolder.pooling_shortfall)
+    source = tmp_path / "in.jsonl"
+    _write_jsonl(source, [{"id": 1, "text": "a"}])
+
+    class Stop(Exception):
+        pass
+
+    def stop(options):
+        raise Stop  # the driver's checks are done; no need for Ray here
+
+    monkeypatch.setattr(ray_job, "_start_ray", stop)
+    with pytest.warns(PoolingWarning, match=r"^variant 'int8' of .* is gated on mean pooling; its 'cls' vectors") as caught, \
+            pytest.raises(Stop):
+        run_ray_job(_options(tiny_folder, source, tmp_path / "out", variant="int8", pooling="cls"))
+    assert len(caught) == 1
+    folder = ModelFolder.load(tiny_folder)
+    actor = ray_job._EmbedBatch(str(tiny_folder), "int8", "cpu", 1, {"pooling": "cls", "normalize": False},
+                                {**ray_job._model_facts(folder, "int8"), **ray_job._library_facts()})
+    batch = pa.table({ray_job._ORD: [0], ray_job._SHARD: [0], "id": ["1"], "text": ["a"], "error": pa.array([None], pa.string())})
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        rows = actor(batch)
+    assert rows.num_rows == 1
+    assert shown == []  # the actor's own warning is dropped: the driver said it once for the job
 
 
 @pytest.mark.parametrize("content, line", [
