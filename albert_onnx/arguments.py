@@ -33,14 +33,14 @@ def _shown(value: object) -> str:
 
 
 def flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool.
+    """``value`` as a bool if it is one (a NumPy bool too, as counts take NumPy integers).
 
     Raises:
         TypeError: Anything else, "no" and 0 included.
     """
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}={_shown(value)}: pass True or False")
-    return value
+    return bool(value)
 
 
 def count(name: str, value: object, minimum: int = 1, maximum: int | None = None) -> int:
@@ -65,9 +65,9 @@ def optional_flag(name: str, value: object) -> bool | None:
     Raises:
         TypeError: Anything else.
     """
-    if value is not None and not isinstance(value, bool):
+    if value is not None and not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}={_shown(value)}: pass True, False or None (the default)")
-    return value
+    return None if value is None else bool(value)
 
 
 def path(name: str, value: object) -> Path:
@@ -237,8 +237,11 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
         if not line.strip():
             continue
         record = json_line(line, f"{name}:{number}", f"each line must be an object with a {field!r} field")
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+        if not isinstance(record, dict) or field not in record:
             raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; {fix}")
+        if not isinstance(record[field], str):  # the field is there: say what it holds instead of a text
+            raise ValueError(f"{name}:{number}: {field!r} is {_json_type(record[field])}, not a string; make each {field!r} a "
+                             "JSON string")
         text = record[field]
         if not text.isascii():
             try:
@@ -248,6 +251,15 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
                                  f"{error.start}, which is not valid Unicode; fix the text") from None
         texts.append(text)
     return texts
+
+
+def _json_type(value: object) -> str:
+    """A parsed JSON value's type as JSON names it (``null``, ``a number``, ...), for the errors."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    return {int: "a number", float: "a number", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def json_line(line: str, where: str, shape: str) -> object:

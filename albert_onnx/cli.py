@@ -91,10 +91,10 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--variants", type=_variant_list, default=VARIANTS, help=f"comma-separated subset of {','.join(VARIANTS)} (default all)")
     export.add_argument("--hidden-states", action="store_true", help="also output every layer's hidden states (for embed --layer)")
     export.add_argument("--validation-texts", type=Path, help="real text for validation: STS-B .csv, .jsonl or .txt")
-    export.add_argument("--validation-samples", type=int, default=96, help="how many texts of --validation-texts to validate on (default 96; without --validation-texts, 8 built-in sentences)")
+    export.add_argument("--validation-samples", type=int, default=96, help="how many texts of --validation-texts to validate on (default 96; without --validation-texts, the 64 built-in sentences)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     export.add_argument("--force", action="store_true", help="write variants that fail their accuracy gate (flagged in the manifest)")
-    export.set_defaults(run=_export)
+    export.set_defaults(run=_export, parser=export)
 
 
 def _add_embed(commands: argparse._SubParsersAction) -> None:
@@ -125,7 +125,7 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
                        "RAY_ADDRESS or a cluster running here, else start Ray in-process)")
     embed.add_argument("--strict", action="store_true", help="ray: fail the job on a bad row instead of reporting it")
     embed.add_argument("--overwrite", action="store_true", help="ray: replace what the output folder holds instead of resuming from its finished parts")
-    embed.set_defaults(run=_embed)
+    embed.set_defaults(run=_embed, parser=embed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(commands)
     info = commands.add_parser("info", help="summarize a model folder's manifest")
     info.add_argument("folder", help="model folder written by albert-onnx export")
-    info.set_defaults(run=_info)
+    info.set_defaults(run=_info, parser=info)
     return parser
 
 
@@ -244,6 +244,9 @@ def _embed_ray(args: argparse.Namespace) -> int:
     for flag, value in (("--input", args.input), ("--output", args.output)):
         if value == "":  # Path("") is the current directory: parts would be written (or read) there
             raise CommandError(f"{flag} '' names no file or folder (it would mean the current directory); pass a path")
+        if value == "-":  # stdin/stdout for the local engine; here it was read as a file, or made a folder named "-"
+            raise CommandError(f"{flag} -: stdin and stdout are for --engine local; the Ray job reads input files and "
+                               f"writes a folder of parquet parts: pass {'a file' if flag == '--input' else 'a folder'} (./- for one named -)")
     if args.device_id is not None or args.cuda_option:
         raise CommandError("--device-id/--cuda-option: only with --engine local (Ray gives each actor its own GPU, num_gpus=1)")
     if args.actors is not None:
@@ -304,8 +307,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"providers     {', '.join(available_providers())}")
         problems = []  # every file that does not match: info shows them all, then fails (`info F && deploy` must stop)
 
-        def checked(entry: FileEntry) -> str | None:
+        def checked(entry: FileEntry, graph: tuple[str, bool] | None = None) -> str | None:
             problem = _file_problem(folder, entry)
+            if problem is None and graph is not None:  # the bytes are the manifest's: are its facts the graph's?
+                problem = _graph_problem(folder, *graph)
             problems.extend([problem] if problem is not None else [])
             return problem
 
@@ -320,13 +325,13 @@ def _info(args: argparse.Namespace) -> int:
                 print(f"         other poolings, centred cosine (not gated): "
                       f"{', '.join(f'{pooling} {value:.4f}' for pooling, value in others.items() if value is not None)}")
             # the verdict is the manifest's; the file may have changed since
-            print(f"         {checked(entry.entry) or _FILE_MATCHES.format(entry.file)}")
+            print(f"         {checked(entry.entry, (name, False)) or _FILE_MATCHES.format(entry.file)}")
             if entry.u8s8 is not None:
                 from .int8_kernel import u8s8_is_exact
 
                 exact = u8s8_is_exact()
                 print(f"         uint8 x int8 twin {entry.u8s8.file}, {entry.u8s8.size / 1e6:.1f} MB: {_verdict(entry.u8s8.validation)}")
-                problem = checked(entry.u8s8.entry)  # the loader needs the file on every CPU (verify checks it)
+                problem = checked(entry.u8s8.entry, (name, True))  # the loader needs the file on every CPU (verify checks it)
                 if problem is not None:
                     print(f"         {problem} (int8 {'does not load here' if exact else 'loads here only from Python with verify=False'})")
                 else:
@@ -361,6 +366,21 @@ def _file_problem(folder: ModelFolder, entry: FileEntry) -> str | None:
     except ModelFolderError as error:
         return str(error)
     except OSError as error:  # one file it may not read: say so on its line and go on with the others
+        return f"{error.filename}: {error.strerror}"
+    return None
+
+
+def _graph_problem(folder: ModelFolder, variant: str, u8s8: bool) -> str | None:
+    """Why the loader would refuse a graph whose bytes match the manifest (its outputs or stamp are not the
+    manifest's: an edited manifest.json), or None. The graph is loaded unoptimized on the CPU and never run."""
+    from .session import create_session
+
+    try:
+        session = create_session(folder.variant_path(variant, u8s8), "cpu", threads=1, spin_wait=False, optimize=False)
+        folder.check_session(variant, [node.name for node in session.get_outputs()], session.get_modelmeta().custom_metadata_map, u8s8)
+    except ModelFolderError as error:
+        return str(error)
+    except OSError as error:
         return f"{error.filename}: {error.strerror}"
     return None
 
@@ -798,7 +818,9 @@ def _ray_console() -> Iterator[None]:
 
 def _run(argv: Sequence[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # argparse's own error here names the top parser ("albert-onnx: error"), not the command
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as done:  # --help and --version (0), or a usage error already printed as one line (2)
         return done.code if isinstance(done.code, int) else USAGE_ERROR
     with _cli_output(args.command):

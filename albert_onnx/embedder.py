@@ -245,10 +245,7 @@ class AlbertEmbedder:
         data = model.read_file(loaded, verify, most=MAX_GRAPH_BYTES)
         session = create_session(graph, device, threads, spin_wait, options if device == "cuda" else None, data=data)
         del data  # parsed into the session, which keeps no copy of the bytes (create_session)
-        missing = set(model.manifest.outputs) - {node.name for node in session.get_outputs()}
-        if missing:
-            raise ModelFolderError(f"{graph} lacks the outputs {sorted(missing)} that manifest.json lists; re-export the folder")
-        model.check_graph_stamp(variant, session.get_modelmeta().custom_metadata_map, u8s8)
+        model.check_session(variant, [node.name for node in session.get_outputs()], session.get_modelmeta().custom_metadata_map, u8s8)
         _warn_unless_passed(model, variant, u8s8)
         logger.debug("loaded %s (%s on %s, verify=%s)", graph, variant, device, verify)
         tokenizer = AlbertTokenizer(model.path / model.tokenizer.file, model.tokenizer, model.model.vocab_size,
@@ -379,7 +376,7 @@ class AlbertEmbedder:
         """
         items = arguments.texts(texts)
         arguments.choice("pooling", pooling, pool.POOLINGS)
-        arguments.flag("normalize", normalize)
+        normalize = arguments.flag("normalize", normalize)
         batch_size, max_length, layer = self._options(batch_size, max_length, long_text, layer)
         if pooling == "pooler" and layer is not None:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
@@ -451,7 +448,7 @@ class AlbertEmbedder:
             ValueError: A missing key, mismatched shapes, an id or type out of range, or a mask that is not 0/1
                 padding (holes, an all-0 row), naming the array, row and column.
         """
-        arguments.flag("normalize", normalize)
+        normalize = arguments.flag("normalize", normalize)
         batch_size = arguments.count("batch_size", batch_size)
         model = self.folder.model
         ids, mask, types = arguments.token_feeds(feeds, model.vocab_size, model.type_vocab_size, self.max_length)
@@ -536,7 +533,7 @@ class AlbertEmbedder:
             ValueError: A word with no pieces (empty or whitespace) or more than max_length pieces.
         """
         items = arguments.texts(words, "words")
-        arguments.flag("projected", projected)
+        projected = arguments.flag("projected", projected)
         batch_size = arguments.count("batch_size", batch_size)
         width = self.dim if projected else self.folder.model.embedding_size
         if not items:
@@ -546,7 +543,7 @@ class AlbertEmbedder:
             if not encoding.ids or len(encoding.ids) > self.max_length:
                 # limit= tokenized only the start of a longer word: its count is a lower bound
                 pieces = f"more than {self.max_length}" if encoding.ids else "no"
-                raise ValueError(f"words[{index}]={items[index][:40]!r} has {pieces} pieces; pass a word with 1 to {self.max_length}")
+                raise ValueError(f"words[{index}]={items[index][:40]!r} has {pieces} pieces; pass a word of 1 to {self.max_length} pieces")
             sequences.append(np.asarray(encoding.ids, dtype=np.int64))
         output = "projected_word_embeddings" if projected else "word_embeddings"
         vectors = np.zeros((len(items), width), dtype=np.float32)

@@ -641,6 +641,25 @@ class ModelFolder:
                                    "older albert-onnx), which ONNX Runtime computes with int16 saturation on CPUs without VNNI (wrong "
                                    "vectors); re-export the folder with this albert-onnx, or load variant='fused'")
 
+    def check_session(self, variant: str, outputs: list[str], metadata: dict[str, str], u8s8: bool = False) -> None:
+        """Check a loaded graph against manifest.json: every output it lists, and the graph's stamp (see
+        :meth:`check_graph_stamp`); what the loader and ``info`` both ask of a graph.
+
+        Args:
+            variant: The variant whose graph was loaded.
+            outputs: The session's output names.
+            metadata: The graph's ONNX metadata (``session.get_modelmeta().custom_metadata_map``).
+            u8s8: The graph loaded was the int8 graph's uint8 x int8 twin.
+
+        Raises:
+            ModelFolderError: An output is missing, or the stamp differs from the manifest.
+        """
+        missing = set(self.manifest.outputs) - set(outputs)
+        if missing:
+            raise ModelFolderError(f"{self.variant_path(variant, u8s8)} lacks the outputs {sorted(missing)} that manifest.json lists; "
+                                   "re-export the folder")
+        self.check_graph_stamp(variant, metadata, u8s8)
+
     def check_graph_stamp(self, variant: str, metadata: dict[str, str], u8s8: bool = False) -> None:
         """Check that ``variant``'s graph was exported with the facts manifest.json states (see :data:`STAMP_KEY`).
 

@@ -136,22 +136,22 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     """
     if not isinstance(options, RayJobOptions):
         raise TypeError(f"options is a {type(options).__name__}; pass a RayJobOptions")
-    # the counts as Python ints (a NumPy integer is taken, and would not go into _job.json)
-    counts = {"batch_size": arguments.count("batch_size", options.batch_size),
+    # the counts as Python ints and the flags as bools (NumPy's are taken, and would not go into _job.json)
+    checked: dict[str, int | bool] = {"batch_size": arguments.count("batch_size", options.batch_size),
               "shard_rows": arguments.count("shard_rows", options.shard_rows)}
     if options.actors is not None:
-        counts["actors"] = arguments.count("actors", options.actors)
+        checked["actors"] = arguments.count("actors", options.actors)
     if options.threads_per_actor is not None:  # per actor, on the cluster's machines: no local upper bound
-        counts["threads_per_actor"] = arguments.count("threads_per_actor", options.threads_per_actor)
+        checked["threads_per_actor"] = arguments.count("threads_per_actor", options.threads_per_actor)
     arguments.choice("pooling", options.pooling, POOLINGS)
     arguments.choice("device", options.device, DEVICES)
     arguments.choice("variant", options.variant, ("auto", *VARIANTS))
-    arguments.flag("normalize", options.normalize)
+    checked["normalize"] = arguments.flag("normalize", options.normalize)  # a NumPy bool is taken: as bool into _job.json
     if options.max_length is not None:  # the model's own limit is checked once its folder is read
-        counts["max_length"] = arguments.count("max_length", options.max_length, 3)
+        checked["max_length"] = arguments.count("max_length", options.max_length, 3)
     arguments.choice("long_text", options.long_text, LONG_TEXT)
-    arguments.flag("strict", options.strict)
-    arguments.flag("overwrite", options.overwrite)
+    checked["strict"] = arguments.flag("strict", options.strict)
+    checked["overwrite"] = arguments.flag("overwrite", options.overwrite)
     text_field = arguments.nonempty_str("text_field", options.text_field)
     id_field = arguments.nonempty_str("id_field", options.id_field)
     if options.address is not None:
@@ -174,7 +174,7 @@ def _check(options: RayJobOptions) -> RayJobOptions:
     if source.is_dir() and output.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"output={str(output)!r} is inside input={str(source)!r}, whose .parquet files are the input; "
                          "pass an output folder outside it")
-    return replace(options, folder=folder, input=source, output=output, **counts)
+    return replace(options, folder=folder, input=source, output=output, **checked)
 
 
 def _input_files(source: Path) -> list[Path]:
@@ -611,7 +611,9 @@ def _txt_rows(path: Path, rows: _Rows) -> Iterator[None]:
 def _record(rows: _Rows, record: object, where: str) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object with {rows.id_field!r} and {rows.text_field!r}, got {type(record).__name__}")
-    rows.add(record.get(rows.id_field), record.get(rows.text_field), where)
+    text = record.get(rows.text_field)
+    null = text is None and rows.text_field in record  # there, but null: "missing" sent users looking for a typo
+    rows.add(record.get(rows.id_field), text, where, f"{rows.text_field!r} is null" if null else None)
 
 
 def _json_rows(path: Path, rows: _Rows) -> Iterator[None]:
@@ -764,7 +766,7 @@ def _arrow_texts(texts: pa.Array, text_field: str, name: str) -> tuple[pa.Array,
         texts = pa.nulls(len(texts), pa.string())
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         raise ValueError(f"{name}: column {text_field!r} is {texts.type}, not text; pass text_field (--text-field) naming a string column")
-    errors: list[str | None] = [f"{text_field!r} is missing" if missing else None for missing in texts.is_null().to_pylist()]
+    errors: list[str | None] = [f"{text_field!r} is null" if null else None for null in texts.is_null().to_pylist()]
     if not _valid_utf8(texts):  # rare: find the rows, one by one
         for index in range(len(texts)):
             try:

@@ -151,7 +151,8 @@ def system_errno(error: Exception, path: str | Path) -> int | None:
 
 
 def create_session(path: Path, device: str, threads: int | None, spin_wait: bool = True,
-                   provider_options: Mapping[str, str] | None = None, data: bytes | None = None) -> ort.InferenceSession:
+                   provider_options: Mapping[str, str] | None = None, data: bytes | None = None,
+                   optimize: bool = True) -> ort.InferenceSession:
     """Create the session on exactly the provider asked for, and confirm it.
 
     Args:
@@ -161,6 +162,7 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         spin_wait: See :func:`session_options`.
         provider_options: For ``cuda``, from :func:`cuda_options` (None: device 0, ONNX Runtime's defaults).
         data: The graph's bytes, already read (and checked against the manifest) by the caller.
+        optimize: False to skip ONNX Runtime's graph optimizations, for a session only read, never run (``info``).
 
     Raises:
         ModelFolderError: ONNX Runtime cannot load the file, or its inputs are not an albert-onnx graph's.
@@ -178,6 +180,8 @@ def create_session(path: Path, device: str, threads: int | None, spin_wait: bool
         said = f"; onnxruntime.preload_dlls() said: {preloaded}" if preloaded else ""
         providers = [(wanted, dict(provider_options or cuda_options())), "CPUExecutionProvider"]  # CPU hosts the shape ops
     options = session_options(threads, spin_wait)
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         # enable_fallback=0: ONNX Runtime would otherwise retry on CPU, printing to stdout, at creation and at run
         session = ort.InferenceSession(str(path) if data is None else data, options, providers=providers, enable_fallback=0)

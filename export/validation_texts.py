@@ -16,6 +16,10 @@ from albert_onnx import arguments
 
 from .errors import ExportError
 
+# Written for this package (no corpus's text is shipped): 64 sentences of 2 to 36 words over many subjects, so the
+# ranking gates have 2,016 pairs and the centred cosine a mean vector of 64 texts. The first 8 were the whole set
+# before 2026-12-08: their 28 pairs failed int8's rank gate for some random seeds (0.9929 with --seed 1) where
+# STS-B's 96 texts passed it (0.9967), which is rounding meeting too few pairs, not a worse graph.
 FALLBACK_TEXTS = [
     "A man is playing a guitar.",
     "The quick brown fox jumps over the lazy dog near the riverbank at dawn.",
@@ -25,6 +29,93 @@ FALLBACK_TEXTS = [
     "Two dogs run through a field of tall grass while children watch from a wooden fence.",
     "Is this the right way?",
     "The committee will publish its final report, including all 1,250 public comments, next spring.",
+    "Rain again.",
+    "Please close the door.",
+    "The train to Lyon leaves at 6:45.",
+    "My sister bakes bread every Sunday morning.",
+    "Why did the lights go out?",
+    "He forgot his umbrella at the office.",
+    "The museum opens late on Fridays.",
+    "A cat sleeps on the warm windowsill.",
+    "We need three more chairs for the meeting.",
+    "Nobody answered the phone.",
+    "The soup needs more salt and a little pepper.",
+    "Volcanic ash closed the airport for two days.",
+    "The children built a sandcastle with a moat and a paper flag.",
+    "Our internet connection drops every evening around nine o'clock.",
+    "The orchestra tuned their instruments while the audience found their seats.",
+    "A new species of frog was discovered in the cloud forests of Ecuador.",
+    "The software update fixed the battery drain but broke the calendar sync.",
+    "Farmers in the valley expect a smaller wheat harvest after the dry summer.",
+    "She ran the marathon in just under three hours, a personal best.",
+    "The bridge will be closed to traffic while engineers inspect the cables.",
+    "He painted the kitchen a pale shade of yellow that looked green at night.",
+    "The recipe calls for two eggs, a cup of flour and a pinch of cinnamon.",
+    "Thousands of commuters were stranded when the subway lost power downtown.",
+    "The judge postponed the hearing until the defense could review the new evidence.",
+    "Astronomers observed a comet that passes the Sun only once every 6,000 years.",
+    "The startup raised $12 million to build cheaper batteries for electric scooters.",
+    "I can't believe how quickly the snow melted this year!",
+    "The library is asking volunteers to help digitize its collection of old maps.",
+    "A strong earthquake shook the coastal town, but no injuries were reported.",
+    "The goalkeeper saved a penalty in the final minute to win the cup.",
+    "Learning a second language is easier when you practise a little every day.",
+    "The city council voted to plant ten thousand trees along its busiest streets.",
+    "Scientists warn that warming oceans are pushing fish populations toward the poles, "
+    "which could change what fishing fleets catch within a decade.",
+    "After three weeks of negotiations, the union and the airline agreed on a contract "
+    "that raises wages by eight percent over two years.",
+    "The old lighthouse, abandoned since the 1960s, has been turned into a small hotel "
+    "with four rooms and a view of the entire bay.",
+    "When the power came back, the refrigerator made a loud clicking noise and then "
+    "started humming as if nothing had happened.",
+    "The hospital introduced a new scheduling system that cut average waiting times in "
+    "the emergency department from four hours to under two.",
+    "Although the film received poor reviews, it became one of the most watched "
+    "releases of the year on streaming platforms.",
+    "Hikers are advised to carry enough water, a map and a charged phone, because "
+    "the trail crosses long stretches without shade or signal.",
+    "The chemistry teacher showed the class how a simple battery can be made from a "
+    "lemon, a copper coin and a galvanized nail.",
+    "Investors sold technology shares on Monday, worried that higher borrowing costs "
+    "would slow the growth of companies that are not yet profitable.",
+    "Grandmother keeps every letter she ever received in a tin box under her bed, "
+    "tied in bundles with ribbons of different colours.",
+    "The translation of the ancient manuscript revealed a detailed list of the "
+    "spices, fabrics and metals traded along the river in the ninth century.",
+    "If the weather holds, the regatta will start at noon and the boats should "
+    "reach the harbour mouth by late afternoon.",
+    "The new law requires landlords to fix heating problems within forty-eight hours "
+    "of a tenant's complaint during the winter months.",
+    "Despite the noise from the construction site next door, the students managed to "
+    "finish their exams on time.",
+    "A small bakery in the village has been using the same sourdough starter for "
+    "more than a hundred years, feeding it flour and water every day.",
+    "The satellite will map the height of sea ice across the Arctic to help "
+    "scientists understand how quickly it is thinning.",
+    "Parents and teachers met on Thursday evening to discuss whether the school day "
+    "should start later so that teenagers can get more sleep, a change that several "
+    "nearby districts have already made with mixed results.",
+    "The restored steam locomotive, built in 1923 and retired in the late fifties, "
+    "pulled its first passenger train in decades on Saturday, drawing crowds of "
+    "families who lined the tracks to wave as it passed.",
+    "Because the printer kept jamming, the office manager ordered a replacement, but "
+    "the delivery was delayed twice and the staff ended up printing the annual "
+    "report at a copy shop across the street.",
+    "Researchers tracking migrating birds with tiny solar-powered tags discovered that "
+    "some warblers fly nonstop for more than three days over open ocean, a feat "
+    "that requires them to nearly double their body weight beforehand.",
+    "The chef explained that the secret of the sauce is patience: the onions must "
+    "cook slowly for almost an hour until they turn deep brown and sweet, and only "
+    "then are the tomatoes and herbs added.",
+    "In the small mountain town, the only doctor also serves as the pharmacist, the "
+    "school nurse and, on weekends, the coach of the children's football team.",
+    "The court ruled that the company had misled customers about the fuel "
+    "efficiency of its vans and ordered it to refund part of the purchase price to "
+    "more than forty thousand buyers.",
+    "After the storm, volunteers spent the whole weekend clearing fallen branches "
+    "from the park, repairing the playground fence and replanting the flower beds "
+    "that the floodwater had washed away.",
 ]
 
 

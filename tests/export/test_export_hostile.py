@@ -512,7 +512,8 @@ def test_a_validation_file_that_is_not_utf8_is_named_with_the_offset_in_the_file
 @pytest.mark.parametrize("line, message", [
     ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply; each line must be an object with a 'text' field"),  # was RecursionError
     ('{"text": "ab\\ud800c"}', "'text' has a lone surrogate '\\ud800' at character 2, which is not valid Unicode; fix the text"),
-    ('{"text": 1}', "expected an object with a str 'text' field; each line must be an object with a \"text\" string"),
+    ('{"text": 1}', "'text' is a number, not a string; make each 'text' a JSON string"),
+    ('{"body": "A man plays."}', "expected an object with a str 'text' field; each line must be an object with a \"text\" string"),
     ('{"text": ', "not valid JSON (Expecting value at column 10)"),
 ])
 def test_a_bad_jsonl_line_is_named_as_the_cli_names_it(tmp_path, line, message):

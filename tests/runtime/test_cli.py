@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from albert_onnx import AlbertEmbedder, int8_kernel, ray_job
+from albert_onnx import AlbertEmbedder, ModelFolderError, int8_kernel, ray_job
 from albert_onnx import cli as cli_module
 from albert_onnx.cli import build_parser, main
 from tests.conftest import ROOT
@@ -325,6 +325,22 @@ def test_info_checks_each_file_against_the_manifest(copy_of, capsys):
     assert f"\n         {graph}: size 1000 bytes, manifest.json says {size}; the file was changed or truncated: re-export\n" in out
     assert f"\n         {copy_of / 'model_fused.onnx'} is missing; the model folder is incomplete: re-export it\n" in out
     assert "         model_int8.onnx: size and sha256 match manifest.json\n" in out
+
+
+def test_info_refuses_what_the_loader_refuses_in_a_manifest_whose_files_match(copy_of, capsys):
+    """An edited fact in manifest.json: info said every file matched and exited 0, the loader refused the folder."""
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["model"]["hidden_size"] = 256
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    status, out, err = cli(capsys, "info", str(copy_of))
+    assert (status, err) == (2, f"albert-onnx info: error: 5 file(s) of {copy_of} fail the loader's checks (shown above); do what each "
+                                "line says, or re-export the folder\n")
+    for graph in ("model_fp32.onnx", "model_fused.onnx", "model_int8.onnx", "model_fp16.onnx"):
+        assert (f"\n         manifest.json says model.hidden_size=256 but {graph} was exported with 128; the manifest was edited or "
+                "belongs to another export: re-export the folder\n") in out
+    assert "\ntokenizer     tokenizer.json: size and sha256 match manifest.json\n" in out  # no stamp to check there
+    with pytest.raises(ModelFolderError, match=r"manifest.json says model.hidden_size=256 but model_.*\.onnx was exported with 128"):
+        AlbertEmbedder(copy_of)  # the loader's own verdict, which info now shares
 
 
 def test_info_on_a_manifest_with_a_400_digit_size_is_one_line(copy_of, capsys):

@@ -443,6 +443,11 @@ def test_jsonl_without_the_field_names_the_line(tiny_folder, tmp_path, capsys):
     status, _, err = embed(capsys, tiny_folder, tmp_path / "bad.jsonl", tmp_path / "v.npy")
     line = error_line(err, "embed")
     assert status == 2 and "bad.jsonl:2: expected an object with a str 'text' field" in line and "--text-field" in line
+    for value, shown in (("5", "a number"), ("null", "null"), ('["a"]', "an array"), ("true", "true")):
+        (tmp_path / "bad.jsonl").write_text(f'{{"text": "ok"}}\n{{"text": {value}}}\n')  # the field is there: not a text
+        status, _, err = embed(capsys, tiny_folder, tmp_path / "bad.jsonl", tmp_path / "v.npy")
+        assert (status, error_line(err, "embed")) == (2, f"albert-onnx embed: error: {tmp_path / 'bad.jsonl'}:2: 'text' is {shown}, "
+                                                         "not a string; make each 'text' a JSON string")
 
 
 @pytest.mark.parametrize("source", ["/dev/zero", "-"])
@@ -611,3 +616,24 @@ def test_truncation_is_counted_once_for_the_whole_input(tiny_folder, tmp_path, c
     warned = [line for line in err.splitlines() if "warning" in line]
     assert warned == ["albert-onnx embed: warning: 16 of 64 texts exceeded --max-length 16 tokens and were truncated; "
                       "pass --long-text window to embed whole texts"]
+
+
+def test_an_unknown_flag_after_a_command_is_that_commands_error(tiny_folder, capsys):
+    # argparse named the top parser ("albert-onnx: error") and its --help, which does not list the command's flags
+    assert cli(capsys, "info", str(tiny_folder), "extra") == (
+        2, "", "albert-onnx info: error: unrecognized arguments: extra (see albert-onnx info --help)\n")
+    assert cli(capsys, "export", "src", "-o", "out", "--weights") == (
+        2, "", "albert-onnx export: error: unrecognized arguments: --weights (see albert-onnx export --help)\n")
+
+
+@pytest.mark.parametrize("flag, kind", [("--input", "a file"), ("--output", "a folder")])
+def test_a_dash_is_refused_by_the_ray_engine(tiny_folder, tmp_path, capsys, monkeypatch, flag, kind):
+    # --output - made a folder named "-" in the working directory; --input - said the file "-" does not exist
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n')
+    paths = {"--input": "in.jsonl", "--output": "out", flag: "-"}
+    status, _, err = cli(capsys, "embed", str(tiny_folder), "--engine", "ray", "--input", paths["--input"], "--output", paths["--output"])
+    assert (status, error_line(err, "embed")) == (
+        2, f"albert-onnx embed: error: {flag} -: stdin and stdout are for --engine local; the Ray job reads input files and writes "
+           f"a folder of parquet parts: pass {kind} (./- for one named -)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl"]

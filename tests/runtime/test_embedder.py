@@ -121,6 +121,11 @@ def test_numpy_integers_are_counts_as_ints_are(tiny_folder, fp32, sts_texts):
         .intra_op_num_threads == 1
     with pytest.raises(TypeError, match=r"^batch_size=np.True_: pass an int >= 1$"):  # numpy's bool is no count
         fp32.encode(texts, batch_size=np.True_)
+    # ... but it is a flag, as a bool is (refused as "pass True or False" before; found by a README check, 2026-12-08)
+    np.testing.assert_array_equal(fp32.encode(texts[:4], normalize=np.False_), fp32.encode(texts[:4], normalize=False))
+    np.testing.assert_array_equal(fp32.word_vectors(["guitar"], projected=np.True_), fp32.word_vectors(["guitar"], projected=True))
+    loaded = AlbertEmbedder(tiny_folder, variant="fp32", verify=np.True_, spin_wait=np.False_, io_binding=np.False_)
+    assert loaded._runner.io_binding is False
 
 
 def test_the_constructor_loads_a_folder_as_from_pretrained_does(tiny_folder, fp32):

@@ -91,7 +91,7 @@ def test_ray_job_matches_in_process_keeps_bad_rows_and_resumes(local_ray, tiny_f
         counts = run_ray_job(options)
     assert counts == {"shards": 4, "skipped": 0, "written": 4, "rows": 504, "bad_rows": 4}
     logged = [record.getMessage() for record in caplog.records]
-    assert logged == ["bad row id=1000 (corpus.jsonl:501): 'text' is missing", "bad row id=1001 (corpus.jsonl:502): 'text' is missing",
+    assert logged == ["bad row id=1000 (corpus.jsonl:501): 'text' is null", "bad row id=1001 (corpus.jsonl:502): 'text' is missing",
                       "bad row id=1002 (corpus.jsonl:503): 'text' is int, not str",
                       "bad row id=1003 (corpus.jsonl:504): 'text' has a lone surrogate '\\ud800' at character 1, which is not valid Unicode"]
 
@@ -296,7 +296,7 @@ def test_strict_stops_at_the_first_bad_row_in_one_line_and_leaves_no_folder(no_r
     source.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": null}\n{"id": "3", "text": 4}\n')
     with pytest.raises(ValueError) as caught:
         run_ray_job(_options(tiny_folder, source, tmp_path / "new" / "out", strict=True))
-    assert str(caught.value) == ("row id='2' (bad.jsonl:2): 'text' is missing (strict=True: fix the row, or run without strict to "
+    assert str(caught.value) == ("row id='2' (bad.jsonl:2): 'text' is null (strict=True: fix the row, or run without strict to "
                                  "keep bad rows with a null vector and the reason in the error column)")
     assert not (tmp_path / "new").exists()
     mine = tmp_path / "mine"
@@ -307,6 +307,12 @@ def test_strict_stops_at_the_first_bad_row_in_one_line_and_leaves_no_folder(no_r
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"albert-onnx embed: error: {caught.value}"]
     assert [path.name for path in mine.iterdir()] == ["notes.txt"]
+    # the same in each reader's words: a key that is absent is missing, one that holds null is null
+    (tmp_path / "absent.jsonl").write_text('{"id": "1", "text": "fine"}\n{"id": "2"}\n')
+    pq.write_table(pa.table({"id": ["1", "2"], "text": ["fine", None]}), tmp_path / "null.parquet")
+    for name, problem in (("absent.jsonl", "absent.jsonl:2): 'text' is missing"), ("null.parquet", "null.parquet row 1): 'text' is null")):
+        with pytest.raises(ValueError, match=rf"^row id='2' \({re.escape(problem)} \(strict=True"):
+            run_ray_job(_options(tiny_folder, tmp_path / name, tmp_path / "new" / "out", strict=True))
 
 
 def test_a_failed_run_removes_only_what_it_wrote(tiny_folder, tmp_path, monkeypatch):
@@ -375,6 +381,10 @@ def test_numpy_integer_options_are_recorded_as_ints(tiny_folder, tmp_path):
     counts = {key: getattr(checked, key) for key in ("batch_size", "shard_rows", "actors", "threads_per_actor", "max_length")}
     assert counts == {"batch_size": 4, "shard_rows": 8, "actors": 1, "threads_per_actor": 1, "max_length": 32}
     assert {type(value) for value in counts.values()} == {int}
+    flagged = ray_job._check(_options(tiny_folder, source, tmp_path / "out", normalize=np.False_, strict=np.True_, overwrite=np.False_))
+    flags = {key: getattr(flagged, key) for key in ("normalize", "strict", "overwrite")}
+    assert flags == {"normalize": False, "strict": True, "overwrite": False}
+    assert {type(value) for value in flags.values()} == {bool}  # np.bool_ is no JSON
 
 
 def test_actor_plan_fits_the_cpus_and_gives_each_gpu_an_actor():
