@@ -16,7 +16,7 @@ import transformers
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from tests.conftest import BASE_SOURCE, need_shared
-from tests.export.test_tokenizer import HARD_CASES, random_texts
+from albert_onnx_export.tokenizer_probes import HARD_CASES, random_texts
 
 if int(transformers.__version__.split(".")[0]) >= 5:
     pytest.skip("the proof needs transformers 4.57's slow AlbertTokenizer; the main test venv has it", allow_module_level=True)

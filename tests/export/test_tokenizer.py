@@ -3,7 +3,7 @@ slow one in test_reference_tokenizer.py) id for id; the vocabulary is found offl
 
 from __future__ import annotations
 
-import random
+import json
 import re
 import shutil
 import unicodedata
@@ -15,39 +15,8 @@ from tokenizers import normalizers
 from albert_onnx_export.errors import ExportError
 from albert_onnx_export.reference_tokenizer import ReferenceTokenizer
 from albert_onnx_export.tokenizer import ALBERT_SPIECE_SHA256, build_fast_tokenizer, load_reference_tokenizer, mismatches
-from tests.conftest import BASE_SOURCE, make_hub_cache, need_shared, run_cli
-
-HARD_CASES = [
-    "Héllo Wörld naïve café façade", "ÀÉÎÕÜ ÇÑ Ångström", "1,000,000 people, 3,5 or 12,345.67", "9,9 99,99 999,999,999,",
-    "$1,234.56 and €5,00 or £3", "It costs 5,000,", "the [MASK] sat on the mat", "a [MASK]b [MASK] [MASK].", "[MASK]",
-    "emoji 😀👍🏽 ok 🤷‍♀️", "中文字符 日本語のテキスト 한국어", "", "   ", "  lots   of   spaces  ", "tab\there\nnewline\r\nend",
-    "non\u00a0breaking\u3000ideographic space", "``quoted'' text \"plain\"", "key-board push-ups T-shirt (cfe).",
-    "Dr. Smith's 2,000-word essay—really?", "x" * 3000, "word " * 600, "ALL CAPS AND MiXeD", "ﬁ ligature ① ²",
-    # control, zero-width and separator characters: a trailing "▁" piece, words glued at U+001C, offsets shifted
-    "Hello world\u200b", "Hello world\ufeff", "Hello world \x01", "\x07Hello world", "A m\x1can with a hard hat.",
-    "one\x1ftwo\x1ethree\x1dfour", "\u200b\u200b", "\x00\x7f\x9f", "soft\u00adhyphen and \u2581 and \ufffd",
-    # marks StripAccents dropped and the reference keeps: the emoji variation selector, keycaps, Indic vowel signs
-    "Text\ufe0f.", "Call 1\ufe0f\u20e3 or 2\ufe0f\u20e3", "Brand\u2122\ufe0f", "x\u20ddy", "हिन्दी भाषा", "ภาษาไทย",
-]
-
-
-# Characters that each exercise a rule: whitespace kinds (U+0085: whitespace to Python, kept by SentencePiece), the
-# quote pairs, digits and commas (the digit-comma rule), accents (NFKD), case (Greek final sigma, dotted I, ß,
-# titlecase digraphs), SentencePiece's user-defined symbols, CJK and emoji (unknown pieces), the special tokens'
-# own characters, and the special tokens themselves.
-ALPHABET = list("abcXYZ 019,.,-()\"'`£€–") + [" ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x85", "``", "''", "é", "Ö", "ñ",
-                                             "a\u0301", "Σ", "ΟΔΟΣ", "İ", "ß", "ǅ", "中", "😀", "ﬁ", "①", "[", "]", "<", ">", "MASK", "mask",
-                                             "\x00", "\x01", "\x07", "\x0b", "\x1b", "\x1c", "\x1f", "\x7f", "\x8f", "\x9f", "\u00ad",
-                                             "\u200b", "\u200d", "\u2028", "\u2581", "\ufeff", "\ufffd"]
-SPECIALS = ["[MASK]", "[CLS]", "[SEP]", "<pad>", "<unk>"]
-
-
-def random_texts(count: int, seed: int = 0) -> list[str]:
-    """Seeded random strings of ALPHABET's items, one in eight a special token."""
-    rng = random.Random(seed)
-    return ["".join(rng.choice(SPECIALS) if rng.random() < 0.12 else rng.choice(ALPHABET) for _ in range(rng.randint(0, 24)))
-            for _ in range(count)]
-
+from albert_onnx_export.tokenizer_probes import HARD_CASES, random_texts
+from tests.conftest import BASE_SOURCE, make_hub_cache, make_tiny_source, need_shared, run_cli
 
 @pytest.fixture(scope="module")
 def tokenizers():
@@ -210,3 +179,28 @@ def test_vocabulary_larger_than_the_model(tmp_path):
     need_shared()
     with pytest.raises(ExportError, match=r"has 30000 tokens but the model's vocab_size is 1000"):
         load_reference_tokenizer(str(BASE_SOURCE), vocab_size=1000)
+
+
+@pytest.mark.parametrize("setting, named", [
+    ({"remove_space": False}, "its tokenizer_config.json sets remove_space=False"),
+    ({"keep_accents": True}, "its tokenizer_config.json sets keep_accents=True"),
+    ({"added_tokens_decoder": {"1": {"content": "<unk>", "lstrip": True, "normalized": False, "rstrip": True, "single_word": True,
+                                     "special": True}}}, "a setting such as single_word on a special token"),
+])
+def test_a_tokenizer_setting_the_conversion_does_not_reproduce_stops_the_export(tmp_path, setting, named):
+    """Found by an attack: these exported, their ids differing on 1-5% of texts (U+001C, a dotted capital I, "<unk>" glued
+    to a word), because the validation texts (English) never met them; the probe texts do (tokenizer_probes.py)."""
+    source = make_tiny_source(tmp_path / "src")
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    if "added_tokens_decoder" in setting:
+        config["added_tokens_decoder"] = {**config["added_tokens_decoder"], **setting["added_tokens_decoder"]}
+    else:
+        config.update(setting)
+    (source / "tokenizer_config.json").write_text(json.dumps(config))
+    result = run_cli("export", str(source), "--random-weights", "--variants", "fp32", "-o", str(tmp_path / "out"), check=False)
+    (line,) = result.stderr.splitlines()[-1:]
+    assert result.returncode == 2 and re.match(
+        rf"^albert-onnx export: error: tokenizer\.json differs from the SentencePiece reference on \d+ of 2\d\d\d texts, e\.g\. .*: the "
+        rf"conversion does not reproduce {re.escape(str(source))}'s tokenizer \({re.escape(named)}.*\); export with ALBERT's own "
+        r"tokenizer settings$", line), result.stderr
+    assert not (tmp_path / "out").exists()
