@@ -258,7 +258,7 @@ def _json_type(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return f"{str(value).lower()}"
+        return str(value).lower()
     return {int: "a number", float: "a number", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 

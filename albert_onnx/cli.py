@@ -91,7 +91,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--variants", type=_variant_list, default=VARIANTS, help=f"comma-separated subset of {','.join(VARIANTS)} (default all)")
     export.add_argument("--hidden-states", action="store_true", help="also output every layer's hidden states (for embed --layer)")
     export.add_argument("--validation-texts", type=Path, help="real text for validation: STS-B .csv, .jsonl or .txt")
-    export.add_argument("--validation-samples", type=int, default=96, help="how many texts of --validation-texts to validate on (default 96; without --validation-texts, the 64 built-in sentences)")
+    export.add_argument("--validation-samples", type=int, default=96, help="how many texts of --validation-texts to validate on (default 96; without --validation-texts, that many of the 64 built-in sentences: all of them by default)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     export.add_argument("--force", action="store_true", help="write variants that fail their accuracy gate (flagged in the manifest)")
     export.set_defaults(run=_export, parser=export)
@@ -309,8 +309,8 @@ def _info(args: argparse.Namespace) -> int:
 
         def checked(entry: FileEntry, graph: tuple[str, bool] | None = None) -> str | None:
             problem = _file_problem(folder, entry)
-            if problem is None and graph is not None:  # the bytes are the manifest's: are its facts the graph's?
-                problem = _graph_problem(folder, *graph)
+            if problem is None:  # the bytes are the manifest's: are its facts the file's? (what the loader asks next)
+                problem = _graph_problem(folder, *graph) if graph is not None else _tokenizer_problem(folder)
             problems.extend([problem] if problem is not None else [])
             return problem
 
@@ -378,6 +378,21 @@ def _graph_problem(folder: ModelFolder, variant: str, u8s8: bool) -> str | None:
     try:
         session = create_session(folder.variant_path(variant, u8s8), "cpu", threads=1, spin_wait=False, optimize=False)
         folder.check_session(variant, [node.name for node in session.get_outputs()], session.get_modelmeta().custom_metadata_map, u8s8)
+    except ModelFolderError as error:
+        return str(error)
+    except OSError as error:
+        return f"{error.filename}: {error.strerror}"
+    return None
+
+
+def _tokenizer_problem(folder: ModelFolder) -> str | None:
+    """Why the loader would refuse a tokenizer.json whose bytes match the manifest (its special tokens or vocabulary
+    size are not the manifest's), or None."""
+    from .tokenizer import MAX_TOKENIZER_BYTES, AlbertTokenizer
+
+    try:
+        AlbertTokenizer(folder.path / folder.tokenizer.file, folder.tokenizer, folder.model.vocab_size,
+                        data=folder.read_file(folder.tokenizer.entry, False, most=MAX_TOKENIZER_BYTES))
     except ModelFolderError as error:
         return str(error)
     except OSError as error:
@@ -817,10 +832,13 @@ def _ray_console() -> Iterator[None]:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    tokens = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, extra = build_parser().parse_known_args(argv)
-        if extra:  # argparse's own error here names the top parser ("albert-onnx: error"), not the command
-            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser = build_parser()
+        args, extra = parser.parse_known_args(tokens)
+        if extra:  # argparse's own error names the top parser ("albert-onnx: error") even for a flag after the command
+            before = tokens[: tokens.index(args.command)] if args.command in tokens else tokens
+            (parser if any(token in before for token in extra) else args.parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as done:  # --help and --version (0), or a usage error already printed as one line (2)
         return done.code if isinstance(done.code, int) else USAGE_ERROR
     with _cli_output(args.command):
@@ -830,6 +848,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return args.run(args)
         except (CommandError, ValueError, TypeError) as error:  # ModelFolderError and ExportError are ValueErrors
             message = str(error)
+        except Warning as error:  # -W error / PYTHONWARNINGS=error made one an exception: the user's choice, one line still
+            message = f"{error} ({type(error).__name__}, an error under this Python's warnings filter)"
         except OSError as error:
             if error.filename is None:
                 raise  # an OSError about no file the user named: a bug or a system failure, keep the traceback

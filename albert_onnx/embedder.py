@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 from tokenizers import Encoding
@@ -218,9 +218,23 @@ class AlbertEmbedder:
         self.device_reason = reason
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **options: Any) -> "AlbertEmbedder":
-        """``AlbertEmbedder(folder, **options)``, under the name transformers and Optimum users reach for."""
-        return cls(folder, **options)
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        variant: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+        verify: bool = True,
+        io_binding: bool | None = None,
+        spin_wait: bool = True,
+        device_id: int | None = None,
+        provider_options: Mapping[str, str | int | float | bool] | None = None,
+    ) -> "AlbertEmbedder":
+        """``AlbertEmbedder(folder, ...)``, under the name transformers and Optimum users reach for; the same
+        arguments (spelled out again so that help() and type checkers show them)."""
+        return cls(folder, variant=variant, device=device, threads=threads, verify=verify, io_binding=io_binding,
+                   spin_wait=spin_wait, device_id=device_id, provider_options=provider_options)
 
     def _open(self, model: ModelFolder, variant: str, device: str, threads: int | None, verify: bool,
               io_binding: bool | None, spin_wait: bool, options: dict[str, str]) -> None:
@@ -382,10 +396,11 @@ class AlbertEmbedder:
             raise ValueError("pooling='pooler' uses the pooler head on the last layer; drop layer= or pick another pooling")
         self.folder.check_pooling(pooling, f"pooling={pooling!r}")
         if pooling not in self._poolings_checked:  # once per embedder and pooling: a loop over batches warns once
-            self._poolings_checked.add(pooling)
             shortfall = self.folder.pooling_shortfall(self.variant, pooling)
             if shortfall is not None:
                 warnings.warn(PoolingWarning(shortfall), stacklevel=_callers_level())
+            # only once the warning is out: a filter that makes it an error raises it on every call, not the first alone
+            self._poolings_checked.add(pooling)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         _, sequences, owners = self._sequences(items, max_length, long_text)

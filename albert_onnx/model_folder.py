@@ -39,6 +39,9 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PADDING = "right"
 SPECIAL_TOKENS = ("pad", "unk", "cls", "sep", "mask")
 VALIDATION_STATUSES = ("passed", "failed", "not-validated")
+# A reference whose vectors all lie within SPREAD_MIN of their mean (relative distance, averaged) carries no ranking
+# to preserve: a centred cosine there measures rounding alone (deep random-weight models; the export's validation)
+SPREAD_MIN = 0.05
 # Each graph carries, in its ONNX metadata under this key, the manifest facts the runtime computes with (the
 # architecture, the tokenizer's length limit and special ids, the outputs, the padding rule). The graph's sha256
 # is in the manifest, so with the graph verified an edited manifest cannot pass; without it, a manifest from
@@ -616,18 +619,23 @@ class ModelFolder:
         The gates measure mean pooling. Export also records the centred cosine of the ``cls``, ``max`` and ``pooler``
         vectors (``<pooling>_centred_cosine_mean``): these read one row, or one value per dimension, so no averaging over
         tokens hides int8's per-token error. None where the variant has no centred-cosine gate (fp32 and fused are
-        gated on max |delta|; a degenerate reference, see the export's validation), or where the folder predates the
-        record.
+        gated on max |delta|; a degenerate reference, see the export's validation), where that pooling's reference
+        vectors lie within :data:`SPREAD_MIN` of their mean, or where the folder predates the record.
         """
         check = self.variants[variant].validation
         limit = check.gates.get("centred_cosine_mean", {}).get("at_least")
         value = check.metrics.get(f"{pooling}_centred_cosine_mean")
-        if pooling == "mean" or limit is None or value is None or value >= limit:
+        spread = check.metrics.get(f"{pooling}_reference_spread", 0.0)
+        # below SPREAD_MIN the reference's vectors sit so near their mean that the centred cosine measures rounding alone
+        if pooling == "mean" or limit is None or value is None or value >= limit or spread < SPREAD_MIN:
             return None
+        exact = [name for name in ("fused", "fp32") if name in self.variants and name != variant]
+        instead = (f"load variant {' or '.join(repr(name) for name in exact)} for {pooling} vectors" if exact else
+                   "re-export the folder with --variants fused (or fp32) for them")
         return (f"variant {variant!r} of {self.path} is gated on mean pooling; its {pooling!r} vectors were further from PyTorch fp32 "
                 f"at export (centred cosine {value:.4f}, below the {limit} that mean pooling had to reach; mean gave "
-                f"{check.metrics.get('centred_cosine_mean', float('nan')):.4f}): load variant 'fused' or 'fp32' for {pooling} vectors, "
-                f"or check {variant} against them on your own texts")
+                f"{check.metrics.get('centred_cosine_mean', float('nan')):.4f}): {instead}, or check {variant} against them on "
+                "your own texts")
 
     def check_int8_gemm(self, variant: str) -> None:
         """Refuse an int8 graph whose GEMMs are not :data:`INT8_GEMM` (they saturate on AVX2-only CPUs).

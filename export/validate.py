@@ -24,6 +24,7 @@ from transformers import AlbertModel
 
 from albert_onnx.hardware import cpu_description, gpu_name
 from albert_onnx.int8_kernel import u8s8_is_exact
+from albert_onnx import model_folder
 from albert_onnx.model_folder import Validation
 from albert_onnx.session import DeviceUnavailable, create_session
 
@@ -49,7 +50,7 @@ GATES: dict[str, dict[str, tuple[str, float]]] = {
 # cosine and rank agreement then measure rounding noise alone. Deep random-weight models are like that (attention
 # stays near uniform and averages the tokens layer after layer; measured spread: tiny 0.12, base 0.19, large-v2 0.008,
 # xlarge-v2 0.0006). There the lossy variants are gated on token-level agreement instead, and the manifest says so.
-SPREAD_MIN = 0.05
+SPREAD_MIN = model_folder.SPREAD_MIN  # the runtime applies it to the other poolings' numbers (pooling_shortfall)
 DEGENERATE_GATES = {"token_cosine_min": ("at_least", 0.99), "raw_cosine_min": ("at_least", 0.999)}
 RANKING_GATES = ("centred_cosine_mean", "rank_agreement")
 # fp16 arithmetic runs only on CUDA: on the CPU provider ONNX Runtime inserts casts and computes in fp32, so a CPU
@@ -182,6 +183,8 @@ def measure(session: ort.InferenceSession, ref: Reference) -> dict[str, float]:
         graph, reference = np.concatenate(graph), np.concatenate(reference)
         centre = reference.mean(axis=0)
         metrics[f"{pooling}_centred_cosine_mean"] = float(_cosines(graph - centre, reference - centre).mean())
+        # as for mean pooling: below SPREAD_MIN the centred cosine measures rounding alone (random weights' cls rows)
+        metrics[f"{pooling}_reference_spread"] = float((np.linalg.norm(reference - centre, axis=-1) / np.linalg.norm(reference, axis=-1)).mean())
     if ref.pairs:
         metrics["rank_agreement"] = float(spearmanr(_pair_similarities(sentence, ref.pairs), _pair_similarities(ref.sentence, ref.pairs)).statistic)
     return metrics

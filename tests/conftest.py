@@ -194,6 +194,18 @@ def copy_of(tiny_folder, tmp_path) -> Path:
     return target
 
 
+def short_cls(folder: Path, centred: float = 0.8, spread: float = 0.2, drop: tuple[str, ...] = ()) -> Path:
+    """Edit ``folder``'s manifest so that its int8 cls vectors fell short at export (centred cosine ``centred`` over a
+    reference of ``spread``), and remove the variants ``drop``; validation records are not in the graphs' stamp.
+    The tiny model's own cls vectors lie within 1% of their mean, where no shortfall is reported."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["variants"]["int8"]["validation"]["metrics"].update(cls_centred_cosine_mean=centred, cls_reference_spread=spread)
+    for name in drop:
+        (folder / manifest["variants"].pop(name)["file"]).unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def plain_folder(tiny_source, tmp_path_factory) -> Path:
     """The tiny model exported as fp32 only and without hidden states (what a default export gives)."""

@@ -27,7 +27,7 @@ import pytest
 from albert_onnx import AlbertEmbedder, ModelFolderError, int8_kernel, ray_job
 from albert_onnx import cli as cli_module
 from albert_onnx.cli import build_parser, main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, short_cls
 
 HEAVY = ("torch", "transformers", "onnx", "albert_onnx_export", "optimum", "sentencepiece")
 
@@ -250,14 +250,21 @@ def test_embed_to_stdout(tiny_folder, fp32, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "-").exists()
 
 
-def test_embed_with_a_pooling_int8_falls_short_on_warns_in_one_line(tiny_folder, tmp_path, capsys):
+def test_embed_with_a_pooling_int8_falls_short_on_warns_in_one_line(copy_of, tmp_path, capsys):
+    short_cls(copy_of)
     (tmp_path / "in.txt").write_text("one text\nanother text\n")
-    status, _, err = cli(capsys, "embed", str(tiny_folder), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
-                         "--variant", "int8", "--pooling", "cls", "--batch-size", "1")
+    flags = ["embed", str(copy_of), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"), "--variant", "int8",
+             "--pooling", "cls", "--batch-size", "1"]
+    status, _, err = cli(capsys, *flags)
     assert status == 0
     (warning,) = [line for line in err.splitlines() if "warning" in line]
-    assert warning.startswith(f"albert-onnx embed: warning: variant 'int8' of {tiny_folder} is gated on mean pooling; its 'cls' vectors")
+    assert warning.startswith(f"albert-onnx embed: warning: variant 'int8' of {copy_of} is gated on mean pooling; its 'cls' vectors")
     assert np.load(tmp_path / "v.npy").shape == (2, 128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # python -W error: the warning is an exception, and still one line (a traceback before)
+        status, _, err = cli(capsys, *flags)
+    assert status == 2 and error_line(err, "embed").endswith(
+        "or check int8 against them on your own texts (PoolingWarning, an error under this Python's warnings filter)")
 
 
 def test_embed_max_length_truncates_with_one_warning_line(tiny_folder, fp32, tmp_path, capsys):
@@ -341,6 +348,18 @@ def test_info_refuses_what_the_loader_refuses_in_a_manifest_whose_files_match(co
     assert "\ntokenizer     tokenizer.json: size and sha256 match manifest.json\n" in out  # no stamp to check there
     with pytest.raises(ModelFolderError, match=r"manifest.json says model.hidden_size=256 but model_.*\.onnx was exported with 128"):
         AlbertEmbedder(copy_of)  # the loader's own verdict, which info now shares
+
+
+def test_info_refuses_a_manifest_whose_special_tokens_are_not_the_tokenizers(copy_of, capsys):
+    manifest = json.loads((copy_of / "manifest.json").read_text())
+    manifest["tokenizer"]["special_tokens"]["cls"] = "<cls>"  # no stamp covers it; the loader's tokenizer check does
+    (copy_of / "manifest.json").write_text(json.dumps(manifest))
+    status, out, err = cli(capsys, "info", str(copy_of))
+    assert status == 2 and err.startswith(f"albert-onnx info: error: 1 file(s) of {copy_of} fail the loader's checks")
+    assert (f"\ntokenizer     {copy_of / 'tokenizer.json'}: special token cls ('<cls>') has id None, manifest.json says 2; the "
+            "tokenizer belongs to another model: re-export the folder\n") in out
+    with pytest.raises(ModelFolderError, match=r"special token cls \('<cls>'\) has id None"):
+        AlbertEmbedder(copy_of)
 
 
 def test_info_on_a_manifest_with_a_400_digit_size_is_one_line(copy_of, capsys):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import need_module  # noqa: E402
+from tests.conftest import need_module, short_cls  # noqa: E402
 
 ray = need_module("ray")
 pa = need_module("pyarrow")
@@ -994,8 +994,8 @@ def test_an_actor_whose_libraries_differ_from_the_drivers_refuses_to_embed(tiny_
         ray_job._EmbedBatch(str(tiny_folder), "int8", "cpu", 1, {}, job)
 
 
-def test_a_pooling_int8_falls_short_on_is_warned_once_by_the_driver_not_by_each_actor(tiny_folder, tmp_path, monkeypatch):
-    # the tiny folder's int8 cls vectors measured below the mean-pooling gate at export (ModelFolder.pooling_shortfall)
+def test_a_pooling_int8_falls_short_on_is_warned_once_by_the_driver_not_by_each_actor(copy_of, tmp_path, monkeypatch):
+    tiny_folder = short_cls(copy_of)  # its int8 cls vectors below the mean-pooling gate (ModelFolder.pooling_shortfall)
     source = tmp_path / "in.jsonl"
     _write_jsonl(source, [{"id": 1, "text": "a"}])
 
