@@ -6,6 +6,7 @@ Invariance across batches lives in test_batch_invariance.py; refusal of bad inpu
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import random
 import shutil
@@ -141,6 +142,12 @@ def test_the_constructor_loads_a_folder_as_from_pretrained_does(tiny_folder, fp3
     assert auto.device_reason is not None  # device='auto' without a GPU: the reason it runs on the CPU
     with pytest.raises(ValueError, match=r"^variant='fp33'"):
         AlbertEmbedder(tiny_folder, variant="fp33")
+
+
+def test_from_pretrained_takes_the_constructors_arguments():
+    # spelled out in both for help() and type checkers: a default or a keyword changed in one only would show here
+    constructor = list(inspect.signature(AlbertEmbedder.__init__).parameters.values())[1:]  # without self
+    assert list(inspect.signature(AlbertEmbedder.from_pretrained).parameters.values()) == constructor
 
 
 def test_a_pooling_a_variant_falls_short_on_is_warned_once(copy_of, fp32):
