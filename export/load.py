@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import pickle
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import transformers
@@ -17,6 +20,7 @@ from transformers.activations import ACT2FN
 
 from .errors import ExportError
 from .locate import SHARD_INDEXES, WEIGHT_CHOICES, local_weights, locate_model, shipped_name
+from .to_onnx import OPSET
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -38,6 +42,12 @@ REQUIRED_SIZES: dict[str, tuple[int, int, int]] = {
 }
 # The pooler head's tensors, as AlbertModel names them (both absent: a checkpoint saved without the head).
 POOLER_KEYS = ("pooler.bias", "pooler.weight")
+# The parts of AlbertModel, as transformers names a checkpoint's tensors for it (a head model's "albert." dropped). A
+# tensor under them that the model has no place for means a config.json that does not match the weights (saved with
+# num_hidden_groups=2, read with 1: the second group's weights were dropped and every gate passed); a head's tensors
+# (predictions.*, classifier.*) are not the model's, and the integer buffers below are rebuilt, not loaded.
+MODEL_PARTS = ("embeddings.", "encoder.", "pooler.")
+BUFFERS = ("position_ids", "token_type_ids")
 # Optional: every published ALBERT has these at the defaults transformers uses, so a missing one is no surprise.
 OPTIONAL_SIZES: dict[str, tuple[int, int, int]] = {"num_hidden_groups": (1, 1, 256), "inner_group_num": (1, 1, 256)}
 # name -> (low, high, low inclusive, albert-base-v2's value)
@@ -47,6 +57,14 @@ OPTIONAL_NUMBERS: dict[str, tuple[float, float, bool, float]] = {
     "hidden_dropout_prob": (0.0, 1.0, True, 0.0),
     "attention_probs_dropout_prob": (0.0, 1.0, True, 0.0),
 }
+# The activations of transformers' ACT2FN that torch's TorchScript exporter turns into ONNX (opset OPSET), each
+# exported and compared with PyTorch (torch 2.13, transformers 4.57). Not there: "xielu", whose aten::expm1 has no
+# ONNX export: the export failed with UnsupportedOperatorError after dumping the traced graph (72 KB) to stderr.
+EXPORTABLE_ACTIVATIONS = (
+    "gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python", "gelu_python_tanh", "gelu_pytorch_tanh",
+    "laplace", "leaky_relu", "linear", "mish", "prelu", "quick_gelu", "relu", "relu2", "relu6", "sigmoid", "silu", "swish",
+    "tanh",
+)
 
 
 @dataclass
@@ -118,7 +136,8 @@ def _shown(value: object) -> str:
 
 
 def check_config(raw: dict, origin: str) -> None:
-    """Check the architecture fields of an ALBERT config.json before transformers builds anything from it.
+    """Check the architecture fields of an ALBERT config.json, and the fields transformers acts on while it loads the model
+    (quantization_config, torch_dtype, pruned_heads), before transformers builds anything from it.
 
     Args:
         raw: The config as read, without transformers' defaults filled in.
@@ -168,6 +187,9 @@ def check_config(raw: dict, origin: str) -> None:
         problems.append("hidden_act is missing (albert-base-v2: 'gelu_new', v1 models: 'gelu')")
     elif not isinstance(act, str) or act not in ACT2FN:
         problems.append(f"hidden_act={_shown(act)} must be one of transformers' activations, e.g. 'gelu_new' (v2) or 'gelu' (v1)")
+    elif act not in EXPORTABLE_ACTIVATIONS:
+        problems.append(f"hidden_act={act!r} has no ONNX export (opset {OPSET}) in torch; the export supports "
+                        f"{', '.join(EXPORTABLE_ACTIVATIONS)}")
     position = raw.get("position_embedding_type", "absolute")
     if position != "absolute":
         problems.append(f"position_embedding_type={_shown(position)} must be 'absolute': the fused Attention has no relative positions")
@@ -179,8 +201,90 @@ def check_config(raw: dict, origin: str) -> None:
             problems.append(f"{name}={_shown(value)} must be a number (albert-base-v2: {example})")
         elif not (low <= value if low_ok else low < value) or value > high:
             problems.append(f"{name}={value} must be in {'[' if low_ok else '('}{low}, {high}] (albert-base-v2: {example})")
+    # the distinct layers pruned_heads indexes; unknown while a group size is invalid (reported above)
+    invalid_groups = any(name in raw and groups[name] is None for name in OPTIONAL_SIZES)
+    distinct = None if invalid_groups else (groups["num_hidden_groups"] or 1) * (groups["inner_group_num"] or 1)
+    problems += _loading_problems(raw, distinct, heads)
     if problems:
         raise ExportError(f"{origin} is not a usable ALBERT config: {'; '.join(problems)}; fix these fields in {origin}")
+
+
+def _loading_problems(raw: dict, layers: int | None, heads: int | None) -> list[str]:
+    """The fields of ``raw`` besides the sizes that transformers acts on while it builds or loads the model, and would
+    fail on with a traceback (or a wrong model): quantization_config, torch_dtype (or dtype) and pruned_heads.
+
+    Args:
+        raw: The config as read.
+        layers: The distinct layers, num_hidden_groups x inner_group_num (None: a group size is invalid).
+        heads: num_attention_heads (None: missing or invalid).
+    """
+    problems = []
+    # transformers hands it to a quantizer (bitsandbytes, GPTQ, ...) that needs its own packages and GPU kernels, and fails
+    # on a null or a string; the export reads float weights and quantizes the graph itself (int8)
+    if raw.get("quantization_config") is not None:
+        problems.append(f"quantization_config={_shown(raw['quantization_config'])} marks a quantized checkpoint, which the export "
+                        "cannot read: export from the unquantized checkpoint")
+    elif "quantization_config" in raw:
+        problems.append("quantization_config=null, which transformers cannot read: delete the field")
+    for name in ("torch_dtype", "dtype"):
+        value = raw.get(name)
+        # transformers turns a string into getattr(torch, value): an AttributeError for a name torch lacks
+        if isinstance(value, str) and not isinstance(getattr(torch, value, None), torch.dtype):
+            problems.append(f"{name}={value!r} is not a torch dtype name: use the dtype the weights were saved in, e.g. 'float32' "
+                            "(or delete the field)")
+    pruned = raw.get("pruned_heads")
+    if pruned is not None and layers is not None and heads is not None:
+        # transformers prunes while it builds the model: an index out of range was an IndexError (a negative head one
+        # silently pruned a head from the end), a layer with every head pruned a RuntimeError mid-export
+        problem = _pruned_heads_problem(pruned, layers, heads)
+        if problem is not None:
+            problems.append(f"pruned_heads={_shown(pruned)}: {problem} (it maps a layer index, 0 to {layers - 1} for "
+                            f"num_hidden_groups x inner_group_num layers, to the heads removed, 0 to {heads - 1}, leaving each layer "
+                            "one; albert-base-v2: {})")
+    return problems
+
+
+def _pruned_heads_problem(pruned: object, layers: int, heads: int) -> str | None:
+    """What is wrong with a config's ``pruned_heads`` (a JSON object of layer index strings to head index lists), or None."""
+    if not isinstance(pruned, dict):
+        return f"a {type(pruned).__name__}, not an object"
+    for key, listed in pruned.items():
+        # JSON keys are strings; transformers reads them with int(), which takes " 1", "01" and "-1" (the last layer) too
+        if not (key.isascii() and key.isdecimal() and str(int(key)) == key and int(key) < layers):
+            return f"layer {key!r} is not an index from 0 to {layers - 1}"
+        if not isinstance(listed, list) or any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < heads for h in listed):
+            return f"layer {key!r} lists {_shown(listed)}, not head indexes from 0 to {heads - 1}"
+        if len(set(listed)) != len(listed):
+            return f"layer {key!r} lists a head twice"
+        if len(listed) >= heads:
+            return f"layer {key!r} would lose all its {heads} heads"
+    return None
+
+
+def build_config(raw: dict, origin: str) -> AlbertConfig:
+    """``AlbertConfig.from_dict(raw)``, its errors named.
+
+    Raises:
+        ExportError: transformers refused a field (``id2label={"x": ...}``, ``num_labels="two"``, ``problem_type``): its
+            ValueError or TypeError names the value, not the field or the file; this names both.
+    """
+    try:
+        return AlbertConfig.from_dict(raw)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
+        # the culprit: the one field without which the config builds (none where two fields are wrong)
+        culprits = [key for key in raw if _builds({k: v for k, v in raw.items() if k != key})]
+        field = f"the field {culprits[0]}={_shown(raw[culprits[0]])}" if len(culprits) == 1 else "a field"
+        raise ExportError(f"{origin}: transformers cannot read {field}: {one_line(error, 160)}; fix it in {origin}, or restore the "
+                          "file from the checkpoint's source") from None
+
+
+def _builds(raw: dict) -> bool:
+    """Whether transformers builds an AlbertConfig from ``raw``."""
+    try:
+        AlbertConfig.from_dict(raw)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return False
+    return True
 
 
 def read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
@@ -210,7 +314,7 @@ def read_config(source: str, revision: str | None) -> tuple[AlbertConfig, str]:
         what = "has no model_type" if model_type is None else f"is a {model_type!r} checkpoint, not ALBERT"
         raise ExportError(f"source={source!r} {what} (model_type must be 'albert'); albert-onnx exports ALBERT models only")
     check_config(raw, origin)
-    config = AlbertConfig.from_dict(raw)
+    config = build_config(raw, origin)
     # outputs as a ModelOutput (a config's return_dict=false or torchscript=true would make tuples, which the
     # export and the reference read by name), and the feed-forward in one piece (chunking traces the example's
     # length into the graph); none of them changes the arithmetic
@@ -391,6 +495,8 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     files = weight_files(local, weights)
     for path in files:
         _check_not_lfs_pointer(path)
+        if path.suffix == ".safetensors":
+            _check_safetensors_format(path)
     from safetensors import SafetensorError
 
     try:
@@ -400,16 +506,17 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
         # A checkpoint without the pooler head is built without one, so transformers does not warn that it "should
         # probably TRAIN this model" beside the export's own note.
         stored = _stored_names(local / weights)
-        model, info = AlbertModel.from_pretrained(
-            str(local),
-            config=config,
-            add_pooling_layer=stored is None or bool(set(POOLER_KEYS) & stored),
-            use_safetensors=use_safetensors,
-            trust_remote_code=False,
-            attn_implementation="eager",
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
+        with _quiet_loading_report():
+            model, info = AlbertModel.from_pretrained(
+                str(local),
+                config=config,
+                add_pooling_layer=stored is None or bool(set(POOLER_KEYS) & stored),
+                use_safetensors=use_safetensors,
+                trust_remote_code=False,
+                attn_implementation="eager",
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
     except (OSError, pickle.UnpicklingError, SafetensorError) as error:
         raise weights_failure(_damaged_file(files) or local / weights, error) from error
     except Exception as error:
@@ -431,6 +538,12 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     if mismatched:
         raise ExportError(f"{local / weights}: the weights do not fit config.json ({len(mismatched)} tensors have other shapes, "
                           f"e.g. {mismatched[0]}); use the config.json that came with these weights")
+    names = (key.removeprefix("albert.") for key in info.get("unexpected_keys") or ())
+    unexpected = sorted(name for name in names if name.startswith(MODEL_PARTS) and name.split(".")[-1] not in BUFFERS)
+    if unexpected:
+        raise ExportError(f"{local / weights}: holds {len(unexpected)} tensors of the ALBERT model that config.json has no place for "
+                          f"(e.g. {', '.join(unexpected[:2])}), which would be left out; the config.json does not match these "
+                          "weights: use the config.json saved with them")
     # transformers 4.57 leaves a tensor that a shard index lists but its shard lacks on the meta device, unreported
     meta = {name for name, tensor in model.state_dict().items() if tensor.is_meta}
     missing = sorted(set(info.get("missing_keys") or ()) | meta)
@@ -451,6 +564,56 @@ def load_albert(source: str, *, revision: str | None = None, random_weights: boo
     return LoadedModel(model.eval(), config, source, revision, False, None, weights, pooler)
 
 
+def _check_safetensors_format(path: Path) -> None:
+    """Refuse a safetensors file whose metadata says it was saved by TensorFlow or Flax, or by nothing transformers knows.
+
+    transformers hands a "tf" or "flax" file to its TensorFlow or Flax loader (a ModuleNotFoundError without them) and
+    refuses any other format with a message that names no file. No metadata, "pt" and "mlx" load as PyTorch tensors.
+
+    Raises:
+        ExportError: Such a file, or a damaged one, named.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+    except (OSError, SafetensorError) as error:
+        raise weights_failure(path, error) from error
+    found = None if metadata is None else metadata.get("format")
+    if metadata is None or found in ("pt", "mlx"):
+        return
+    if found in ("tf", "flax"):
+        framework = "TensorFlow" if found == "tf" else "Flax"
+        raise ExportError(f"{path}: a {framework}-saved safetensors file (its metadata says format={found!r}), which the export cannot "
+                          f"read; convert it to PyTorch safetensors (load it with transformers' from_{found}=True and save_pretrained), "
+                          "or pass the checkpoint's PyTorch weights")
+    says = f"says format={found!r}" if "format" in metadata else "names no format"
+    raise ExportError(f"{path}: its metadata {says}, none of the formats transformers loads ('pt', 'tf', 'flax', 'mlx'); the file "
+                      "was not saved by save_pretrained: save the weights again with it, or download the checkpoint again")
+
+
+@contextlib.contextmanager
+def _quiet_loading_report() -> Iterator[None]:
+    """Hold back transformers' warnings while it loads weights: the tensors it left unused, missing or of other shapes, a
+    paragraph that tells users "This IS expected if ..." above the export's own one-line refusal of the same tensors
+    (load_albert reads them from the loading info and refuses those that matter). Errors still show.
+
+    A filter, not a level: transformers 4.57 logs the tensor-parallel plan of every layer when this logger's level is
+    WARNING or higher.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    logger.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(errors_only)
+
+
 def _stored_names(path: Path) -> set[str] | None:
     """The tensor names a weights file holds, as AlbertModel names them (a head model's ``albert.`` prefix dropped):
     from a shard index's weight_map, a safetensors header or a zip-format pytorch_model.bin (mapped, not read); None
@@ -468,9 +631,12 @@ def _stored_names(path: Path) -> set[str] | None:
             names = list(handle.keys())
     else:
         try:  # a zip-format .bin maps lazily: its names without reading its tensors
-            names = list(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # legacy format or damaged: the load right after reads (or reports) it in full
             return None
+        if not isinstance(stored, dict):  # not a state dict: the load right after reports it
+            return None
+        names = [name for name in stored if isinstance(name, str)]
     return {name.removeprefix("albert.") for name in names}
 
 
@@ -491,7 +657,11 @@ def _damaged_file(files: list[Path]) -> Path | None:
 
 def _integer_weight(files: list[Path]) -> tuple[Path, str, str] | None:
     """The first tensor of ``files`` that is not floating point, other than the integer buffers a checkpoint may keep
-    (``position_ids``, ``token_type_ids``): (file, name, dtype), or None."""
+    (``position_ids``, ``token_type_ids``): (file, name, dtype), or None.
+
+    Raises:
+        ExportError: A pytorch_model.bin (or shard) that holds no state dict: a bare tensor, a list, other values.
+    """
     from safetensors import safe_open
 
     for path in files:
@@ -501,6 +671,13 @@ def _integer_weight(files: list[Path]) -> tuple[Path, str, str] | None:
             found = {name: dtype for name, dtype in dtypes.items() if not dtype.startswith(("F", "BF"))}
         else:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(tensors, dict) or not all(isinstance(tensor, torch.Tensor) for tensor in tensors.values()):
+                # a bare tensor or a list (torch.save(model.parameters())): transformers' load failed on it with a message
+                # that names no file
+                what = "a dict with values other than tensors" if isinstance(tensors, dict) else f"a {type(tensors).__name__}"
+                raise ExportError(f"{path}: holds {what}, not a state dict of tensor names to tensors; the file was not saved from a "
+                                  "model's weights: save them with save_pretrained (or torch.save(model.state_dict())), or use the "
+                                  "checkpoint's own weights file")
             found = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in tensors.items() if not tensor.is_floating_point()}
         for name, dtype in found.items():
             if not name.endswith(("position_ids", "token_type_ids")):

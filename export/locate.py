@@ -6,6 +6,8 @@ before any weights are loaded or downloaded; load.py and tokenizer.py branch on 
 
 from __future__ import annotations
 
+import errno
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -54,6 +56,8 @@ def locate_model(source: str) -> Where:
         source, "config.json",
         missing=f"source={source!r}: folder has no config.json; pass a Hugging Face ALBERT folder or hub id",
         a_file=f"source={source!r} is a file; pass the checkpoint folder that holds config.json",
+        broken=f"source={source!r} is a symbolic link that leads nowhere (to a missing path, or round a loop of links); fix the "
+               "link, or pass the checkpoint folder itself",
         nowhere=f"source={source!r}: no such folder; pass a folder with config.json, a hub id such as "
                 f"albert/albert-base-v2, or a size name ({', '.join(SHIPPED_SIZES)}) with --random-weights")
 
@@ -88,11 +92,22 @@ def locate_vocabulary(source: str) -> Where:
         missing=f"tokenizer source {source!r} has no spiece.model; pass --tokenizer FOLDER (a folder with spiece.model) "
                 "or a hub id that has one",
         a_file=f"tokenizer source {source!r} is a file; pass --tokenizer FOLDER, the folder that holds spiece.model",
+        broken=f"tokenizer source {source!r} is a symbolic link that leads nowhere (to a missing path, or round a loop of links); "
+               "fix the link, or pass --tokenizer FOLDER, the folder itself",
         nowhere=f"tokenizer source {source!r}: no such folder; pass --tokenizer FOLDER (a folder with spiece.model) "
                 "or a hub id such as albert/albert-base-v2")
 
 
-def _locate(source: str, needed: str, *, missing: str, a_file: str, nowhere: str) -> Where:
+def _broken_link(path: str) -> bool:
+    """Whether ``path``, which does not exist, is a symbolic link (dangling, or in a loop) or lies under a loop of them."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP or os.path.lexists(path)
+    return False
+
+
+def _locate(source: str, needed: str, *, missing: str, a_file: str, broken: str, nowhere: str) -> Where:
     """A folder holding ``needed``, a shipped size name or a hub id; ExportError with the message that fits otherwise."""
     local = Path(source)
     if local.is_dir():
@@ -101,6 +116,8 @@ def _locate(source: str, needed: str, *, missing: str, a_file: str, nowhere: str
         return "folder"
     if local.exists():
         raise ExportError(a_file)
+    if _broken_link(source):  # else taken for a hub id (a link named like one): a network retry, then "could not be fetched"
+        raise ExportError(broken)
     if shipped_name(source) is not None:
         return "shipped"
     if looks_like_path(source):

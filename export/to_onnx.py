@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AlbertModel
 
+from .errors import ExportError
+
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 BASE_OUTPUTS = ["last_hidden_state", "pooler_output", "sentence_embedding", "word_embeddings", "projected_word_embeddings"]
 HIDDEN_STATES = "hidden_states"
@@ -64,6 +66,9 @@ def export_fp32(model: AlbertModel, path: Path, *, hidden_states: bool) -> None:
         model: ALBERT in eval mode with eager attention.
         path: Where to write the .onnx file.
         hidden_states: Also output all hidden states stacked as (layers + 1, batch, sequence, hidden).
+
+    Raises:
+        ExportError: The model holds an operation torch cannot export to ONNX.
     """
     names = output_names(hidden_states, pooler=model.pooler is not None)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
@@ -74,19 +79,26 @@ def export_fp32(model: AlbertModel, path: Path, *, hidden_states: bool) -> None:
             dynamic_axes[name] = {0: "batch"}
         else:
             dynamic_axes[name] = {0: "batch", 1: "sequence"}
-    ids = torch.tensor([[2, 13, 1632, 25, 21, 2292, 9, 3], [2, 13, 1632, 3, 0, 0, 0, 0]], dtype=torch.long)
-    mask = (ids != 0).long()
+    # A [CLS] ... [SEP] text in albert-base-v2's ids and a padded one. The values only feed the trace (the graph is the
+    # same for any ids), but must be rows of the embedding table: a custom vocabulary can be smaller than 2293 ids.
+    ids = torch.tensor([[2, 13, 1632, 25, 21, 2292, 9, 3], [2, 13, 1632, 3, 0, 0, 0, 0]], dtype=torch.long) % model.config.vocab_size
+    mask = torch.tensor([[1] * 8, [1] * 4 + [0] * 4], dtype=torch.long)  # not from the ids: a small table can map a word to 0
     types = torch.zeros_like(ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, and needed
-        torch.onnx.export(
-            AlbertExportWrapper(model, hidden_states).eval(),
-            (ids, mask, types),
-            str(path),
-            input_names=INPUT_NAMES,
-            output_names=names,
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                AlbertExportWrapper(model, hidden_states).eval(),
+                (ids, mask, types),
+                str(path),
+                input_names=INPUT_NAMES,
+                output_names=names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except torch.onnx.errors.UnsupportedOperatorError as error:
+            # load.check_config refuses the activations known to fail here; this names any other cause in one line
+            raise ExportError(f"torch cannot export this model to ONNX opset {OPSET} ({str(error).splitlines()[0][:200]}); check "
+                              f"config.json's hidden_act={model.config.hidden_act!r} and its other non-standard fields") from None

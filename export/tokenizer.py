@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers
-from transformers.convert_slow_tokenizer import AlbertConverter
+from transformers.convert_slow_tokenizer import AlbertConverter, import_protobuf
 
 from albert_onnx.model_folder import sha256_of
 from albert_onnx.tokenizer import WHITESPACE
@@ -111,11 +111,29 @@ def load_reference_tokenizer(source: str, revision: str | None = None, vocab_siz
                               f"{ALBERT_SPIECE_SHA256[:12]}...; the cached copy is damaged: delete it and run once online, "
                               "or pass --tokenizer FOLDER (a folder with spiece.model)")
         found, where = ReferenceTokenizer(fetched.parent, name_or_path=hub_id), f"{hub_id} (hub)"
+    _check_unigram(found)
     log.info(f"vocabulary: {where}, {len(found)} tokens")
     if vocab_size is not None and len(found) > vocab_size:
         raise ExportError(f"the vocabulary {where} has {len(found)} tokens but the model's vocab_size is {vocab_size}, so ids "
                           "would index past its embedding table; pass --tokenizer with the vocabulary that belongs to this model")
     return found
+
+
+def _check_unigram(reference: ReferenceTokenizer) -> None:
+    """Refuse a SentencePiece model trained as BPE, words or characters: ALBERT's is a Unigram model, the only kind the
+    runtime's tokenizer.json is built for (AlbertConverter raised a bare Exception, with a traceback, for words and
+    characters, and a BPE model passed or failed the id comparison by chance of the validation texts).
+
+    Raises:
+        ExportError: Another model type, naming the file.
+    """
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(reference.sp.serialized_model_proto())
+    kind = proto.trainer_spec.model_type
+    if kind != proto.trainer_spec.UNIGRAM:
+        raise ExportError(f"{reference.vocab_file}: a SentencePiece model of type {proto.trainer_spec.ModelType.Name(kind)}, but "
+                          "ALBERT's vocabulary is a UNIGRAM model, the only type the export reproduces in tokenizer.json; pass "
+                          "--tokenizer FOLDER with the UNIGRAM spiece.model this checkpoint was trained with")
 
 
 def build_fast_tokenizer(reference: ReferenceTokenizer) -> Tokenizer:

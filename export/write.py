@@ -344,11 +344,27 @@ def _check_replaceable(target: Path) -> None:
                           f"--overwrite replaces only a model folder: {fix}")
 
 
+def _in_a_loop(path: Path) -> bool:
+    """Whether ``path`` runs into a loop of symbolic links (which exists() reports as a path that is not there)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
+
+
 def _check_target(target: Path, overwrite: bool) -> Path:
     """The resolved ``target``, if it can be a new model folder (or, with ``overwrite``, replace the one there)."""
     if str(target) == "":
         raise ExportError("output='' names no folder (it would mean the current directory); pass the model folder to create")
-    target = Path(target).resolve()
+    try:
+        resolved = Path(target).resolve()
+    except RuntimeError:  # Python 3.11 and 3.12: "Symlink loop from ...", for links that lead to each other
+        resolved = None
+    if resolved is None or _in_a_loop(resolved):  # Python 3.13 leaves a loop unresolved
+        raise ExportError(f"output={str(target)!r}: its path runs into a loop of symbolic links; remove or fix the links, or choose "
+                          "another folder")
+    target = resolved
     spare = NAME_MAX - len(".NAME.tmp-0123456789abcdef.lock") + len("NAME")  # the staging lock: the longest name made beside it
     if len(os.fsencode(target.name)) > spare:
         raise ExportError(f"output={str(target)!r}: the folder name is {len(os.fsencode(target.name))} bytes; the export stages "
