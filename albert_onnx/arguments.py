@@ -240,7 +240,7 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
         if not isinstance(record, dict) or field not in record:
             raise ValueError(f"{name}:{number}: expected an object with a str {field!r} field; {fix}")
         if not isinstance(record[field], str):  # the field is there: say what it holds instead of a text
-            raise ValueError(f"{name}:{number}: {field!r} is {_json_type(record[field])}, not a string; make each {field!r} a "
+            raise ValueError(f"{name}:{number}: {field!r} is {json_type(record[field])}, not a string; make each {field!r} a "
                              "JSON string")
         text = record[field]
         if not text.isascii():
@@ -253,7 +253,7 @@ def jsonl_texts(name: str, lines: Iterable[str], field: str, fix: str) -> list[s
     return texts
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     """A parsed JSON value's type as JSON names it (``null``, ``a number``, ...), for the errors."""
     if value is None:
         return "null"

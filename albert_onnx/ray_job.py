@@ -532,7 +532,7 @@ def _text_problem(text_field: str, text: object, escaped_bytes: bool = False) ->
         return None
     if text is None:
         return f"{text_field!r} is missing"
-    return f"{text_field!r} is {type(text).__name__}, not str"
+    return f"{text_field!r} is {arguments.json_type(text)}, not a string"  # only JSON input holds other types: its words
 
 
 class _Rows:
