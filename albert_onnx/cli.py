@@ -308,9 +308,7 @@ def _info(args: argparse.Namespace) -> int:
         problems = []  # every file that does not match: info shows them all, then fails (`info F && deploy` must stop)
 
         def checked(entry: FileEntry, graph: tuple[str, bool] | None = None) -> str | None:
-            problem = _file_problem(folder, entry)
-            if problem is None:  # the bytes are the manifest's: are its facts the file's? (what the loader asks next)
-                problem = _graph_problem(folder, *graph) if graph is not None else _tokenizer_problem(folder)
+            problem = _file_problem(folder, entry, graph)
             problems.extend([problem] if problem is not None else [])
             return problem
 
@@ -359,43 +357,29 @@ def _naming_stdout() -> Iterator[None]:
         raise OSError(error.errno, error.strerror, "<stdout>") from error
 
 
-def _file_problem(folder: ModelFolder, entry: FileEntry) -> str | None:
-    """Why the loader would refuse a file of the folder (changed, missing, unreadable), or None."""
-    try:
-        folder.check_file(entry)
-    except ModelFolderError as error:
-        return str(error)
-    except OSError as error:  # one file it may not read: say so on its line and go on with the others
-        return f"{error.filename}: {error.strerror}"
-    return None
-
-
-def _graph_problem(folder: ModelFolder, variant: str, u8s8: bool) -> str | None:
-    """Why the loader would refuse a graph whose bytes match the manifest (its outputs or stamp are not the
-    manifest's: an edited manifest.json), or None. The graph is loaded unoptimized on the CPU and never run."""
+def _file_problem(folder: ModelFolder, entry: FileEntry, graph: tuple[str, bool] | None) -> str | None:
+    """Why the loader would refuse a file of the folder, or None: changed, missing or unreadable, or, its bytes being
+    the manifest's, not what manifest.json states. A graph (``graph``: its variant and whether it is int8's uint8 x int8
+    twin; loaded unoptimized on the CPU, never run) must have its outputs and stamp, tokenizer.json (``graph`` None)
+    its special tokens and vocabulary size."""
     from .session import create_session
-
-    try:
-        session = create_session(folder.variant_path(variant, u8s8), "cpu", threads=1, spin_wait=False, optimize=False)
-        folder.check_session(variant, [node.name for node in session.get_outputs()], session.get_modelmeta().custom_metadata_map, u8s8)
-    except ModelFolderError as error:
-        return str(error)
-    except OSError as error:
-        return f"{error.filename}: {error.strerror}"
-    return None
-
-
-def _tokenizer_problem(folder: ModelFolder) -> str | None:
-    """Why the loader would refuse a tokenizer.json whose bytes match the manifest (its special tokens or vocabulary
-    size are not the manifest's), or None."""
     from .tokenizer import MAX_TOKENIZER_BYTES, AlbertTokenizer
 
     try:
-        AlbertTokenizer(folder.path / folder.tokenizer.file, folder.tokenizer, folder.model.vocab_size,
-                        data=folder.read_file(folder.tokenizer.entry, False, most=MAX_TOKENIZER_BYTES))
+        # hashed as a stream, then loaded from the path: reading the bytes once and loading them took 1.05 s and 240 MB
+        # on albert-base-v2, against 0.9 s and 185 MB
+        folder.check_file(entry)
+        if graph is None:  # as AlbertEmbedder._open builds it
+            AlbertTokenizer(folder.file(entry.file), folder.tokenizer, folder.model.vocab_size,
+                            data=folder.read_file(entry, False, most=MAX_TOKENIZER_BYTES))
+        else:
+            variant, u8s8 = graph
+            session = create_session(folder.file(entry.file), "cpu", threads=1, spin_wait=False, optimize=False)
+            folder.check_session(variant, [node.name for node in session.get_outputs()], session.get_modelmeta().custom_metadata_map,
+                                 u8s8)
     except ModelFolderError as error:
         return str(error)
-    except OSError as error:
+    except OSError as error:  # one file it may not read: say so on its line and go on with the others
         return f"{error.filename}: {error.strerror}"
     return None
 
